@@ -35,6 +35,19 @@ def test_timm_state_dict_loads_strictly_with_same_logits(tmp_path, name):
     assert torch.allclose(ours(x), reference(x), rtol=0, atol=1e-6)
 
 
+def test_timm_deploy_state_dict_loads_into_our_deploy_model(tmp_path):
+    # timm / the official release fold only the RepGhost branches; the other BNs are folded on load.
+    from timm.utils import reparameterize_model
+
+    reference = reparameterize_model(_timm_model("repghostnet_100"))
+    path = tmp_path / "timm_deploy.pth"
+    torch.save(reference.state_dict(), path)
+    ours = load_checkpoint(create_model("repghostnet_100", deploy=True), path).eval()
+    x = torch.randn(2, 3, 224, 224)
+    out = reference(x)
+    assert ((ours(x) - out).abs().max() / out.abs().max()).item() <= TOL
+
+
 def test_wrapped_and_prefixed_checkpoints(tmp_path):
     reference = randomize_bn(create_model("repghostnet_050")).eval()
     ema = randomize_bn(create_model("repghostnet_050"), seed=1).eval()

@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .layers.fuse import fold_bn_tensors
 from .models import create_model
 from .reparam import is_deploy
 
@@ -103,6 +104,31 @@ def state_dict_form(state_dict: dict) -> str:
     return "train" if any(k.endswith("running_mean") for k in state_dict) else "deploy"
 
 
+def is_partially_folded(state_dict: dict) -> bool:
+    """The official / timm deploy form: RepGhost branches folded, every other BN still there."""
+    return state_dict_form(state_dict) == "train" and any(k.endswith("cheap_operation.conv.bias") for k in state_dict)
+
+
+def fold_batchnorms(state_dict: dict[str, torch.Tensor], eps: float = 1e-5) -> dict[str, torch.Tensor]:
+    """Fold every ``<p>.bn.*`` group into the ``<p>.conv`` it follows, in a state dict of our layout.
+
+    State dicts do not store BN ``eps``; PyTorch's default (1e-5) is the one every model here uses.
+    """
+    folded = dict(state_dict)
+    for key in state_dict:
+        if not key.endswith(".bn.running_mean"):
+            continue
+        prefix = key[: -len("bn.running_mean")]
+        bn = {name: folded.pop(f"{prefix}bn.{name}", None)
+              for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+        kernel = folded[f"{prefix}conv.weight"]
+        bias = folded.get(f"{prefix}conv.bias", torch.zeros_like(bn["running_mean"]))
+        kernel, bias = fold_bn_tensors(kernel, bias, bn["running_mean"], bn["running_var"],
+                                       bn["weight"], bn["bias"], eps)
+        folded[f"{prefix}conv.weight"], folded[f"{prefix}conv.bias"] = kernel, bias
+    return folded
+
+
 def model_form(model: nn.Module) -> str:
     return "deploy" if is_deploy(model) else "train"
 
@@ -122,7 +148,10 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, use_ema: bool = F
     names both layouts.
     """
     state = load_state_dict(path, use_ema=use_ema)
-    ckpt_form, form = state_dict_form(state), model_form(model)
+    form = model_form(model)
+    if form == "deploy" and is_partially_folded(state):
+        state = fold_batchnorms(state)
+    ckpt_form = state_dict_form(state)
     if ckpt_form != form:
         raise CheckpointError(
             f"{path} holds a {ckpt_form}-form state dict but the model is in {form} form; "

@@ -25,11 +25,16 @@ def fold_bn(kernel: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module) -> t
         return kernel, bias
     if not isinstance(bn, nn.BatchNorm2d):
         raise TypeError(f"cannot fold {type(bn).__name__}: only BatchNorm2d or Identity")
-    std = (bn.running_var + bn.eps).sqrt()
-    gamma = bn.weight if bn.affine else torch.ones_like(std)
-    beta = bn.bias if bn.affine else torch.zeros_like(std)
-    scale = gamma / std
-    return kernel * scale.reshape(-1, 1, 1, 1), beta + (bias - bn.running_mean) * scale
+    ones = torch.ones_like(bn.running_var)
+    gamma = bn.weight if bn.affine else ones
+    beta = bn.bias if bn.affine else torch.zeros_like(ones)
+    return fold_bn_tensors(kernel, bias, bn.running_mean, bn.running_var, gamma, beta, bn.eps)
+
+
+def fold_bn_tensors(kernel, bias, mean, var, gamma, beta, eps: float = 1e-5):
+    """:func:`fold_bn` on raw tensors (e.g. straight from a state dict)."""
+    scale = gamma / (var + eps).sqrt()
+    return kernel * scale.reshape(-1, 1, 1, 1), beta + (bias - mean) * scale
 
 
 def identity_kernel(channels: int, kernel_size: int, groups: int, like: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,7 @@ class RepGhostModule(nn.Module):
         self.primary_conv = ConvNormAct(in_chs, out_chs, 1, act=relu, deploy=deploy)
         self.cheap_operation = conv_bn(out_chs, out_chs, dw_size, groups=out_chs, deploy=deploy)
         self.fusion = None if deploy else _identity_branch(reparam, out_chs)
-        # Not in place: under autograd the sum feeds two consumers in the bottleneck.
-        self.act = nn.ReLU() if relu else nn.Identity()
+        self.act = nn.ReLU(inplace=True) if relu else nn.Identity()
 
     def forward(self, x):
         x1 = self.primary_conv(x)
