@@ -115,3 +115,12 @@ def test_features_only_deploy_equals_train(name):
     deployed = reparameterize(model)
     err = check_equivalence(model, deployed, (2, 3, 224, 224))
     assert err["max_rel"] <= TOL
+
+
+def test_timm_reparameterize_model_folds_our_models_too():
+    from timm.utils import reparameterize_model
+
+    model = build("repghostnet_050")
+    deployed = reparameterize_model(model)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in deployed.modules())
+    assert check_equivalence(model, deployed, (1, 3, 160, 160))["max_rel"] <= TOL
