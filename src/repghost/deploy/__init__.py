@@ -1,7 +1,7 @@
 """Deployment: checkpoint conversion, ONNX / TorchScript export, onnxruntime sessions, int8."""
 
 from .calib import ImageSplit, load_split
-from .convert import ConvertError, ConvertResult, convert, load_any
+from .conversion import ConvertError, ConvertResult, convert, load_any
 from .onnx_export import (
     Comparison,
     ExportError,

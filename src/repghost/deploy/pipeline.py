@@ -17,8 +17,8 @@ from torch import nn
 from ..models import create_model, list_models
 from ..reparam import check_equivalence, is_deploy, reparameterize
 from .calib import load_split
-from .convert import RTOL as REPARAM_RTOL
-from .convert import ConvertError, load_any
+from .conversion import RTOL as REPARAM_RTOL
+from .conversion import ConvertError, load_any
 from .onnx_export import RTOL, Comparison, ExportError, compare_onnx, export_onnx, export_torchscript, op_counts
 from .quantize import DEFAULT_RECIPE, Int8Report, compare_int8, quantize
 
@@ -33,7 +33,7 @@ class ExportReport:
 
 
 def deploy_model(source: str, model_name: str | None = None, num_classes: int | None = None,
-                 log: Callable[[str], None] = print) -> nn.Module:
+                 img_size: int = 224, log: Callable[[str], None] = print) -> nn.Module:
     """The deploy form of ``source`` (checkpoint path or registered model name), in eval mode."""
     if not os.path.exists(source) and source in list_models():
         log(f"{source}: no checkpoint given, exporting random weights (fine for speed, not for accuracy)")
@@ -44,7 +44,7 @@ def deploy_model(source: str, model_name: str | None = None, num_classes: int | 
     if is_deploy(model):
         return model
     deployed = reparameterize(model)
-    err = check_equivalence(model, deployed, (1, 3, 224, 224))
+    err = check_equivalence(model, deployed, (1, 3, img_size, img_size))
     log(f"re-parameterized to the deploy form (max relative error {err['max_rel']:.2g})")
     if not err["max_rel"] <= REPARAM_RTOL:
         raise ConvertError(f"deploy form disagrees with the source: relative error {err['max_rel']:.3g}")
@@ -64,7 +64,7 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
         raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
     if int8 and fmt != "onnx":
         raise ValueError("--int8 quantizes the ONNX model; use --format onnx")
-    model = deploy_model(source, model_name, num_classes, log)
+    model = deploy_model(source, model_name, num_classes, img_size, log)
     out = Path(out)
     size = (1, 3, img_size, img_size)
     if fmt == "torchscript":
