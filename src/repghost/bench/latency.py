@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 import tempfile
 import time
@@ -70,7 +71,7 @@ def environment() -> dict:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return dict(date=time.strftime("%Y-%m-%d %H:%M"), cpu=cpu, logical_cpus=torch.get_num_threads(),
+    return dict(date=time.strftime("%Y-%m-%d %H:%M"), cpu=cpu, logical_cpus=os.cpu_count(),
                 python=platform.python_version(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
                 timm=timm.__version__, platform=platform.platform())
 
