@@ -43,7 +43,145 @@ def _add_models(sub) -> None:
     p.set_defaults(func=_cmd_models)
 
 
-COMMANDS = [_add_models]
+def _cmd_convert(args) -> int:
+    from .deploy import ConvertError, convert
+
+    try:
+        result = convert(args.checkpoint, args.out, model_name=args.model, num_classes=args.num_classes,
+                         use_ema=args.ema, input_size=(2, 3, args.img_size, args.img_size))
+    except ConvertError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{result.model_name}: deploy form agrees with the checkpoint (max abs error {result.max_abs:.3g}, "
+          f"relative {result.max_rel:.3g})")
+    print(f"wrote {result.path}")
+    return 0
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="convert a checkpoint to the deploy form (safetensors)",
+                       description="Load a checkpoint (ours, official RepGhost or timm layout; safetensors or "
+                                   "torch.save), re-parameterize it, check the deploy form gives the same output "
+                                   "on random input, and write a deploy safetensors file. Exits non-zero and "
+                                   "writes nothing when the checkpoint is missing or unreadable or the check fails.")
+    p.add_argument("checkpoint", help="checkpoint to convert")
+    p.add_argument("out", help="output path (.safetensors)")
+    p.add_argument("--model", help="model name, for checkpoints without repghost metadata (e.g. repghostnet_100)")
+    p.add_argument("--num-classes", type=int, help="classes (default: the checkpoint's classifier width)")
+    p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
+    p.add_argument("--img-size", type=int, default=224, help="input size of the equivalence check (default 224)")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_export(args) -> int:
+    from .deploy import ConvertError, ExportError
+    from .deploy.pipeline import export
+
+    try:
+        export(args.source, args.out, fmt=args.format, img_size=args.img_size, opset=args.opset,
+               exporter=args.exporter, int8=args.int8, recipe=args.recipe, calib=args.calib,
+               num_calib=args.num_calib, num_held_out=args.num_held_out, model_name=args.model,
+               num_classes=args.num_classes)
+    except (ConvertError, ExportError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_export(sub) -> None:
+    from .deploy import DEFAULT_RECIPE
+
+    p = sub.add_parser("export", help="export a model to ONNX (optionally int8) or TorchScript",
+                       description="Export the deploy form of a checkpoint (or of a registered model with random "
+                                   "weights) to ONNX — opset >= 17, dynamic batch axis, input 'input', output "
+                                   "'logits' — then run it with onnxruntime and compare with PyTorch (fails above "
+                                   "tolerance). --int8 adds a statically quantized model and reports its top-1 "
+                                   "change against fp32 on held-out images.")
+    p.add_argument("source", help="checkpoint path, or a model name such as repghostnet_100")
+    p.add_argument("out", help="output file (.onnx or .pt)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--img-size", type=int, default=224, help="example input size (default 224)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
+    p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo", help="torch.onnx exporter")
+    p.add_argument("--model", help="model name, for checkpoints without repghost metadata")
+    p.add_argument("--num-classes", type=int, help="classes of a model built by name (default 1000)")
+    q = p.add_argument_group("int8")
+    q.add_argument("--int8", action="store_true", help="also write OUT with suffix .int8.onnx")
+    q.add_argument("--recipe", default=DEFAULT_RECIPE,
+                   help=f"FORMAT[-nodw][-sSTRIDE], FORMAT qdq|qop (default {DEFAULT_RECIPE}: int8 from stride 16 on)")
+    q.add_argument("--calib", default="digits", help="'digits' (built in) or an ImageFolder directory")
+    q.add_argument("--num-calib", type=int, default=64, help="calibration images (default 64)")
+    q.add_argument("--num-held-out", type=int, default=256, help="held-out images for the top-1 check (default 256)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_bench(args) -> int:
+    from .bench import (
+        BenchConfig,
+        environment,
+        format_study,
+        format_table,
+        run_benchmark,
+        run_study,
+        write_results,
+        write_study,
+    )
+
+    if args.concat_vs_add:
+        rows = run_study(args.batch, args.img_size[0], runs=args.runs, warmup=args.warmup,
+                         threads=args.threads[0], opt_level=args.ort_opt_level)
+        print(format_study(rows))
+        paths = write_study(rows, args.out, meta=dict(environment=environment(), threads=args.threads[0],
+                                                      img_size=args.img_size[0], opt_level=args.ort_opt_level))
+    else:
+        if not args.models:
+            print("error: name at least one model (or pass --concat-vs-add)", file=sys.stderr)
+            return 2
+        config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
+                             batch_sizes=args.batch, img_sizes=args.img_size, warmup=args.warmup, runs=args.runs,
+                             device=args.device)
+        try:
+            results = run_benchmark(config)
+        except ValueError as err:  # bad spec / runtime / unknown model
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(format_table(results))
+        paths = write_results(results, args.out, config)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _add_bench(sub) -> None:
+    from .bench import RUNTIMES
+
+    p = sub.add_parser("bench", help="measure latency of models across runtimes (or the Concat-vs-Add study)",
+                       description="Latency of each MODEL under each runtime, thread count, batch size and input "
+                                   "size: warm-up, then the runners interleaved round by round; median and p90 "
+                                   "with params, MACs and the paper's top-1. Writes latency.{json,csv,md,png} to "
+                                   "--out. MODEL is [SOURCE:]NAME[@FORM]: SOURCE repghost (default) | timm | "
+                                   "torchvision, FORM train (default) | deploy; e.g. repghostnet_100@deploy "
+                                   "timm:ghostnet_100 timm:repghostnet_100@deploy torchvision:mobilenet_v3_large. "
+                                   "--concat-vs-add runs the paper's Fig. 1/2 study instead.")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="model specs (see above)")
+    p.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"], choices=RUNTIMES,
+                   help="default: eager onnxruntime")
+    p.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts (default 1)")
+    p.add_argument("--batch", nargs="+", type=int, default=[1], help="batch sizes (default 1)")
+    p.add_argument("--img-size", nargs="+", type=int, default=[224], help="input sizes (default 224)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up runs per runner (default 10)")
+    p.add_argument("--runs", type=int, default=50, help="timed rounds (default 50)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--out", default="bench-results", help="output directory (default bench-results)")
+    s = p.add_argument_group("Concat vs Add (paper Fig. 1 and 2)")
+    s.add_argument("--concat-vs-add", action="store_true",
+                   help="profile ghostnet_100 vs ghostnet_add_100 per operator with onnxruntime at each --batch "
+                        "(e.g. --batch 1 2 4 8 16 32); writes concat_vs_add.{json,md} and two PNGs")
+    s.add_argument("--ort-opt-level", default="basic", choices=("disable", "basic", "extended", "all"),
+                   help="onnxruntime graph optimization for the study (default basic: keeps Concat/Add nodes)")
+    p.set_defaults(func=_cmd_bench)
+
+
+COMMANDS = [_add_models, _add_convert, _add_export, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,173 @@
+"""The latency harness: models × runtimes × threads × batch sizes × input sizes.
+
+For each (threads, batch, input size) it builds one runner per (model, runtime), warms each up,
+then times them *interleaved*: every round runs each runner once, in a rotated order, so slow
+drifts of a shared machine (other jobs, clock changes) hit all of them alike. It reports the
+median and 90th percentile per runner, with params and MACs (:func:`repghost.profile`, batch 1)
+and the paper's top-1 where known.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..profile import profile
+from .models import ModelSpec
+from .runtimes import RUNTIMES, make_runner
+
+
+@dataclass
+class Result:
+    model: str
+    form: str
+    runtime: str
+    threads: int
+    batch: int
+    img_size: int
+    median_ms: float | None
+    p90_ms: float | None
+    runs: int
+    params_m: float
+    macs_m: float
+    paper_top1: float | None
+    error: str = ""
+
+
+@dataclass
+class BenchConfig:
+    models: Sequence[str]
+    runtimes: Sequence[str] = ("eager", "onnxruntime")
+    threads: Sequence[int] = (1,)
+    batch_sizes: Sequence[int] = (1,)
+    img_sizes: Sequence[int] = (224,)
+    warmup: int = 10
+    runs: int = 50
+    device: str = "cpu"
+    num_classes: int = 1000
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def environment() -> dict:
+    """Machine and library versions, recorded beside every result."""
+    import onnxruntime
+    import timm
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return dict(date=time.strftime("%Y-%m-%d %H:%M"), cpu=cpu, logical_cpus=os.cpu_count(),
+                python=platform.python_version(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
+                timm=timm.__version__, platform=platform.platform())
+
+
+def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, progress: bool, desc: str):
+    times = {key: [] for key in runners}
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    keys = list(runners)
+    for round_ in tqdm(range(runs), desc=desc, disable=not progress, leave=False):
+        shift = round_ % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            start = time.perf_counter()
+            runners[key]()
+            times[key].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def run_benchmark(config: BenchConfig) -> list[Result]:
+    """Measure every combination in ``config``; a runtime that fails for a model is recorded with
+    its error instead of a time."""
+    for runtime in config.runtimes:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be among {RUNTIMES}, got {runtime!r}")
+    specs = [ModelSpec.parse(m) for m in config.models]
+    device = torch.device(config.device)
+    models = {s.label: s.build(config.num_classes) for s in specs}
+    results: list[Result] = []
+    onnx_dir = Path(tempfile.mkdtemp(prefix="repghost-bench-"))
+    for size in config.img_sizes:
+        costs = {label: profile(m, (1, 3, size, size)) for label, m in models.items()}
+        for threads in config.threads:
+            torch.set_num_threads(threads)
+            for batch in config.batch_sizes:
+                runners, errors = {}, {}
+                for spec in specs:
+                    for runtime in config.runtimes:
+                        key = (spec.label, runtime)
+                        try:
+                            runners[key] = make_runner(models[spec.label], runtime, (batch, 3, size, size), threads,
+                                                       device, onnx_dir / f"{spec.label.replace(':', '_')}_{size}.onnx")
+                            runners[key]()  # compile / first-run failures surface here, not mid-timing
+                        except Exception as err:  # a runtime that cannot run this model is a result too
+                            runners.pop(key, None)
+                            errors[key] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                desc = f"{threads} thread(s), batch {batch}, {size}²"
+                times = _time_interleaved(runners, config.warmup, config.runs, config.progress, desc)
+                for spec in specs:
+                    for runtime in config.runtimes:
+                        key, cost = (spec.label, runtime), costs[spec.label]
+                        t = times.get(key)
+                        results.append(Result(
+                            model=spec.label.rsplit("@", 1)[0], form=spec.form, runtime=runtime, threads=threads,
+                            batch=batch, img_size=size,
+                            median_ms=float(np.median(t)) if t else None,
+                            p90_ms=float(np.percentile(t, 90)) if t else None, runs=len(t or []),
+                            params_m=cost.params / 1e6, macs_m=cost.macs / 1e6, paper_top1=spec.paper_top1,
+                            error=errors.get(key, "")))
+    return results
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """A Markdown table; ``×ref`` is the median relative to the first model of the same setting."""
+    header = ("| model | form | runtime | threads | batch | size | median ms | p90 ms | ×ref | params M | MACs M "
+              "| paper top-1 |")
+    lines = [header, "|" + "---|" * 12]
+    ref: dict[tuple, float] = {}
+    for r in results:
+        setting = (r.runtime, r.threads, r.batch, r.img_size)
+        if r.median_ms is not None:
+            ref.setdefault(setting, r.median_ms)
+        ratio = f"{r.median_ms / ref[setting]:.2f}" if r.median_ms is not None else "–"
+        median = f"{r.median_ms:.2f}" if r.median_ms is not None else f"failed: {r.error[:60]}"
+        p90 = f"{r.p90_ms:.2f}" if r.p90_ms is not None else "–"
+        top1 = f"{r.paper_top1:.1f}" if r.paper_top1 is not None else "–"
+        lines.append(f"| {r.model} | {r.form} | {r.runtime} | {r.threads} | {r.batch} | {r.img_size} | {median} "
+                     f"| {p90} | {ratio} | {r.params_m:.2f} | {r.macs_m:.1f} | {top1} |")
+    return "\n".join(lines)
+
+
+def write_results(results: Sequence[Result], out_dir: str | Path, config: BenchConfig | None = None,
+                  name: str = "latency") -> dict[str, Path]:
+    """Write ``NAME.json`` (results + environment + config), ``NAME.csv``, ``NAME.md`` and ``NAME.png``."""
+    from .plots import plot_latency
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [asdict(r) for r in results]
+    paths = {k: out_dir / f"{name}.{k}" for k in ("json", "csv", "md", "png")}
+    meta = dict(environment=environment(), config=asdict(config) if config else None)
+    paths["json"].write_text(json.dumps(dict(**meta, results=rows), indent=1))
+    with paths["csv"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model"])
+        writer.writeheader()
+        writer.writerows(rows)
+    paths["md"].write_text(format_table(results) + "\n")
+    plot_latency(results, paths["png"])
+    return paths

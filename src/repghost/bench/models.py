@@ -1,0 +1,74 @@
+"""What a benchmark measures: model specs, how to build them, and the paper's top-1 where known.
+
+A spec is ``[SOURCE:]NAME[@FORM]``: SOURCE ``repghost`` (default), ``timm`` or ``torchvision``;
+FORM ``train`` (default) or ``deploy`` (our :func:`repghost.reparameterize`, or timm's
+``reparameterize_model`` for timm models). Every model is built with random weights
+(``pretrained=False`` / ``weights=None``): latency does not depend on the weights' values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+SOURCES = ("repghost", "timm", "torchvision")
+FORMS = ("train", "deploy")
+
+#: ImageNet-1k top-1 (%) from the paper (PAPER.md): its RepGhostNet table, GhostNet 1.0×, and the
+#: competitor points of its accuracy–latency figure (MobileNetV3, MobileOne).
+PAPER_TOP1 = {
+    "repghostnet_050": 66.9, "repghostnet_058": 68.9, "repghostnet_080": 72.2, "repghostnet_100": 74.2,
+    "repghostnet_111": 75.1, "repghostnet_130": 76.4, "repghostnet_150": 77.5, "repghostnet_200": 78.8,
+    "ghostnet_100": 73.9,
+    "mobilenetv3_small_075": 65.4, "mobilenetv3_small_100": 67.4,
+    "mobilenetv3_large_075": 73.3, "mobilenetv3_large_100": 75.2, "mobilenet_v3_large": 75.2,
+    "mobilenet_v3_small": 67.4,
+    "mobileone_s0": 71.4, "mobileone_s1": 75.9,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    source: str
+    name: str
+    form: str
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        source, _, rest = text.rpartition(":")
+        name, _, form = rest.partition("@")
+        source, form = source or "repghost", form or "train"
+        if source not in SOURCES:
+            raise ValueError(f"model spec {text!r}: source must be one of {SOURCES}")
+        if form not in FORMS:
+            raise ValueError(f"model spec {text!r}: form must be one of {FORMS}")
+        return cls(source, name, form)
+
+    @property
+    def label(self) -> str:
+        prefix = "" if self.source == "repghost" else f"{self.source}:"
+        return f"{prefix}{self.name}@{self.form}"
+
+    @property
+    def paper_top1(self) -> float | None:
+        return PAPER_TOP1.get(self.name)
+
+    def build(self, num_classes: int = 1000) -> nn.Module:
+        """The model in eval mode, in the spec's form."""
+        if self.source == "repghost":
+            from .. import create_model, reparameterize
+
+            model = create_model(self.name, num_classes=num_classes).eval()
+            return reparameterize(model) if self.form == "deploy" else model
+        if self.source == "timm":
+            import timm
+            from timm.utils.model import reparameterize_model
+
+            model = timm.create_model(self.name, pretrained=False, num_classes=num_classes).eval()
+            return reparameterize_model(model) if self.form == "deploy" else model
+        import torchvision
+
+        if self.form == "deploy":
+            raise ValueError(f"{self.label}: torchvision models have no deploy form")
+        return torchvision.models.get_model(self.name, weights=None, num_classes=num_classes).eval()

@@ -1,0 +1,94 @@
+"""One callable per (model, runtime): each call runs one forward pass and waits for its result.
+
+Runtimes:
+
+- ``eager``: plain PyTorch, ``torch.inference_mode``.
+- ``channels_last``: PyTorch eager with the model and input in channels-last memory format.
+- ``torchscript``: traced, frozen, then ``torch.jit.optimize_for_inference`` (folds conv + BN,
+  fuses conv + ReLU, may switch to oneDNN layouts).
+- ``compile``: ``torch.compile`` (inductor), where it works on this machine.
+- ``onnxruntime``: ONNX export (dynamo exporter, legacy on failure) run by onnxruntime with full
+  graph optimization.
+
+On CUDA every PyTorch call is bracketed by ``torch.cuda.synchronize()`` so the time is the
+kernels' time, not the launch's; onnxruntime's ``run`` returns host arrays, which already waits.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+RUNTIMES = ("eager", "channels_last", "torchscript", "compile", "onnxruntime")
+
+
+def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    if device.type != "cuda":
+        return fn
+
+    def call():
+        torch.cuda.synchronize(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return call
+
+
+def _torch_runner(module, x) -> Callable[[], object]:
+    def call():
+        with torch.inference_mode():
+            return module(x)
+
+    return call
+
+
+def make_runner(model: nn.Module, runtime: str, input_size: tuple[int, ...], threads: int,
+                device: torch.device, onnx_path: str | Path | None = None) -> Callable[[], object]:
+    """A zero-argument callable that runs ``model`` once under ``runtime`` on a fixed random input.
+
+    ``onnx_path`` caches the export: an existing file there is reused (its batch axis is dynamic).
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    x = torch.randn(input_size)
+    if runtime == "onnxruntime":
+        return _onnxruntime_runner(model, x, threads, device, onnx_path)
+    model, x = model.to(device).eval(), x.to(device)
+    if runtime == "eager":
+        return _synced(_torch_runner(model, x), device)
+    if runtime == "channels_last":
+        # .to() converts in place; copy so the eager runner on the same model keeps its layout.
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return _synced(_torch_runner(model, x), device)
+    if runtime == "torchscript":
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scripted = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
+        return _synced(_torch_runner(scripted, x), device)
+    compiled = torch.compile(model)
+    return _synced(_torch_runner(compiled, x), device)
+
+
+def _onnxruntime_runner(model, x, threads, device, path):
+    from ..deploy.onnx_export import INPUT_NAME, ExportError, export_onnx, session
+
+    path = Path(path or Path(tempfile.mkdtemp(prefix="repghost-bench-")) / "model.onnx")
+    if not path.is_file():
+        model = copy.deepcopy(model).cpu().eval()  # leave the caller's model on its device
+        try:
+            export_onnx(model, path, tuple(x.shape))
+        except ExportError:
+            export_onnx(model, path, tuple(x.shape), exporter="legacy")
+    providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+    sess = session(path, threads=threads, providers=providers)
+    feed = {INPUT_NAME: np.ascontiguousarray(x.numpy())}
+    return lambda: sess.run(None, feed)

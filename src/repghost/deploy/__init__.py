@@ -1,0 +1,21 @@
+"""Deployment: checkpoint conversion, ONNX / TorchScript export, onnxruntime sessions, int8."""
+
+from .calib import ImageSplit, load_split
+from .conversion import ConvertError, ConvertResult, convert, load_any
+from .onnx_export import (
+    Comparison,
+    ExportError,
+    compare_onnx,
+    export_onnx,
+    export_torchscript,
+    load_torchscript,
+    op_counts,
+    session,
+)
+from .quantize import DEFAULT_RECIPE, RECIPES, Int8Report, Recipe, compare_int8, quantize
+
+__all__ = [
+    "DEFAULT_RECIPE", "RECIPES", "Comparison", "ConvertError", "ConvertResult", "ExportError", "ImageSplit",
+    "Int8Report", "Recipe", "compare_int8", "compare_onnx", "convert", "export_onnx", "export_torchscript",
+    "load_any", "load_split", "load_torchscript", "op_counts", "quantize", "session",
+]

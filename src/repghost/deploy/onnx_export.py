@@ -1,0 +1,164 @@
+"""ONNX export, onnxruntime sessions, and the check that ONNX and PyTorch agree.
+
+The export uses torch's dynamo exporter at opset 18 (its native opset; asking it for 17 makes it
+down-convert and fail on ReduceMean's axes input) with a dynamic batch axis and the names
+``input`` / ``logits``. It gives a graph of plain ``Conv`` / ``Relu`` / ``Add`` … nodes with no
+``Identity`` padding; the legacy TorchScript-based exporter is kept as ``exporter="legacy"`` for
+models dynamo cannot trace.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 18
+#: float32 ONNX vs PyTorch: max abs error ≤ RTOL × max abs PyTorch output (kernel order differs).
+RTOL = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The export failed or its output does not match PyTorch."""
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int] = (1, 3, 224, 224),
+                opset: int = DEFAULT_OPSET, exporter: str = "dynamo", dynamic_batch: bool = True) -> Path:
+    """Write ``model`` (eval mode) to ``path`` as ONNX with a dynamic batch axis; return the path.
+
+    The file is written to a temporary name and renamed, so a failed export leaves nothing behind.
+    """
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17, got {opset}")
+    if exporter not in ("dynamo", "legacy"):
+        raise ValueError(f"exporter must be 'dynamo' or 'legacy', got {exporter!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    model = model.eval()
+    example = torch.randn(tuple(input_size))
+    kwargs: dict = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+    if exporter == "dynamo":
+        kwargs.update(dynamo=True, external_data=False, verbose=False)
+        if dynamic_batch:
+            kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    else:
+        kwargs.update(dynamo=False)
+        if dynamic_batch:
+            kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    try:
+        # The dynamo exporter prints progress lines; keep the CLI output ours.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(tmp), **kwargs)
+        os.replace(tmp, path)
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"ONNX export ({exporter}) failed: {type(err).__name__}: {err}") from err
+    return path
+
+
+def op_counts(path: str | os.PathLike) -> dict[str, int]:
+    """How many nodes of each op type the ONNX graph at ``path`` has (main graph)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return dict(collections.Counter(node.op_type for node in graph.node))
+
+
+def session(path: str | os.PathLike, threads: int = 1, opt_level: str = "all", providers: Sequence[str] | None = None,
+            profile_prefix: str | None = None):
+    """An onnxruntime ``InferenceSession`` with ``threads`` intra-op threads and one inter-op thread.
+
+    ``opt_level`` is onnxruntime's graph optimization level: ``"disable"``, ``"basic"``,
+    ``"extended"`` or ``"all"`` (the default; includes the NCHWc layout transform on x86).
+    ``profile_prefix`` turns on onnxruntime's per-node profiler.
+    """
+    import onnxruntime as ort
+
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if opt_level not in levels:
+        raise ValueError(f"opt_level must be one of {list(levels)}, got {opt_level!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = levels[opt_level]
+    options.log_severity_level = 3
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    max_abs: float
+    scale: float
+    rtol: float
+
+    @property
+    def max_rel(self) -> float:
+        return self.max_abs / self.scale if self.scale > 0 else self.max_abs
+
+    @property
+    def ok(self) -> bool:
+        return self.max_rel <= self.rtol
+
+    def __str__(self) -> str:
+        verdict = "OK" if self.ok else "FAIL"
+        return (f"max abs error {self.max_abs:.3g} (relative {self.max_rel:.3g} of output scale {self.scale:.3g}; "
+                f"tolerance {self.rtol:g}) {verdict}")
+
+
+@torch.no_grad()
+def compare_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int] = (2, 3, 224, 224),
+                 rtol: float = RTOL, seed: int = 0) -> Comparison:
+    """Run ``model`` and the ONNX file on the same random input; the default batch of 2 also
+    exercises the dynamic batch axis."""
+    x = torch.randn(tuple(input_size), generator=torch.Generator().manual_seed(seed))
+    expected = model.eval()(x).numpy()
+    got = session(path).run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+    if got.shape != expected.shape:
+        raise ExportError(f"ONNX output shape {got.shape} differs from PyTorch {expected.shape}")
+    return Comparison(max_abs=float(np.abs(got - expected).max()), scale=float(np.abs(expected).max()), rtol=rtol)
+
+
+def export_torchscript(model: nn.Module, path: str | os.PathLike,
+                       input_size: Sequence[int] = (1, 3, 224, 224)) -> Path:
+    """Trace ``model``, freeze it (weights become constants) and save; returns the path.
+
+    ``torch.jit.optimize_for_inference`` is left to load time (see :func:`load_torchscript`): its
+    rewrites are tied to the machine that runs the model.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), torch.randn(tuple(input_size))))
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        frozen.save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_torchscript(path: str | os.PathLike, optimize: bool = True) -> torch.jit.ScriptModule:
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+    return torch.jit.optimize_for_inference(module) if optimize else module

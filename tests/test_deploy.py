@@ -1,0 +1,158 @@
+"""Deployment: convert, ONNX / TorchScript export, int8 — on small inputs to stay fast."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import repghost
+from repghost.cli import main
+from repghost.deploy import (
+    ExportError,
+    Recipe,
+    compare_onnx,
+    export_onnx,
+    export_torchscript,
+    load_split,
+    load_torchscript,
+    op_counts,
+    session,
+)
+from repghost.deploy import conversion as convert_module
+from repghost.deploy.pipeline import export
+
+from conftest import randomize_bn
+
+
+def _train_checkpoint(tmp_path, name="repghostnet_050", num_classes=10):
+    model = randomize_bn(repghost.create_model(name, num_classes=num_classes)).eval()
+    path = repghost.save_checkpoint(model, tmp_path / "train.safetensors")
+    return model, path
+
+
+# -- convert ------------------------------------------------------------------------------------
+
+def test_convert_refuses_missing_checkpoint(tmp_path, capsys):
+    out = tmp_path / "deploy.safetensors"
+    assert main(["convert", str(tmp_path / "missing.safetensors"), str(out)]) != 0
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_convert_refuses_unreadable_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "corrupt.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    out = tmp_path / "deploy.safetensors"
+    assert main(["convert", str(bad), str(out), "--model", "repghostnet_050"]) != 0
+    assert str(bad) in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_convert_refuses_when_equivalence_fails(tmp_path, monkeypatch, capsys):
+    _, ckpt = _train_checkpoint(tmp_path)
+    # A fold that went wrong shows up as a large error; the guard must then write nothing.
+    monkeypatch.setattr(convert_module, "check_equivalence",
+                        lambda a, b, size: dict(max_abs=0.5, max_rel=0.1, scale=5.0))
+    out = tmp_path / "deploy.safetensors"
+    assert main(["convert", str(ckpt), str(out), "--img-size", "32"]) != 0
+    assert "disagrees" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_convert_writes_equivalent_deploy_checkpoint(tmp_path, capsys):
+    model, _ = _train_checkpoint(tmp_path)
+    # A timm-style training checkpoint without our metadata: needs --model, classes inferred.
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "last.pth")
+    out = tmp_path / "deploy.safetensors"
+    assert main(["convert", str(tmp_path / "last.pth"), str(out), "--model", "repghostnet_050",
+                 "--img-size", "64"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    deployed = repghost.load_model(out)
+    assert repghost.is_deploy(deployed) and deployed.num_classes == 10
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref, got = model(x), deployed(x)
+    assert (ref - got).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_convert_without_model_name_explains(tmp_path, capsys):
+    model, _ = _train_checkpoint(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "raw.pth")
+    assert main(["convert", str(tmp_path / "raw.pth"), str(tmp_path / "d.safetensors")]) != 0
+    assert "--model" in capsys.readouterr().err
+
+
+# -- ONNX -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["repghostnet_050", "repghostnet_130"])
+def test_onnx_matches_pytorch_and_has_no_bn_or_concat(tmp_path, name):
+    model = repghost.reparameterize(randomize_bn(repghost.create_model(name)).eval())
+    path = export_onnx(model, tmp_path / f"{name}.onnx", (1, 3, 64, 64))
+    ops = op_counts(path)
+    assert ops.get("BatchNormalization", 0) == 0 and ops.get("Concat", 0) == 0
+    assert ops["Conv"] > 0
+    graph = onnx.load(str(path))
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert [i.name for i in graph.graph.input] == ["input"] and [o.name for o in graph.graph.output] == ["logits"]
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+    # Batch 3 differs from the export's batch 1: the batch axis is dynamic.
+    comparison = compare_onnx(model, path, (3, 3, 64, 64))
+    assert comparison.ok, str(comparison)
+    assert comparison.max_abs <= 1e-4 * comparison.scale
+
+
+def test_onnx_of_ghostnet_keeps_its_concats(tmp_path):
+    """The no-Concat check above means something: GhostNet's graph has its 32 merges."""
+    path = export_onnx(repghost.create_model("ghostnet_050").eval(), tmp_path / "g.onnx", (1, 3, 32, 32),
+                       exporter="legacy")
+    assert op_counts(path)["Concat"] == 32
+
+
+def test_export_removes_file_above_tolerance(tmp_path):
+    model, ckpt = _train_checkpoint(tmp_path)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export(str(ckpt), out, img_size=32, exporter="legacy", rtol=0.0, log=lambda _: None)
+    assert not out.exists()
+
+
+def test_torchscript_export_matches(tmp_path):
+    model = repghost.reparameterize(randomize_bn(repghost.create_model("repghostnet_050")).eval())
+    path = export_torchscript(model, tmp_path / "m.pt", (1, 3, 64, 64))
+    scripted = load_torchscript(path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref, got = model(x), scripted(x)
+    assert (ref - got).abs().max() <= 1e-4 * ref.abs().max()
+
+
+# -- int8 -------------------------------------------------------------------------------------------
+
+def test_recipe_parsing():
+    assert Recipe.parse("qdq") == Recipe("qdq", False, 1)
+    assert Recipe.parse("qop-nodw-s16") == Recipe("qop", True, 16)
+    with pytest.raises(ValueError, match="FORMAT"):
+        Recipe.parse("fp16")
+
+
+def test_digits_split_is_disjoint_and_normalized():
+    split = load_split("digits", num_calib=8, num_held_out=12, size=32)
+    assert split.calib.shape == (8, 3, 32, 32) and split.held_out.shape == (12, 3, 32, 32)
+    assert split.num_classes == 10 and set(split.held_out_labels) <= set(range(10))
+    assert not any(np.array_equal(c, h) for c in split.calib for h in split.held_out)
+
+
+def test_export_int8_runs_and_reports_accuracy_change(tmp_path, capsys):
+    _, ckpt = _train_checkpoint(tmp_path)
+    out = tmp_path / "m.onnx"
+    rc = main(["export", str(ckpt), str(out), "--int8", "--recipe", "qdq-s8", "--img-size", "32",
+               "--num-calib", "8", "--num-held-out", "24"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "top-1 agrees with fp32" in text and "change" in text and "points" in text
+    int8 = tmp_path / "m.int8.onnx"
+    ops = op_counts(int8)
+    assert ops.get("DequantizeLinear", 0) > 0
+    assert ops.get("Conv", 0) > 0  # the stride < 8 part stayed float
+    logits = session(int8).run(["logits"], {"input": np.zeros((2, 3, 32, 32), np.float32)})[0]
+    assert logits.shape == (2, 10) and np.isfinite(logits).all()
