@@ -1,11 +1,11 @@
 """The paper's Concat-vs-Add study (its Fig. 1 and 2), on this machine through onnxruntime's profiler.
 
-GhostNet 1.0× merges the two halves of each of its 32 Ghost modules with a Concat (then a Slice to
-the module width); ``ghostnet_add_100`` merges the same two tensors with an Add. Both are exported
-with the legacy exporter, whose node names carry the module path (``…/ghost1/Concat``), so the 32
-merge operators are told apart from the 16 shortcut Adds. For each batch size the models run with
-onnxruntime's per-node profiler on; the study reports the cumulative time of the 32 merge
-operators per forward pass and each operator type's share of the total.
+GhostNet 1.0× merges the two halves of each of its 32 Ghost modules with a Concat (a Slice to
+the module width follows only where that width is odd); ``ghostnet_add_100`` merges the same two
+tensors with an Add. Both are exported with the legacy exporter, whose node names carry the module
+path (``…/ghost1/Concat``), so the 32 merge operators are told apart from the 16 shortcut Adds.
+For each batch size the models run with onnxruntime's per-node profiler on; the study reports the
+cumulative time of the 32 merge operators per forward pass and each operator type's share of the total.
 
 onnxruntime's ``basic`` graph optimization is the default here: it folds constants and BNs but
 keeps Concat and Add as nodes of their own; ``all`` may fuse an Add into the conv that follows

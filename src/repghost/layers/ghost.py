@@ -26,6 +26,8 @@ class GhostModule(nn.Module):
         self.merge = merge
         init_chs = math.ceil(out_chs / 2)
         self.out_chs = out_chs if merge == "concat" else init_chs
+        # Only an odd width needs the concat trimmed; a no-op slice would still cost a copy when exported.
+        self.trim = merge == "concat" and 2 * init_chs != out_chs
         self.primary_conv = ConvNormAct(in_chs, init_chs, 1, act=relu, deploy=deploy)
         self.cheap_operation = ConvNormAct(init_chs, init_chs, dw_size, groups=init_chs, act=relu,
                                            deploy=deploy)
@@ -35,4 +37,5 @@ class GhostModule(nn.Module):
         x2 = self.cheap_operation(x1)
         if self.merge == "add":
             return x1 + x2
-        return torch.cat([x1, x2], dim=1)[:, : self.out_chs]
+        out = torch.cat([x1, x2], dim=1)
+        return out[:, : self.out_chs] if self.trim else out
