@@ -20,6 +20,7 @@ import logging
 import math
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -114,7 +115,7 @@ def _setup_logging(run_dir: Path | None, is_main: bool) -> None:
 
     class TqdmHandler(logging.Handler):  # log lines that do not tear the progress bars
         def emit(self, record):
-            tqdm.write(self.format(record))
+            tqdm.write(self.format(record), file=sys.stderr)
 
     console = TqdmHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
