@@ -202,7 +202,7 @@ def test_pretrained_replaces_a_classifier_of_another_size(tiny_run, tmp_path):
 # -- distributed -----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_on_digits(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "repghost", "train", "--output", str(tmp_path), "--name", "ddp", "--epochs", "1",
            "--batch-size", "128", "--img-size", "16", "--threads", "1", "--progress", "false"]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=400)

@@ -72,15 +72,18 @@ class TrainResult:
 
 
 class _StopFlag:
-    """Ctrl-C (SIGINT) asks the loop to stop at the next step and save; a second Ctrl-C aborts."""
+    """Ctrl-C (SIGINT) or SIGTERM (what torchrun and schedulers send) asks the loop to stop at the
+    next step and save a resumable checkpoint; a second signal aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._old = None
+        self._old = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
@@ -90,8 +93,8 @@ class _StopFlag:
         log.warning("interrupt: saving a resumable checkpoint at the next step (Ctrl-C again to abort)")
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

@@ -72,7 +72,7 @@ def plot_curves(metrics_csv: Path, out_png: Path, title: str = "") -> Path:
         x, y = col(name)
         if x:
             ax_acc.plot(x, y, marker=".", label=label)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.set(xlabel="epoch", ylabel="loss (log scale)", title="loss", yscale="log")
     ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="validation accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
