@@ -374,10 +374,10 @@ class Trainer:
         cfg = self.cfg
         self.skipped |= set(gather_lists(sorted(self.skipped), self.dist))
         last_epoch = self.epoch + 1 == cfg.epochs
-        row = {"epoch": self.epoch, "step": self.global_step, "lr": self._lr(), **train_stats,
-               "skipped_images": len(self.skipped)}
+        row = {"epoch": self.epoch, "step": self.global_step, "lr": self._lr(), **train_stats}
         if (self.epoch + 1) % cfg.eval_every == 0 or last_epoch:
             row.update(self._evaluate_epoch())
+        row["skipped_images"] = len(self.skipped)  # train and val images, since the start of the run
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         improved = self._update_best(row)
         if self.dist.is_main:
