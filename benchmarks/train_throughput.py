@@ -88,7 +88,7 @@ def main(argv=None) -> int:
             run_steps(model, opt, x, y, args.warmup, amp_dtype, device)
             seconds = run_steps(model, opt, x, y, args.steps, amp_dtype, device)
             rates[which].append(args.steps * args.batch_size / seconds)
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{w} {rates[w][-1]:.1f} img/s" for w in models))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{w} {rates[w][-1]:.1f} img/s" for w in models), flush=True)
 
     med = {w: statistics.median(v) for w, v in rates.items()}
     ratio = med["repghost"] / med["timm"]
