@@ -1,0 +1,94 @@
+"""Training checkpoints: everything needed to continue a run bit for bit, as tensors and plain containers.
+
+A checkpoint holds model, EMA, optimizer, scheduler and grad-scaler state, the position
+(epoch, step within the epoch, global step), the best result so far, every RNG state (python,
+numpy, torch CPU and CUDA) and the resolved config. It is written atomically (temporary file in
+the same directory, then ``os.replace``) and read with ``torch.load(weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError, _read
+
+CHECKPOINT_VERSION = 1
+
+
+def capture_rng() -> dict:
+    """Every RNG the training loop touches, as tensors / ints / lists (``weights_only``-safe)."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def plain_scheduler_state(scheduler) -> dict:
+    """timm schedulers keep their settings in ``__dict__``; keep what ``weights_only`` can load."""
+    plain = (int, float, str, bool, type(None))
+
+    def ok(v):
+        if isinstance(v, (list, tuple)):
+            return all(ok(x) for x in v)
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and ok(x) for k, x in v.items())
+        return isinstance(v, plain)
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in scheduler.state_dict().items() if ok(v)}
+
+
+def atomic_torch_save(obj, path: Path) -> Path:
+    """``torch.save`` to a temporary file next to ``path``, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a training checkpoint (tensors and plain containers only; nothing is executed)."""
+    state = _read(Path(path))
+    if not isinstance(state, dict) or state.get("kind") != "repghost-train":
+        raise CheckpointError(f"{path} is not a repghost training checkpoint (no resumable state); "
+                              "use --pretrained to start from plain weights")
+    return state
