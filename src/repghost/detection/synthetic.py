@@ -2,8 +2,8 @@
 
 Written to disk as a real COCO dataset (``annotations/instances_<split>.json`` + ``<split>/*.png``)
 so it goes through the same loader, validation and pycocotools evaluation as COCO itself. Each
-object has a box, a polygon segmentation and its mask area; shapes never overlap, so the polygon
-is exactly the visible mask. Deterministic by ``seed``.
+object has a box (the tight box of its mask), an RLE segmentation of exactly the pixels drawn and
+its area; shapes never overlap, so every mask is fully visible. Deterministic by ``seed``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
@@ -64,7 +65,7 @@ def _overlaps(box, boxes, margin: float = 3.0) -> bool:
 
 
 def _make_image(rng: np.random.Generator, size: int, max_objects: int, min_obj: int, max_obj: int):
-    """One image and its objects ``(category_id, polygon, mask)``."""
+    """One image and its objects ``(category_id, mask)``."""
     image = _background(rng, size)
     objects, boxes = [], []
     for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -85,7 +86,7 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int, min_obj: 
             continue
         colour = rng.uniform(0, 255, size=3)
         image[mask] = np.clip(colour + rng.normal(0, 6, size=(int(mask.sum()), 3)), 0, 255)
-        objects.append((category["id"], polygon, mask))
+        objects.append((category["id"], mask))
     return Image.fromarray(image.astype(np.uint8)), objects
 
 
@@ -100,14 +101,15 @@ def _write_split(root: Path, split: str, count: int, size: int, rng: np.random.G
         image.save(out_dir / file_name)
         image_id = index + 1
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
-        for category_id, polygon, mask in objects:
+        for category_id, mask in objects:
             ys, xs = np.nonzero(mask)
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             x0, y0 = int(xs.min()), int(ys.min())
             annotations.append({
                 "id": ann_id, "image_id": image_id, "category_id": category_id, "iscrowd": 0,
                 "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
                 "area": int(mask.sum()),
-                "segmentation": [[round(float(c), 2) for point in polygon for c in point]],
+                "segmentation": {"size": [size, size], "counts": rle["counts"].decode("ascii")},
             })
             ann_id += 1
     dataset = {"info": {"description": f"repghost synthetic shapes ({split})"}, "images": images,
