@@ -102,3 +102,28 @@ def test_errors_exit_nonzero_and_write_nothing(tmp_path, capsys):
     assert main(["det-train", "--data", str(root), "--val-split", "train", "--output", str(out)]) == 2
     assert "gone.jpg" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("model,loss_keys", [
+    ("maskrcnn", {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}),
+    ("ssdlite", {"bbox_regression", "classification"}),
+])
+def test_other_detectors_train_on_synthetic_masks_and_boxes(model, loss_keys, synthetic_dir):
+    from repghost.detection import DetectorConfig, build_detector
+    from repghost.detection.data import collate
+
+    config = make_train_config(**dict(TINY, output="unused", synthetic_dir=synthetic_dir))
+    dataset = config.data.dataset("train", train=True, masks=model == "maskrcnn")
+    images, targets = collate([dataset[i] for i in range(2)])
+    if model == "maskrcnn":
+        assert targets[0]["masks"].shape[1:] == (64, 64)
+    detector = build_detector(DetectorConfig(model=model, backbone="repghostnet_050", num_classes=dataset.num_classes,
+                                             fpn_channels=16, min_size=64, max_size=64)).train()
+    before = {k: v.clone() for k, v in detector_body(detector).state_dict().items()}
+    optimizer = torch.optim.SGD(detector.parameters(), lr=0.01, momentum=0.9)
+    losses = detector(list(images), list(targets))
+    assert set(losses) == loss_keys and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    optimizer.step()
+    after = detector_body(detector).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))
