@@ -120,6 +120,7 @@ def _add_det_train(sub) -> None:
     g.add_argument("--workers", type=int, default=defaults.workers, help="data loader workers per process")
     g.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--seed", type=int, default=defaults.seed)
     p.set_defaults(func=_cmd_det_train)
 
@@ -133,7 +134,7 @@ def _cmd_det_eval(args) -> int:
     try:
         evaluate_checkpoint(args.checkpoint, data, batch_size=args.batch_size, workers=args.workers,
                             device=args.device, reparameterize=args.reparameterize, output=args.output,
-                            save_deploy=args.save_deploy)
+                            save_deploy=args.save_deploy, threads=args.threads)
     except _detection_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -159,6 +160,7 @@ def _add_det_eval(sub) -> None:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_det_eval)
 
 
