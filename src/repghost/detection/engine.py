@@ -103,7 +103,7 @@ class TrainConfig:
 
 #: The built-in synthetic set's CPU-friendly recipe: used for every option left unset without ``--data``.
 SYNTHETIC_DEFAULTS = dict(backbone="repghostnet_050", fpn_channels=64, min_size=128, max_size=128, batch_size=8,
-                          lr=0.05, warmup_iters=50, clip_grad=10.0)
+                          epochs=24, lr_steps=(23,), lr=0.05, warmup_iters=50, clip_grad=10.0)
 #: The paper's COCO setting, for every option left unset with ``--data``.
 COCO_DEFAULTS = dict(backbone="repghostnet_100", fpn_channels=256)
 
