@@ -137,9 +137,14 @@ def test_short_training_raises_ap_far_above_the_untrained_model(tmp_path):
     AP 0.06 → 15.8, AP50 0.3 → 39.6.)"""
     options = dict(model="ssdlite", synthetic_dir=str(tmp_path / "data"), synthetic_train=12, synthetic_val=4,
                    synthetic_size=80, val_split="train", min_size=80, max_size=80, fpn_channels=32, lr_steps=[27],
-                   lr=0.05, warmup_iters=10, batch_size=6, workers=0, eval_every=0)
-    untrained = train_detector(make_train_config(output=str(tmp_path / "untrained"), epochs=0, **options))
-    trained = train_detector(make_train_config(output=str(tmp_path / "trained"), epochs=36, **options))
+                   lr=0.05, warmup_iters=10, batch_size=6, workers=0, eval_every=0,
+                   threads=1)  # one thread: steady on a busy 2-core machine, where two threads can stall
+    threads = torch.get_num_threads()
+    try:
+        untrained = train_detector(make_train_config(output=str(tmp_path / "untrained"), epochs=0, **options))
+        trained = train_detector(make_train_config(output=str(tmp_path / "trained"), epochs=36, **options))
+    finally:
+        torch.set_num_threads(threads)
     assert untrained["bbox"]["AP50"] < 5
     assert trained["bbox"]["AP50"] >= untrained["bbox"]["AP50"] + 20
     assert trained["bbox"]["AP"] >= untrained["bbox"]["AP"] + 5
