@@ -9,10 +9,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .layers.fuse import FOLDABLE_NORMS
+
 
 def is_deploy(model: nn.Module) -> bool:
     """True when no module of ``model`` has anything left to fold."""
-    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) and not any(
+    norms = (nn.modules.batchnorm._BatchNorm, *FOLDABLE_NORMS)
+    return not any(isinstance(m, norms) for m in model.modules()) and not any(
         getattr(m, "fusion", None) is not None for m in model.modules()
     )
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+#: Normalizations that fold: trainable BN, and the frozen BN detectors train with (same statistics).
+FOLDABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
 
 def fold_bn(kernel: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold an eval-mode BatchNorm that follows a conv with ``kernel`` / ``bias`` into one pair.
+    """Fold an eval-mode BatchNorm (or FrozenBatchNorm2d) after a conv with ``kernel`` / ``bias`` into one pair.
 
     ``bn`` may be ``nn.Identity`` (the conv is already folded), in which case the pair is returned
     as is (with a zero bias when there was none).
@@ -23,11 +27,12 @@ def fold_bn(kernel: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module) -> t
         bias = torch.zeros(out_chs, dtype=kernel.dtype, device=kernel.device)
     if isinstance(bn, nn.Identity):
         return kernel, bias
-    if not isinstance(bn, nn.BatchNorm2d):
-        raise TypeError(f"cannot fold {type(bn).__name__}: only BatchNorm2d or Identity")
+    if not isinstance(bn, FOLDABLE_NORMS):
+        raise TypeError(f"cannot fold {type(bn).__name__}: only BatchNorm2d, FrozenBatchNorm2d or Identity")
     ones = torch.ones_like(bn.running_var)
-    gamma = bn.weight if bn.affine else ones
-    beta = bn.bias if bn.affine else torch.zeros_like(ones)
+    affine = getattr(bn, "affine", True)  # FrozenBatchNorm2d always has a scale and shift
+    gamma = bn.weight if affine else ones
+    beta = bn.bias if affine else torch.zeros_like(ones)
     return fold_bn_tensors(kernel, bias, bn.running_mean, bn.running_var, gamma, beta, bn.eps)
 
 

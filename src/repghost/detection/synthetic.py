@@ -1,0 +1,146 @@
+"""A tiny synthetic COCO-format dataset: coloured shapes on textured backgrounds.
+
+Written to disk as a real COCO dataset (``annotations/instances_<split>.json`` + ``<split>/*.png``)
+so it goes through the same loader, validation and pycocotools evaluation as COCO itself. Each
+object has a box (the tight box of its mask), an RLE segmentation of exactly the pixels drawn and
+its area; shapes never overlap, so every mask is fully visible. Deterministic by ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+CATEGORIES = [
+    {"id": 1, "name": "rectangle", "supercategory": "shape"},
+    {"id": 2, "name": "ellipse", "supercategory": "shape"},
+    {"id": 3, "name": "triangle", "supercategory": "shape"},
+]
+SPLITS = ("train", "val")
+_MANIFEST = "synthetic.json"
+
+
+def annotation_path(root: str | os.PathLike, split: str) -> Path:
+    """Where a COCO-layout dataset keeps ``split``'s annotations (COCO 2017 naming)."""
+    return Path(root) / "annotations" / f"instances_{split}.json"
+
+
+def image_dir(root: str | os.PathLike, split: str) -> Path:
+    return Path(root) / split
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth colour blotches + stripes at a random angle + pixel noise, HxWx3 float in [0, 255]."""
+    coarse = rng.uniform(40, 215, size=(4, 4, 3)).astype(np.uint8)
+    blotches = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BILINEAR), dtype=np.float32)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    angle, period = rng.uniform(0, math.pi), rng.uniform(6, 24)
+    stripes = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period)
+    image = blotches + 25 * stripes[..., None] + rng.normal(0, 8, size=(size, size, 3))
+    return np.clip(image, 0, 255)
+
+
+def _polygon(rng: np.random.Generator, shape: str, x0: float, y0: float, w: float, h: float) -> list[tuple]:
+    cx, cy = x0 + w / 2, y0 + h / 2
+    if shape == "rectangle":
+        return [(x0, y0), (x0 + w, y0), (x0 + w, y0 + h), (x0, y0 + h)]
+    if shape == "ellipse":
+        return [(cx + w / 2 * math.cos(t), cy + h / 2 * math.sin(t))
+                for t in np.linspace(0, 2 * math.pi, 32, endpoint=False)]
+    apex = x0 + rng.uniform(0.2, 0.8) * w  # triangle: apex on the top edge, base on the bottom
+    return [(apex, y0), (x0 + w, y0 + h), (x0, y0 + h)]
+
+
+def _overlaps(box, boxes, margin: float = 3.0) -> bool:
+    x, y, w, h = box
+    return any(x < bx + bw + margin and bx < x + w + margin and y < by + bh + margin and by < y + h + margin
+               for bx, by, bw, bh in boxes)
+
+
+def _make_image(rng: np.random.Generator, size: int, max_objects: int, min_obj: int, max_obj: int):
+    """One image and its objects ``(category_id, mask)``."""
+    image = _background(rng, size)
+    objects, boxes = [], []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        for _attempt in range(20):
+            w, h = rng.uniform(min_obj, max_obj, size=2)
+            x, y = rng.uniform(0, size - w), rng.uniform(0, size - h)
+            if not _overlaps((x, y, w, h), boxes):
+                break
+        else:
+            continue
+        boxes.append((x, y, w, h))
+        category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
+        polygon = _polygon(rng, category["name"], x, y, w, h)
+        mask_img = Image.new("L", (size, size), 0)
+        ImageDraw.Draw(mask_img).polygon(polygon, fill=1)
+        mask = np.asarray(mask_img, dtype=bool)
+        if mask.sum() < 16:
+            continue
+        colour = rng.uniform(0, 255, size=3)
+        image[mask] = np.clip(colour + rng.normal(0, 6, size=(int(mask.sum()), 3)), 0, 255)
+        objects.append((category["id"], mask))
+    return Image.fromarray(image.astype(np.uint8)), objects
+
+
+def _write_split(root: Path, split: str, count: int, size: int, rng: np.random.Generator,
+                 max_objects: int, min_obj: int, max_obj: int, first_ann_id: int) -> int:
+    out_dir = image_dir(root, split)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations, ann_id = [], [], first_ann_id
+    for index in tqdm(range(count), desc=f"synthetic {split}", leave=False, disable=count < 200):
+        image, objects = _make_image(rng, size, max_objects, min_obj, max_obj)
+        file_name = f"{index:06d}.png"
+        image.save(out_dir / file_name)
+        image_id = index + 1
+        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+        for category_id, mask in objects:
+            ys, xs = np.nonzero(mask)
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            x0, y0 = int(xs.min()), int(ys.min())
+            annotations.append({
+                "id": ann_id, "image_id": image_id, "category_id": category_id, "iscrowd": 0,
+                "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
+                "area": int(mask.sum()),
+                "segmentation": {"size": [size, size], "counts": rle["counts"].decode("ascii")},
+            })
+            ann_id += 1
+    dataset = {"info": {"description": f"repghost synthetic shapes ({split})"}, "images": images,
+               "annotations": annotations, "categories": CATEGORIES}
+    path = annotation_path(root, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dataset))
+    os.replace(tmp, path)
+    return ann_id
+
+
+def make_synthetic_coco(root: str | os.PathLike, num_train: int = 256, num_val: int = 64, image_size: int = 128,
+                        seed: int = 0, max_objects: int = 4, min_object: int = 16, max_object: int = 56) -> Path:
+    """Write the synthetic dataset under ``root`` (train and val splits) and return ``root``.
+
+    A directory already holding the same dataset (same arguments) is reused as is.
+    """
+    root = Path(root)
+    params = dict(num_train=num_train, num_val=num_val, image_size=image_size, seed=seed,
+                  max_objects=max_objects, min_object=min_object, max_object=max_object)
+    manifest = root / _MANIFEST
+    if manifest.is_file() and json.loads(manifest.read_text()) == params:
+        return root
+    if not 4 <= min_object <= max_object < image_size:
+        raise ValueError(f"need 4 ≤ min_object ≤ max_object < image_size, got {min_object}, {max_object}, "
+                         f"{image_size}")
+    manifest.unlink(missing_ok=True)
+    rng = np.random.default_rng(seed)
+    next_id = 1
+    for split, count in zip(SPLITS, (num_train, num_val), strict=True):
+        next_id = _write_split(root, split, count, image_size, rng, max_objects, min_object, max_object, next_id)
+    manifest.write_text(json.dumps(params))  # last: a half-written dataset is never reused
+    return root

@@ -1,0 +1,150 @@
+"""det-train / det-eval end to end on a tiny synthetic set: files, resume, deploy form, errors."""
+
+import json
+
+import pytest
+import torch
+
+import repghost
+from repghost.cli import main
+from repghost.detection import detector_body, engine
+from repghost.detection.engine import load_detector, make_train_config, train_detector
+
+TINY = dict(synthetic_train=12, synthetic_val=4, synthetic_size=64, min_size=64, max_size=64, batch_size=4,
+            workers=0, fpn_channels=16, epochs=2, lr_steps=[1], warmup_iters=2)
+
+
+def cli_args(options: dict) -> list[str]:
+    args = []
+    for key, value in options.items():
+        args.append("--" + key.replace("_", "-"))
+        args.extend(str(v) for v in value) if isinstance(value, list) else args.append(str(value))
+    return args
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synthetic_dir):
+    out = tmp_path_factory.mktemp("det") / "run"
+    assert main(["det-train", *cli_args({**TINY, "output": out, "synthetic_dir": synthetic_dir})]) == 0
+    return out
+
+
+def test_det_train_writes_a_resumable_checkpoint_and_metrics(trained):
+    state = torch.load(trained / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["detector"]["model"] == "retinanet"
+    assert state["detector"]["num_classes"] == 4
+    assert [c["name"] for c in state["categories"]] == ["rectangle", "ellipse", "triangle"]
+    history = json.loads((trained / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and all("AP" in h for h in history)
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert metrics["num_images"] == 4
+    # A finished run is not overwritten by accident.
+    assert main(["det-train", *cli_args({**TINY, "output": trained})]) == 2
+
+
+def test_det_eval_train_and_deploy_forms_agree(trained, tmp_path):
+    assert main(["det-eval", str(trained / "last.pt"), "--output", str(tmp_path / "train.json"),
+                 "--workers", "0"]) == 0
+    assert main(["det-eval", str(trained / "last.pt"), "--reparameterize", "--workers", "0",
+                 "--output", str(tmp_path / "deploy.json"), "--save-deploy", str(tmp_path / "deploy.pt")]) == 0
+    train = json.loads((tmp_path / "train.json").read_text())
+    deploy = json.loads((tmp_path / "deploy.json").read_text())
+    assert train["form"] == "train" and deploy["form"] == "deploy"
+    for name, value in train["bbox"].items():
+        assert deploy["bbox"][name] == pytest.approx(value, abs=0.01), name
+    model, _ = load_detector(tmp_path / "deploy.pt")
+    assert model.detector_config.deploy and repghost.is_deploy(detector_body(model))
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(trained, synthetic_dir, tmp_path, monkeypatch):
+    config = dict(TINY, output=str(tmp_path / "cut"), synthetic_dir=synthetic_dir)
+    real_epoch = engine._train_one_epoch
+
+    def interrupted(*args, **kwargs):
+        if args[7] == 1:  # the second epoch
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(make_train_config(**config))
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(engine, "_train_one_epoch", real_epoch)
+
+    with pytest.raises(ValueError, match="detector settings differ.*fpn_channels"):
+        train_detector(make_train_config(**{**config, "fpn_channels": 8}, resume=True))
+    train_detector(make_train_config(**config, resume=True))
+    resumed = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    reference = torch.load(trained / "last.pt", weights_only=True)
+    assert resumed["epoch"] == 2
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_errors_exit_nonzero_and_write_nothing(tmp_path, capsys):
+    assert main(["det-eval", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "m.json")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "train").mkdir()
+    (root / "annotations" / "instances_train.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "gone.jpg", "width": 32, "height": 32}],
+        "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
+    out = tmp_path / "run"
+    assert main(["det-train", "--data", str(root), "--val-split", "train", "--output", str(out)]) == 2
+    assert "gone.jpg" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("model,loss_keys", [
+    ("maskrcnn", {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}),
+    ("ssdlite", {"bbox_regression", "classification"}),
+])
+def test_other_detectors_train_on_synthetic_masks_and_boxes(model, loss_keys, synthetic_dir):
+    from repghost.detection import DetectorConfig, build_detector
+    from repghost.detection.data import collate
+
+    config = make_train_config(**dict(TINY, output="unused", synthetic_dir=synthetic_dir))
+    dataset = config.data.dataset("train", train=True, masks=model == "maskrcnn")
+    images, targets = collate([dataset[i] for i in range(2)])
+    if model == "maskrcnn":
+        assert targets[0]["masks"].shape[1:] == (64, 64)
+    detector = build_detector(DetectorConfig(model=model, backbone="repghostnet_050", num_classes=dataset.num_classes,
+                                             fpn_channels=16, min_size=64, max_size=64)).train()
+    before = {k: v.clone() for k, v in detector_body(detector).state_dict().items()}
+    optimizer = torch.optim.SGD(detector.parameters(), lr=0.01, momentum=0.9)
+    losses = detector(list(images), list(targets))
+    assert set(losses) == loss_keys and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    optimizer.step()
+    after = detector_body(detector).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))
+
+
+@pytest.mark.slow
+def test_short_training_raises_ap_far_above_the_untrained_model(tmp_path):
+    """72 SGD steps of SSDLite (the fastest learner of the three on CPU) on 12 synthetic images.
+    Scored on those training images: a run this short can fit them, not yet generalize; held-out
+    numbers from the longer README run are far above the untrained model too. (Measured here:
+    AP 0.06 → 15.8, AP50 0.3 → 39.6.)"""
+    options = dict(model="ssdlite", synthetic_dir=str(tmp_path / "data"), synthetic_train=12, synthetic_val=4,
+                   synthetic_size=80, val_split="train", min_size=80, max_size=80, fpn_channels=32, lr_steps=[27],
+                   lr=0.05, warmup_iters=10, batch_size=6, workers=0, eval_every=0,
+                   threads=1)  # one thread: steady on a busy 2-core machine, where two threads can stall
+    threads = torch.get_num_threads()
+    try:
+        untrained = train_detector(make_train_config(output=str(tmp_path / "untrained"), epochs=0, **options))
+        trained = train_detector(make_train_config(output=str(tmp_path / "trained"), epochs=36, **options))
+    finally:
+        torch.set_num_threads(threads)
+    assert untrained["bbox"]["AP50"] < 5
+    assert trained["bbox"]["AP50"] >= untrained["bbox"]["AP50"] + 20
+    assert trained["bbox"]["AP"] >= untrained["bbox"]["AP"] + 5
