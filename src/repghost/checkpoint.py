@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .io import atomic_path
 from .layers.fuse import fold_bn_tensors
 from .models import create_model
 from .reparam import is_deploy
@@ -199,18 +199,6 @@ def _mismatch_message(path, missing, unexpected, reshaped, own, state) -> str:
     return "\n".join(lines)
 
 
-def _atomic_save_file(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write ``model``'s weights to ``path`` (safetensors, atomically) with metadata that lets
     :func:`load_model` rebuild it: model name, kwargs and form. ``metadata`` adds JSON-able extras."""
@@ -226,7 +214,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict | 
         "form": model_form(model),
         "extra": json.dumps(metadata or {}),
     }
-    _atomic_save_file(tensors, path, header)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
     return path
 
 

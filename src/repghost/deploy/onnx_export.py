@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..io import atomic_path
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 18
@@ -44,8 +46,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[
     if exporter not in ("dynamo", "legacy"):
         raise ValueError(f"exporter must be 'dynamo' or 'legacy', got {exporter!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     model = model.eval()
     example = torch.randn(tuple(input_size))
     kwargs: dict = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
@@ -59,12 +59,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[
             kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     try:
         # The dynamo exporter prints progress lines; keep the CLI output ours.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), str(tmp), **kwargs)
-        os.replace(tmp, path)
     except Exception as err:
-        tmp.unlink(missing_ok=True)
         raise ExportError(f"ONNX export ({exporter}) failed: {type(err).__name__}: {err}") from err
     return path
 
@@ -146,16 +144,11 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike,
     rewrites are tied to the machine that runs the model.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         frozen = torch.jit.freeze(torch.jit.trace(model.eval(), torch.randn(tuple(input_size))))
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         frozen.save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_path
 from .calib import ImageSplit
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, session
 
@@ -125,15 +126,13 @@ def quantize(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib_im
         exclude = set(depthwise_conv_names(prepared)) if plan.skip_depthwise else set()
         if plan.min_stride > 1:
             exclude |= set(high_resolution_nodes(prepared, plan.min_stride))
-        staged = Path(tmp) / "int8.onnx"
-        with _quiet_root_logger():
+        with atomic_path(out_path) as staged, _quiet_root_logger():
             quantize_static(
                 str(prepared), str(staged), _Reader(calib_images),
                 quant_format=QuantFormat.QDQ if plan.fmt == "qdq" else QuantFormat.QOperator,
                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=sorted(exclude),
             )
-        os.replace(staged, out_path)
     return out_path
 
 

@@ -14,10 +14,8 @@ and writes files.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 from tqdm import tqdm
 
 from ..checkpoint import CheckpointError
+from ..io import atomic_torch_save, atomic_write_json
 from .data import CocoDetection, collate
 from .evaluate import evaluate, format_metrics
 from .models import DetectorConfig, build_detector
@@ -168,18 +167,6 @@ def base_learning_rate(config: TrainConfig, world_size: int) -> float:
 
 
 # -- checkpoints --------------------------------------------------------------------------------
-def atomic_torch_save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_detector_checkpoint(path: str | os.PathLike) -> dict:
     """A detection checkpoint (``last.pt`` or one saved by :func:`save_detector`), tensors only."""
     path = Path(path)
@@ -355,12 +342,12 @@ def train_detector(config: TrainConfig) -> dict:
         if runtime.is_main:
             _save_state(out, model, optimizer, scaler, config, train_set, epoch + 1, history)
             if metrics is not None:
-                _write_json(out / "metrics.json", {**metrics, "epoch": epoch + 1})
+                atomic_write_json(out / "metrics.json", {**metrics, "epoch": epoch + 1})
     if metrics is None:  # nothing left to train (or epochs == 0): report the model as it is
         metrics = evaluate(model, val_loader, runtime.device, use_amp, progress=runtime.is_main)
         if runtime.is_main:
             _save_state(out, model, optimizer, scaler, config, train_set, max(start_epoch, config.epochs), history)
-            _write_json(out / "metrics.json", {**metrics, "epoch": max(start_epoch, config.epochs)})
+            atomic_write_json(out / "metrics.json", {**metrics, "epoch": max(start_epoch, config.epochs)})
     _log(runtime, format_metrics(metrics))
     return metrics
 
@@ -372,14 +359,8 @@ def _save_state(out: Path, model, optimizer, scaler, config: TrainConfig, datase
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
     }, out / "last.pt")
-    _write_json(out / "history.json", history)
+    atomic_write_json(out / "history.json", history)
 
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 # -- evaluation of a saved detector -------------------------------------------------------------
@@ -416,7 +397,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: DataConfig | None =
     form = "deploy" if model.detector_config.deploy else "train"
     metrics.update(checkpoint=str(checkpoint), form=form, epoch=state.get("epoch"))
     if runtime.is_main:
-        _write_json(Path(output) if output else Path(checkpoint).parent / f"eval_{form}.json", metrics)
+        atomic_write_json(Path(output) if output else Path(checkpoint).parent / f"eval_{form}.json", metrics)
         if save_deploy:
             save_detector(model, save_deploy, state["categories"], extra={"epoch": state.get("epoch")})
     _log(runtime, format_metrics(metrics))

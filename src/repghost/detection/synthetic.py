@@ -18,6 +18,8 @@ import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from ..io import atomic_write_json
+
 CATEGORIES = [
     {"id": 1, "name": "rectangle", "supercategory": "shape"},
     {"id": 2, "name": "ellipse", "supercategory": "shape"},
@@ -115,10 +117,7 @@ def _write_split(root: Path, split: str, count: int, size: int, rng: np.random.G
     dataset = {"info": {"description": f"repghost synthetic shapes ({split})"}, "images": images,
                "annotations": annotations, "categories": CATEGORIES}
     path = annotation_path(root, split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataset))
-    os.replace(tmp, path)
+    atomic_write_json(path, dataset, indent=None)
     return ann_id
 
 

@@ -38,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import DataError, SampleDataset, build_datasets, build_loader, build_transform, describe_data
+from ..io import atomic_torch_save
 from ..models import create_model
 from ..reparam import check_equivalence, reparameterize
 from .config import TrainConfig, config_from_dict, config_to_dict, save_config
@@ -46,7 +47,6 @@ from .evaluate import DATA_KEYS, autocast, evaluate
 from .report import MetricsLog, plot_curves
 from .state import (
     CHECKPOINT_VERSION,
-    atomic_torch_save,
     capture_rng,
     load_training_checkpoint,
     plain_scheduler_state,

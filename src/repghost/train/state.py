@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -59,30 +58,6 @@ def plain_scheduler_state(scheduler) -> dict:
         return isinstance(v, plain)
 
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in scheduler.state_dict().items() if ok(v)}
-
-
-def atomic_torch_save(obj, path: Path) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_training_checkpoint(path: str | os.PathLike) -> dict:
