@@ -53,6 +53,13 @@ class DataConfig:
     synthetic_size: int = 128
     seed: int = 0
 
+    def __post_init__(self):
+        # Absolute, so that det-eval finds the data from any working directory.
+        if self.root is not None:
+            self.root = str(Path(self.root).resolve())
+        if self.synthetic_dir is not None:
+            self.synthetic_dir = str(Path(self.synthetic_dir).resolve())
+
     def resolve_root(self) -> Path:
         """The dataset root, generating the synthetic set first when no ``root`` is given."""
         if self.root is not None:
@@ -116,9 +123,9 @@ def make_train_config(output: str, model: str = "retinanet", data: str | None = 
     data_fields = {f.name for f in dataclasses.fields(DataConfig)}
     detector = DetectorConfig(model=model, **{k: values.pop(k) for k in list(values) if k in detector_fields})
     data_values = {k: values.pop(k) for k in list(values) if k in data_fields and k != "seed"}
+    if data is None and data_values.get("synthetic_dir") is None:
+        data_values["synthetic_dir"] = str(Path(output) / "synthetic")
     data_config = DataConfig(root=data, **data_values)
-    if data is None and data_config.synthetic_dir is None:
-        data_config.synthetic_dir = str(Path(output) / "synthetic")
     if "lr_steps" in values:
         values["lr_steps"] = tuple(values["lr_steps"])
     return TrainConfig(output=output, detector=detector, data=data_config, **values)
