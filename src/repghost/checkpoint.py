@@ -53,7 +53,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, is unsafe, or does not fit the model."""
 
 
-def _read(path: Path) -> dict:
+def read_checkpoint_file(path: str | os.PathLike):
+    """The raw contents of a checkpoint file: safetensors, or ``torch.load(weights_only=True)``.
+
+    The one place a checkpoint file is opened: arbitrary pickled objects are refused, never run."""
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
@@ -135,7 +139,7 @@ def model_form(model: nn.Module) -> str:
 
 def load_state_dict(path: str | os.PathLike, use_ema: bool = False) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a state dict in our layout (tensors only, nothing executed)."""
-    return to_our_layout(unwrap_state_dict(_read(Path(path)), use_ema=use_ema))
+    return to_our_layout(unwrap_state_dict(read_checkpoint_file(path), use_ema=use_ema))
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, use_ema: bool = False,

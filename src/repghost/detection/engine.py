@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, read_checkpoint_file
 from ..io import atomic_torch_save, atomic_write_json
 from .data import CocoDetection, collate
 from .evaluate import evaluate, format_metrics
@@ -176,13 +176,7 @@ def base_learning_rate(config: TrainConfig, world_size: int) -> float:
 # -- checkpoints --------------------------------------------------------------------------------
 def read_detector_checkpoint(path: str | os.PathLike) -> dict:
     """A detection checkpoint (``last.pt`` or one saved by :func:`save_detector`), tensors only."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"cannot read detection checkpoint {path}: {type(err).__name__}: {err}") from None
+    state = read_checkpoint_file(path)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a repghost detection checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
     return state

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, _read
+from ..checkpoint import CheckpointError, read_checkpoint_file
 
 CHECKPOINT_VERSION = 1
 
@@ -62,7 +61,7 @@ def plain_scheduler_state(scheduler) -> dict:
 
 def load_training_checkpoint(path: str | os.PathLike) -> dict:
     """Read a training checkpoint (tensors and plain containers only; nothing is executed)."""
-    state = _read(Path(path))
+    state = read_checkpoint_file(path)
     if not isinstance(state, dict) or state.get("kind") != "repghost-train":
         raise CheckpointError(f"{path} is not a repghost training checkpoint (no resumable state); "
                               "use --pretrained to start from plain weights")
