@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..checkpoint import CheckpointError, read_checkpoint_file
 from ..io import atomic_torch_save, atomic_write_json
+from ..train.distributed import init_distributed
 from .data import CocoDetection, collate
 from .evaluate import evaluate, format_metrics
 from .models import DetectorConfig, build_detector
@@ -145,16 +146,8 @@ class Runtime:
 
 def init_runtime(device: str | None = None) -> Runtime:
     """One process, or one of ``torchrun``'s (WORLD_SIZE > 1): NCCL on CUDA, Gloo on CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = torch.cuda.is_available() and device != "cpu"
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
-        return Runtime(torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"), dist.get_rank(), world_size)
-    return Runtime(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    info, dev = init_distributed(device)
+    return Runtime(dev, info.rank, info.world_size)
 
 
 # -- schedule -----------------------------------------------------------------------------------
