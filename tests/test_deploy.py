@@ -156,3 +156,20 @@ def test_export_int8_runs_and_reports_accuracy_change(tmp_path, capsys):
     assert ops.get("Conv", 0) > 0  # the stride < 8 part stayed float
     logits = session(int8).run(["logits"], {"input": np.zeros((2, 3, 32, 32), np.float32)})[0]
     assert logits.shape == (2, 10) and np.isfinite(logits).all()
+
+
+def test_calibration_from_an_image_folder_names_a_corrupt_image(tmp_path):
+    from PIL import Image
+
+    from repghost.deploy.calib import load_split
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (40, 30), (40 * i, 80, 120)).save(tmp_path / cls / f"{i}.png")
+    split = load_split(str(tmp_path), num_calib=2, num_held_out=4, size=32)
+    assert split.calib.shape == (2, 3, 32, 32) and split.held_out.shape == (4, 3, 32, 32)
+    assert split.num_classes == 2 and set(split.held_out_labels) <= {0, 1}
+    (tmp_path / "b" / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="bad.png"):
+        load_split(str(tmp_path), num_calib=2, num_held_out=5, size=32)

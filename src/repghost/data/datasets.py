@@ -42,8 +42,8 @@ def _is_image(path: str) -> bool:
     return path.lower().endswith(IMG_EXTENSIONS)
 
 
-def _scan_split(split_dir: Path) -> RawDataset:
-    """Check an ImageFolder split (``split_dir/<class>/<image>``) and list its images."""
+def scan_image_folder(split_dir: Path) -> RawDataset:
+    """Check a folder of class folders (``split_dir/<class>/<image>``) and list its images."""
     if not split_dir.is_dir():
         raise DataError(f"missing split: {split_dir} does not exist (expected {split_dir.parent}/train/<class>/<image> "
                         f"and {split_dir.parent}/val/<class>/<image>)")
@@ -71,7 +71,7 @@ def image_folder(root: str | os.PathLike, split: str) -> RawDataset:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data directory not found: {root}")
-    return _scan_split(root / split)
+    return scan_image_folder(root / split)
 
 
 def digits(split: str) -> RawDataset:

@@ -15,9 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from timm.data import create_transform
 
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(1, 3, 1, 1)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(1, 3, 1, 1)
+from ..data.datasets import scan_image_folder
+from ..models.family import IMAGENET_MEAN, IMAGENET_STD
+
+MEAN = np.array(IMAGENET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+STD = np.array(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -43,28 +48,27 @@ def digits_images(size: int = 224, indices: np.ndarray | None = None) -> tuple[n
 
 def folder_images(root: str | os.PathLike, size: int = 224, crop_pct: float = 0.875,
                   limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
-    """Up to ``limit`` images (a seeded random pick) of an ImageFolder, with labels and class count.
+    """Up to ``limit`` images (a seeded random pick) of a folder of class folders, preprocessed the
+    evaluation way (timm's eval transform), with labels and the class count.
 
     An image that cannot be decoded raises ``ValueError`` naming its path.
     """
-    from torchvision import datasets, transforms
-
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    tf = transforms.Compose([transforms.Resize(int(size / crop_pct)), transforms.CenterCrop(size),
-                             transforms.ToTensor(), transforms.Normalize(MEAN.ravel(), STD.ravel())])
-    dataset = datasets.ImageFolder(str(root))
-    order = np.random.default_rng(seed).permutation(len(dataset))[:limit]
-    images, labels = [], []
+    raw = scan_image_folder(root)
+    transform = create_transform(input_size=size, is_training=False, crop_pct=crop_pct, interpolation="bilinear",
+                                 mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    order = np.random.default_rng(seed).permutation(len(raw))[:limit]
+    images = []
     for i in order:
-        path, label = dataset.samples[i]
         try:
-            images.append(tf(dataset.loader(path)).numpy())
+            with Image.open(raw.items[i]) as f:
+                images.append(transform(f.convert("RGB")).numpy())
         except Exception as err:
-            raise ValueError(f"cannot read image {path}: {err}") from None
-        labels.append(label)
-    return np.stack(images).astype(np.float32), np.array(labels, dtype=np.int64), len(dataset.classes)
+            raise ValueError(f"cannot read image {raw.items[i]}: {err}") from None
+    labels = np.array([raw.targets[i] for i in order], dtype=np.int64)
+    return np.stack(images).astype(np.float32), labels, len(raw.classes)
 
 
 def load_split(source: str = "digits", num_calib: int = 64, num_held_out: int = 256, size: int = 224,
