@@ -1,0 +1,41 @@
+"""``repghost <command>``: parse arguments, call the library, print. No logic of its own.
+
+One module per command group; each ``add_<name>(subparsers)`` registers its parser and sets ``func``.
+:data:`COMMANDS` lists them in the order ``--help`` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from . import bench, deploy, detection, models, train
+
+COMMANDS = [models.add_models, train.add_train, train.add_eval, deploy.add_convert, deploy.add_export,
+            bench.add_bench, detection.add_det_train, detection.add_det_eval]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repghost",
+        description="RepGhostNet toolkit: build → train → reparameterize → export → bench.",
+    )
+    parser.add_argument("--version", action="version", version=f"repghost {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
