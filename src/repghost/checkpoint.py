@@ -12,7 +12,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import pickletools
 import re
+import warnings
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +27,8 @@ from torch import nn
 from .io import atomic_path
 from .layers.fuse import fold_bn_tensors
 from .models import create_model
+from .preprocess import METADATA_KEY as PREPROCESS_KEY
+from .preprocess import Preprocess, PreprocessError
 from .reparam import is_deploy
 
 FORMAT = "repghost"
@@ -56,20 +62,75 @@ class CheckpointError(RuntimeError):
 def read_checkpoint_file(path: str | os.PathLike):
     """The raw contents of a checkpoint file: safetensors, or ``torch.load(weights_only=True)``.
 
-    The one place a checkpoint file is opened: arbitrary pickled objects are refused, never run."""
+    The one place a checkpoint file is opened: arbitrary pickled objects are refused, never run.
+    The file's kind is told from its bytes, not its name, and each failure says which it is: not
+    there, a directory, not a checkpoint at all, damaged, or a pickle that references code.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; expected a checkpoint file (.safetensors, .pt, .pth)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
+    kind = file_kind(path)
+    if kind == "safetensors":
+        try:
             return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise CheckpointError(f"cannot read {path}: damaged safetensors file ({err})") from None
+    if kind is None:
+        raise CheckpointError(f"{path} is not a checkpoint: neither a safetensors file nor a torch.save file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on pickle protocols
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"refusing to load {path}: it holds objects other than tensors and plain containers, and "
-            f"unpickling them could run arbitrary code ({str(err).splitlines()[0]})") from None
-    except Exception as err:  # corrupt zip, truncated file, bad header, ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+        refs = _pickled_globals(path, str(err))
+        if refs:
+            raise CheckpointError(
+                f"refusing to load {path}: it is a pickle that references {', '.join(refs[:4])} — objects "
+                "beyond tensors and plain containers, which could run arbitrary code when unpickled. Only "
+                "tensors are read; re-save the weights as a state dict or safetensors from a trusted copy") from None
+        raise CheckpointError(f"{path} is not a checkpoint: its pickle stream is not one torch.save writes") from None
+    except Exception as err:  # corrupt zip, truncated file, ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+        raise CheckpointError(f"cannot read {path}: damaged or truncated checkpoint ({first})") from None
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """``"safetensors"``, ``"torch"`` (a torch.save zip or legacy pickle) or ``None``, from the bytes."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    size = Path(path).stat().st_size
+    if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and 2 <= head[1] <= 5 if len(head) > 1 else False):
+        return "torch"
+    return None
+
+
+def _pickled_globals(path: Path, message: str) -> list[str]:
+    """The ``module.name`` globals a refused pickle references (read with pickletools, never run)."""
+    found = re.findall(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return found
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(name) if name else b""
+        else:
+            data = path.read_bytes()
+        strings, refs = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                refs.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                refs.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # not a parseable pickle: then it references nothing we can name
+        return []
+    return [r for r in dict.fromkeys(refs) if not r.startswith(("torch.", "collections.OrderedDict"))]
 
 
 def unwrap_state_dict(obj, use_ema: bool = False) -> dict[str, torch.Tensor]:
@@ -152,6 +213,13 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, use_ema: bool = F
     names both layouts.
     """
     state = load_state_dict(path, use_ema=use_ema)
+    return load_state_into(model, state, str(path), drop_classifier=drop_classifier)
+
+
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], name: str = "checkpoint",
+                    drop_classifier: bool = False) -> nn.Module:
+    """:func:`load_checkpoint` for a state dict already read (our layout); ``name`` is for messages."""
+    path = name
     form = model_form(model)
     if form == "deploy" and is_partially_folded(state):
         state = fold_batchnorms(state)
@@ -203,9 +271,11 @@ def _mismatch_message(path, missing, unexpected, reshaped, own, state) -> str:
     return "\n".join(lines)
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None,
+                    preprocess: Preprocess | None = None) -> Path:
     """Write ``model``'s weights to ``path`` (safetensors, atomically) with metadata that lets
-    :func:`load_model` rebuild it: model name, kwargs and form. ``metadata`` adds JSON-able extras."""
+    :func:`load_model` rebuild it: model name, kwargs and form, and the :class:`Preprocess` its
+    inputs need when known. ``metadata`` adds JSON-able extras (``classes``, ``data``, ...)."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"save_checkpoint writes safetensors; use a .safetensors path, not {path.name!r}")
@@ -218,6 +288,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict | 
         "form": model_form(model),
         "extra": json.dumps(metadata or {}),
     }
+    if preprocess is not None:
+        header[PREPROCESS_KEY] = preprocess.to_json()
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     return path
@@ -226,8 +298,10 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, metadata: dict | 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata :func:`save_checkpoint` wrote (``model_kwargs`` and ``extra`` decoded)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir() or not path.is_file():
+        read_checkpoint_file(path)  # raises the not-found / directory message
+    if file_kind(path) != "safetensors":
+        raise CheckpointError(f"{path} is not a safetensors file, so it carries no repghost metadata")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
@@ -236,15 +310,112 @@ def read_metadata(path: str | os.PathLike) -> dict:
     if meta.get("format") != FORMAT or not meta.get("model_name"):
         raise CheckpointError(f"{path} has no repghost metadata (model name); build the model with "
                               "create_model() and use load_checkpoint() instead")
-    meta["model_kwargs"] = json.loads(meta.get("model_kwargs", "{}"))
-    meta["extra"] = json.loads(meta.get("extra", "{}"))
+    try:
+        meta["model_kwargs"] = json.loads(meta.get("model_kwargs", "{}"))
+        meta["extra"] = json.loads(meta.get("extra", "{}"))
+        if not isinstance(meta["model_kwargs"], dict) or not isinstance(meta["extra"], dict):
+            raise ValueError("model_kwargs and extra must be JSON objects")
+    except ValueError as err:
+        raise CheckpointError(f"{path}: malformed repghost metadata ({err})") from None
     return meta
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model rebuilt from a file, with what the file says about its inputs and outputs."""
+    model: nn.Module
+    preprocess: Preprocess | None   # None: the file does not record it (official / timm / raw state dict)
+    classes: list[str] | None = None
+    data: str | None = None         # the data it was trained on, when recorded
+    kind: str = ""                  # "repghost safetensors", "repghost training checkpoint", "state dict"
+
+
+def open_model(path: str | os.PathLike, model_name: str | None = None, num_classes: int | None = None,
+               use_ema: bool = False, **model_kwargs) -> LoadedModel:
+    """Rebuild the model in any checkpoint file: the train / deploy safetensors that
+    :func:`save_checkpoint` writes, a training checkpoint (``last.pt`` / ``best.pt``; ``use_ema``
+    for its EMA weights), or — with ``model_name`` — an official, timm or raw state-dict file.
+
+    Files written by repghost name their model; ``model_name``, when also given, must agree.
+    """
+    path = Path(path)
+    raw = read_checkpoint_file(path)
+    if file_kind(path) == "safetensors":
+        meta = _repghost_metadata(path)
+        if meta is not None:
+            _check_name(path, meta["model_name"], model_name)
+            kwargs = {**meta["model_kwargs"], **model_kwargs}
+            kwargs.setdefault("deploy", meta["form"] == "deploy")
+            model = create_model(meta["model_name"], **kwargs)
+            load_state_into(model, to_our_layout(unwrap_state_dict(raw)), str(path))
+            extra = meta["extra"]
+            return LoadedModel(model.eval(), _recorded_preprocess(path, meta), extra.get("classes"),
+                               extra.get("data", extra.get("data_config", {}).get("data")), "repghost safetensors")
+    if isinstance(raw, dict) and raw.get("kind") == "repghost-train":
+        return _open_training_checkpoint(path, raw, model_name, use_ema, model_kwargs)
+    if model_name is None:
+        raise CheckpointError(f"{path} was not written by repghost, so it does not name its model; "
+                              "pass the model name (--model repghostnet_100, ...)")
+    state = to_our_layout(unwrap_state_dict(raw, use_ema=use_ema))
+    if num_classes is None and "classifier.weight" in state:
+        num_classes = state["classifier.weight"].shape[0]
+    if num_classes is not None:
+        model_kwargs["num_classes"] = num_classes
+    deploy = state_dict_form(state) == "deploy" or is_partially_folded(state)
+    model = create_model(model_name, deploy=deploy, **model_kwargs)
+    load_state_into(model, state, str(path))
+    return LoadedModel(model.eval(), None, kind="state dict")
+
+
+def _repghost_metadata(path: Path) -> dict | None:
+    try:
+        return read_metadata(path)
+    except CheckpointError as err:
+        if "no repghost metadata" in str(err):
+            return None
+        raise
+
+
+def _check_name(path, recorded: str, given: str | None) -> None:
+    if given is not None and given != recorded:
+        raise CheckpointError(f"{path} holds a {recorded} model, not {given}; drop --model (the file names its model)")
+
+
+def _recorded_preprocess(path, meta: dict) -> Preprocess | None:
+    try:
+        if PREPROCESS_KEY in meta:
+            return Preprocess.from_json(meta[PREPROCESS_KEY])
+        legacy = meta["extra"].get("data_config")  # files written before the contract had a name
+        if legacy:
+            return Preprocess(input_size=legacy["img_size"], mean=legacy["mean"], std=legacy["std"],
+                              interpolation=legacy.get("val_interpolation", "bilinear"),
+                              crop_pct=legacy.get("crop_pct", 0.875))
+    except (PreprocessError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: malformed preprocessing metadata ({err})") from None
+    return None
+
+
+def _open_training_checkpoint(path: Path, state: dict, model_name, use_ema: bool, model_kwargs: dict) -> LoadedModel:
+    cfg = state.get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), str):
+        raise CheckpointError(f"{path}: training checkpoint without its config")
+    _check_name(path, cfg["model"], model_name)
+    if use_ema and "state_dict_ema" not in state:
+        raise CheckpointError(f"{path} has no EMA weights (the run had ema_decay 0)")
+    kwargs = {**state.get("model_kwargs", {"num_classes": state["num_classes"], "drop_rate": cfg["drop_rate"]}),
+              **model_kwargs}
+    model = create_model(cfg["model"], **kwargs)
+    load_state_into(model, unwrap_state_dict(state, use_ema=use_ema), str(path))
+    try:
+        preprocess = Preprocess(input_size=cfg["img_size"], mean=cfg["mean"], std=cfg["std"],
+                                interpolation=cfg["val_interpolation"], crop_pct=cfg["crop_pct"])
+    except (PreprocessError, KeyError) as err:
+        raise CheckpointError(f"{path}: malformed preprocessing settings in its config ({err})") from None
+    return LoadedModel(model.eval(), preprocess, state.get("classes"), cfg.get("data"),
+                       "repghost training checkpoint")
+
+
 def load_model(path: str | os.PathLike, **overrides) -> nn.Module:
-    """Rebuild the model saved by :func:`save_checkpoint` (train or deploy form) and load it."""
-    meta = read_metadata(path)
-    kwargs = {**meta["model_kwargs"], **overrides}
-    kwargs.setdefault("deploy", meta["form"] == "deploy")
-    model = create_model(meta["model_name"], **kwargs)
-    return load_checkpoint(model, path).eval()
+    """Rebuild the model in a file repghost wrote — train or deploy safetensors, or a training
+    checkpoint (``last.pt`` / ``best.pt``) — and load its weights. ``overrides`` go to create_model."""
+    return open_model(path, **overrides).model

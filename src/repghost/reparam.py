@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -76,8 +78,72 @@ def check_equivalence(a: nn.Module, b: nn.Module, input_size: Sequence[int] = (1
     for x, y in zip(outs_a, outs_b, strict=True):
         if x.shape != y.shape:
             raise ValueError(f"output shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
-        err = (x.float() - y.float()).abs().max().item()
-        ref = x.float().abs().max().item()
+        err = (x.double() - y.double()).abs().max().item()  # float64 so a float64 check keeps its precision
+        ref = x.double().abs().max().item()
         max_abs, scale = max(max_abs, err), max(scale, ref)
         max_rel = max(max_rel, err / ref if ref > 0 else err)
     return dict(max_abs=max_abs, max_rel=max_rel, scale=scale)
+
+
+#: A fold evaluated in float64 agrees with the unfolded float64 network to ~1e-12 (relative to the
+#: output scale) when its math is right; above this bound the fold is wrong, not rounded.
+FOLD_RTOL_F64 = 1e-9
+#: Each float32 deploy tensor may differ from the exact (float64) fold by this much of the tensor's
+#: largest value, plus a few times what a fresh float32 fold differs by (rounding, cancellation).
+PARAM_RTOL = 1e-6
+
+
+@dataclass(frozen=True)
+class FoldCheck:
+    """How a deploy model relates to the model it was folded from (see :func:`verify_fold`)."""
+    max_rel_f64: float     # outputs of the float64 fold vs the float64 original
+    param_ratio: float     # worst deploy tensor's distance to the exact fold, over its allowance (ok ≤ 1)
+    worst_param: str       # the tensor that gave param_ratio
+    max_rel_f32: float     # outputs of the float32 models (float32 rounding only; reported, not judged)
+
+    @property
+    def ok(self) -> bool:
+        return self.max_rel_f64 <= FOLD_RTOL_F64 and self.param_ratio <= 1.0
+
+    def __str__(self) -> str:
+        return (f"fold exact to {self.max_rel_f64:.2g} in float64 (bound {FOLD_RTOL_F64:g}); deploy weights at "
+                f"{self.param_ratio:.2g} of their rounding allowance; float32 outputs differ by "
+                f"{self.max_rel_f32:.2g} of their scale (rounding)")
+
+
+@torch.no_grad()
+def verify_fold(model: nn.Module, deployed: nn.Module, input_size: Sequence[int] = (2, 3, 224, 224),
+                seed: int = 0) -> FoldCheck:
+    """Check that ``deployed`` is ``model`` folded, telling float32 rounding apart from a wrong fold.
+
+    Comparing float32 outputs cannot do that: on trained weights float32 rounding alone can reach
+    1e-5 of the output scale. So (1) the fold is redone in float64, where a correct folding rule
+    agrees with the original network to ~1e-12, and (2) every tensor of ``deployed`` must be as
+    close to that exact fold as a float32 fold gets (:data:`PARAM_RTOL` of its scale, plus a few
+    times a fresh float32 fold's own distance). A wrong rule fails (1); a wrong bias fails (2).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model64 = copy.deepcopy(model).double().eval()
+        exact, fresh = reparameterize(model64), reparameterize(model)
+    size = tuple(input_size) if len(input_size) == 4 else (1, *input_size)
+    x = torch.randn(size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    device = next(model.parameters()).device
+    f64 = check_equivalence(model64, exact, inputs=x.to(device))
+    f32 = check_equivalence(model, deployed, inputs=x.float().to(device))
+    own, ref, ref32 = deployed.state_dict(), exact.state_dict(), fresh.state_dict()
+    if own.keys() != ref.keys():
+        different = sorted(set(own) ^ set(ref))[:4]
+        raise ValueError(f"the deploy model's tensors differ from a fresh fold of the original: {different}")
+    worst, worst_key = 0.0, ""
+    for key, value in own.items():
+        if not value.is_floating_point():
+            continue
+        expected = ref[key].to(value.device)
+        rounding = (ref32[key].to(value.device).double() - expected).abs().max().item()
+        allowance = PARAM_RTOL * expected.abs().max().item() + 4 * rounding
+        err = (value.double() - expected).abs().max().item()
+        ratio = err / allowance if allowance > 0 else (0.0 if err == 0 else math.inf)
+        if ratio > worst:
+            worst, worst_key = ratio, key
+    return FoldCheck(f64["max_rel"], worst, worst_key, f32["max_rel"])

@@ -6,20 +6,22 @@ One module per command group; each ``add_<name>(subparsers)`` registers its pars
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from .. import __version__
 from . import bench, deploy, detection, models, train
+from .args import Parser
 
 COMMANDS = [models.add_models, train.add_train, train.add_eval, deploy.add_convert, deploy.add_export,
             bench.add_bench, detection.add_det_train, detection.add_det_eval]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="repghost",
-        description="RepGhostNet toolkit: build → train → reparameterize → export → bench.",
+        description="RepGhostNet toolkit: build → train → reparameterize → export → bench. Exit codes, for "
+                    "every command: 0 done, 2 bad arguments (caught before any work), 1 the work failed, "
+                    "130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"repghost {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -30,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error already printed
+        return done.code if isinstance(done.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

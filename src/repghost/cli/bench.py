@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from .args import COUNT, COUNT0, USAGE_ERROR, fail, model_name, output_dir
 
 
 def _cmd_bench(args) -> int:
@@ -25,20 +25,42 @@ def _cmd_bench(args) -> int:
                                                       img_size=args.img_size[0], opt_level=args.ort_opt_level))
     else:
         if not args.models:
-            print("error: name at least one model (or pass --concat-vs-add)", file=sys.stderr)
-            return 2
+            return fail("bench", "name at least one model (or pass --concat-vs-add)", USAGE_ERROR)
         config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
                              batch_sizes=args.batch, img_sizes=args.img_size, warmup=args.warmup, runs=args.runs,
                              device=args.device)
         try:
             results = run_benchmark(config)
         except ValueError as err:  # bad spec / runtime / unknown model
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            return fail("bench", err, USAGE_ERROR)
         print(format_table(results))
         paths = write_results(results, args.out, config)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _spec(text: str) -> str:
+    import argparse
+
+    from ..bench.models import ModelSpec
+
+    try:
+        spec = ModelSpec.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if spec.source == "repghost":
+        model_name(spec.name)
+    elif spec.source == "timm":
+        import timm
+
+        if not timm.is_model(spec.name):
+            raise argparse.ArgumentTypeError(f"{text}: timm has no model {spec.name!r}")
+    else:
+        import torchvision
+
+        if spec.name not in torchvision.models.list_models():
+            raise argparse.ArgumentTypeError(f"{text}: torchvision has no model {spec.name!r}")
+    return text
 
 
 def add_bench(sub) -> None:
@@ -52,16 +74,17 @@ def add_bench(sub) -> None:
                                    "torchvision, FORM train (default) | deploy; e.g. repghostnet_100@deploy "
                                    "timm:ghostnet_100 timm:repghostnet_100@deploy torchvision:mobilenet_v3_large. "
                                    "--concat-vs-add runs the paper's Fig. 1/2 study instead.")
-    p.add_argument("models", nargs="*", metavar="MODEL", help="model specs (see above)")
+    p.add_argument("models", nargs="*", metavar="MODEL", type=_spec, help="model specs (see above)")
     p.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"], choices=RUNTIMES,
                    help="default: eager onnxruntime")
-    p.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts (default 1)")
-    p.add_argument("--batch", nargs="+", type=int, default=[1], help="batch sizes (default 1)")
-    p.add_argument("--img-size", nargs="+", type=int, default=[224], help="input sizes (default 224)")
-    p.add_argument("--warmup", type=int, default=10, help="warm-up runs per runner (default 10)")
-    p.add_argument("--runs", type=int, default=50, help="timed rounds (default 50)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--out", default="bench-results", help="output directory (default bench-results)")
+    p.add_argument("--threads", nargs="+", type=COUNT, default=[1], help="thread counts (default 1)")
+    p.add_argument("--batch", nargs="+", type=COUNT, default=[1], help="batch sizes (default 1)")
+    p.add_argument("--img-size", nargs="+", type=COUNT, default=[224], help="input sizes (default 224)")
+    p.add_argument("--warmup", type=COUNT0, default=10, help="warm-up runs per runner (default 10)")
+    p.add_argument("--runs", type=COUNT, default=50, help="timed rounds (default 50)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu or cuda (default cpu)")
+    p.add_argument("--out", default="bench-results", type=output_dir,
+                   help="output directory (default bench-results)")
     s = p.add_argument_group("Concat vs Add (paper Fig. 1 and 2)")
     s.add_argument("--concat-vs-add", action="store_true",
                    help="profile ghostnet_100 vs ghostnet_add_100 per operator with onnxruntime at each --batch "

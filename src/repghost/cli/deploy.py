@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-import sys
+import argparse
+import os
+
+from .args import COUNT, USAGE_ERROR, Number, checkpoint_file, fail, mean_std, model_name, output_file
+
+
+def _deploy_out(text: str) -> str:
+    if not text.endswith(".safetensors"):
+        raise argparse.ArgumentTypeError(f"the output must be a .safetensors file, got {text!r}")
+    return output_file(text)
 
 
 def _cmd_convert(args) -> int:
@@ -10,43 +19,87 @@ def _cmd_convert(args) -> int:
 
     try:
         result = convert(args.checkpoint, args.out, model_name=args.model, num_classes=args.num_classes,
-                         use_ema=args.ema, input_size=(2, 3, args.img_size, args.img_size))
+                         use_ema=args.ema, img_size=args.img_size)
     except ConvertError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"{result.model_name}: deploy form agrees with the checkpoint (max abs error {result.max_abs:.3g}, "
-          f"relative {result.max_rel:.3g})")
+        return fail("convert", err)
+    if result.check is None:
+        print(f"{result.model_name}: already in deploy form; copied")
+    else:
+        print(f"{result.model_name}: deploy form checked against the checkpoint: {result.check}")
+    print("preprocessing: " + (result.preprocess.describe() if result.preprocess else
+                               "not recorded by the source (consumers will use the model's default)"))
     print(f"wrote {result.path}")
     return 0
 
 
 def add_convert(sub) -> None:
     p = sub.add_parser("convert", help="convert a checkpoint to the deploy form (safetensors)",
-                       description="Load a checkpoint (ours, official RepGhost or timm layout; safetensors or "
-                                   "torch.save), re-parameterize it, check the deploy form gives the same output "
-                                   "on random input, and write a deploy safetensors file. Exits non-zero and "
-                                   "writes nothing when the checkpoint is missing or unreadable or the check fails.")
-    p.add_argument("checkpoint", help="checkpoint to convert")
-    p.add_argument("out", help="output path (.safetensors)")
-    p.add_argument("--model", help="model name, for checkpoints without repghost metadata (e.g. repghostnet_100)")
-    p.add_argument("--num-classes", type=int, help="classes (default: the checkpoint's classifier width)")
+                       description="Load a checkpoint (any file repghost writes — last.pt / best.pt, train-form "
+                                   "safetensors — or, with --model, an official RepGhost / timm / raw state dict), "
+                                   "re-parameterize it, verify the fold (redone in float64, where a correct fold "
+                                   "is exact to ~1e-12, and every float32 weight within rounding of it), and write "
+                                   "a deploy safetensors file that keeps the source's preprocessing and class "
+                                   "names. Exit codes: 2 bad arguments, 1 unreadable checkpoint or failed check; "
+                                   "nothing is written unless everything succeeds.")
+    p.add_argument("checkpoint", type=checkpoint_file, help="checkpoint to convert")
+    p.add_argument("out", type=_deploy_out, help="output path (.safetensors)")
+    p.add_argument("--model", type=model_name,
+                   help="model name, for checkpoints without repghost metadata (e.g. repghostnet_100)")
+    p.add_argument("--num-classes", type=COUNT, help="classes (default: the checkpoint's classifier width)")
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
-    p.add_argument("--img-size", type=int, default=224, help="input size of the equivalence check (default 224)")
+    p.add_argument("--img-size", type=COUNT, default=None,
+                   help="input size of the check (default: the recorded input size, else 224)")
     p.set_defaults(func=_cmd_convert)
 
 
-def _cmd_export(args) -> int:
-    from ..deploy import ConvertError, ExportError
-    from ..deploy.pipeline import export
+def _source(text: str) -> str:
+    """A checkpoint file, or a registered model name."""
+    from ..models import list_models
+
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a directory; expected a checkpoint file or a model name")
+    if os.path.isfile(text) or text in list_models():
+        return text
+    if os.sep in text or os.path.splitext(text)[1]:
+        raise argparse.ArgumentTypeError(f"checkpoint not found: {text}")
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a checkpoint file nor a model name; "
+                                     f"models: {', '.join(list_models())}")
+
+
+def _recipe(text: str) -> str:
+    from ..deploy import Recipe
 
     try:
-        export(args.source, args.out, fmt=args.format, img_size=args.img_size, opset=args.opset,
-               exporter=args.exporter, int8=args.int8, recipe=args.recipe, calib=args.calib,
+        Recipe.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _calib(text: str) -> str:
+    if text != "digits" and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'digits' or an image folder")
+    return text
+
+
+def _cmd_export(args) -> int:
+    from ..checkpoint import CheckpointError
+    from ..data import DataError
+    from ..deploy import ConvertError, ExportError
+    from ..deploy.pipeline import export
+    from ..preprocess import PreprocessError
+
+    if args.int8 and args.format != "onnx":
+        return fail("export", "--int8 quantizes the ONNX model; use --format onnx", USAGE_ERROR)
+    try:
+        export(args.source, args.out, fmt=args.format, img_size=args.img_size, mean=args.mean, std=args.std,
+               opset=args.opset, exporter=args.exporter, int8=args.int8, recipe=args.recipe, calib=args.calib,
                num_calib=args.num_calib, num_held_out=args.num_held_out, model_name=args.model,
-               num_classes=args.num_classes)
-    except (ConvertError, ExportError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+               num_classes=args.num_classes, use_ema=args.ema)
+    except PreprocessError as err:
+        return fail("export", err, USAGE_ERROR)
+    except (ConvertError, ExportError, CheckpointError, DataError, ValueError, FileNotFoundError) as err:
+        return fail("export", err)
     return 0
 
 
@@ -54,25 +107,35 @@ def add_export(sub) -> None:
     from ..deploy import DEFAULT_RECIPE
 
     p = sub.add_parser("export", help="export a model to ONNX (optionally int8) or TorchScript",
-                       description="Export the deploy form of a checkpoint (or of a registered model with random "
-                                   "weights) to ONNX — opset >= 17, dynamic batch axis, input 'input', output "
-                                   "'logits' — then run it with onnxruntime and compare with PyTorch (fails above "
-                                   "tolerance). --int8 adds a statically quantized model and reports its top-1 "
-                                   "change against fp32 on held-out images.")
-    p.add_argument("source", help="checkpoint path, or a model name such as repghostnet_100")
-    p.add_argument("out", help="output file (.onnx or .pt)")
+                       description="Export the deploy form of a checkpoint (any file repghost writes, or an "
+                                   "official / timm one with --model) or of a registered model with random weights "
+                                   "to ONNX — opset >= 17, dynamic batch axis, input 'input', output 'logits' — "
+                                   "then run it with onnxruntime and compare with PyTorch (fails above tolerance). "
+                                   "The graph's input size and the int8 calibration follow the preprocessing the "
+                                   "checkpoint records (flags override), and the exported file carries it (ONNX "
+                                   "metadata, a TorchScript extra file). --int8 adds a statically quantized model "
+                                   "and reports its top-1 change against fp32 on held-out images. Exit codes: 2 bad "
+                                   "arguments, 1 failed; nothing is written when the arguments or data are bad.")
+    p.add_argument("source", type=_source, help="checkpoint path, or a model name such as repghostnet_100")
+    p.add_argument("out", type=output_file, help="output file (.onnx or .pt)")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--img-size", type=int, default=224, help="example input size (default 224)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
+    p.add_argument("--img-size", type=COUNT, default=None,
+                   help="input size of the graph (default: the checkpoint's recorded size, else 224)")
+    p.add_argument("--mean", **mean_std("mean"), default=None, help="normalization mean (default: recorded)")
+    p.add_argument("--std", **mean_std("std"), default=None, help="normalization std (default: recorded)")
+    p.add_argument("--opset", type=Number(int, 17), default=18, help="ONNX opset, >= 17 (default 18)")
     p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo", help="torch.onnx exporter")
-    p.add_argument("--model", help="model name, for checkpoints without repghost metadata")
-    p.add_argument("--num-classes", type=int, help="classes of a model built by name (default 1000)")
+    p.add_argument("--model", type=model_name, help="model name, for checkpoints without repghost metadata")
+    p.add_argument("--num-classes", type=COUNT, help="classes of a model built by name (default 1000)")
+    p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     q = p.add_argument_group("int8")
     q.add_argument("--int8", action="store_true", help="also write OUT with suffix .int8.onnx")
-    q.add_argument("--recipe", default=DEFAULT_RECIPE,
+    q.add_argument("--recipe", type=_recipe, default=DEFAULT_RECIPE,
                    help=f"FORMAT[-nodw][-sSTRIDE], FORMAT qdq|qop (default {DEFAULT_RECIPE}: int8 from stride 16 on)")
-    q.add_argument("--calib", default="digits", help="'digits' (built in) or an ImageFolder directory")
-    q.add_argument("--num-calib", type=int, default=64, help="calibration images (default 64)")
-    q.add_argument("--num-held-out", type=int, default=256, help="held-out images for the top-1 check (default 256)")
+    q.add_argument("--calib", type=_calib, default=None,
+                   help="'digits' or an image folder (train/ + val/, or class folders); default: the data the "
+                        "checkpoint was trained on, else digits")
+    q.add_argument("--num-calib", type=COUNT, default=64, help="calibration images (default 64)")
+    q.add_argument("--num-held-out", type=COUNT, default=None,
+                   help="held-out images for the top-1 check (default: the whole val split)")
     p.set_defaults(func=_cmd_export)
-

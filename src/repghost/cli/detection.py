@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from .args import (
+    COUNT,
+    COUNT0,
+    POSITIVE,
+    RATE,
+    USAGE_ERROR,
+    Number,
+    checkpoint_file,
+    fail,
+    input_dir,
+    model_name,
+    output_dir,
+    output_file,
+)
 
 
 def _detection_errors():
     from ..checkpoint import CheckpointError
     from ..detection.data import DetectionDataError
 
-    return CheckpointError, DetectionDataError, FileExistsError, FloatingPointError, ValueError
+    return CheckpointError, DetectionDataError, FloatingPointError, ValueError, OSError
 
 
 def _cmd_det_train(args) -> int:
@@ -19,9 +33,10 @@ def _cmd_det_train(args) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     try:
         train_detector(make_train_config(**options))
+    except FileExistsError as err:  # an existing run and no --resume: the command line must change
+        return fail("det-train", err, USAGE_ERROR)
     except _detection_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail("det-train", err)
     return 0
 
 
@@ -41,50 +56,51 @@ def add_det_train(sub) -> None:
                     "(resumable), metrics.json and history.json to --output.")
     defaults = TrainConfig(output="")
     p.add_argument("--model", choices=DETECTORS, default="retinanet", help="detector")
-    p.add_argument("--backbone", default=None, help="repghostnet_* or ghostnet_* (default: repghostnet_100; "
-                                                    "synthetic: see above)")
-    p.add_argument("--pretrained", default=None, metavar="CKPT",
+    p.add_argument("--backbone", default=None, type=model_name,
+                   help="repghostnet_* or ghostnet_* (default: repghostnet_100; synthetic: see above)")
+    p.add_argument("--pretrained", default=None, metavar="CKPT", type=checkpoint_file,
                    help="classification checkpoint for the backbone (ours, official RepGhost or timm layout)")
     p.add_argument("--frozen-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="FrozenBatchNorm2d in the backbone (default: on with --pretrained)")
-    p.add_argument("--trainable-stages", type=int, default=None, metavar="N",
+    p.add_argument("--trainable-stages", type=Number(int, 0, 5), default=None, metavar="N",
                    help="train only the last N of the 5 backbone stages (default: 3 with --pretrained, else 5)")
-    p.add_argument("--fpn-channels", type=int, default=None, help="FPN width (default 256)")
-    p.add_argument("--min-size", type=int, default=None,
+    p.add_argument("--fpn-channels", type=COUNT, default=None, help="FPN width (default 256)")
+    p.add_argument("--min-size", type=COUNT, default=None,
                    help="resize the short side to this (default 800; SSDLite 320)")
-    p.add_argument("--max-size", type=int, default=None, help="cap on the long side (default 1333)")
+    p.add_argument("--max-size", type=COUNT, default=None, help="cap on the long side (default 1333)")
     g = p.add_argument_group("data")
-    g.add_argument("--data", default=None, metavar="ROOT", help="COCO-layout dataset root (default: synthetic)")
+    g.add_argument("--data", default=None, metavar="ROOT", type=input_dir,
+                   help="COCO-layout dataset root (default: synthetic)")
     g.add_argument("--train-split", default=None, help="train split name, e.g. train2017 (default train)")
     g.add_argument("--val-split", default=None, help="val split name, e.g. val2017 (default val)")
     g.add_argument("--skip-missing-images", action="store_true",
                    help="skip (and count) images whose files are missing instead of stopping")
-    g.add_argument("--synthetic-dir", default=None,
+    g.add_argument("--synthetic-dir", default=None, type=output_dir,
                    help="where to generate the synthetic set (default OUTPUT/synthetic)")
-    g.add_argument("--synthetic-train", type=int, default=None, help="synthetic train images")
-    g.add_argument("--synthetic-val", type=int, default=None, help="synthetic val images")
-    g.add_argument("--synthetic-size", type=int, default=None, help="synthetic image size (square)")
+    g.add_argument("--synthetic-train", type=COUNT, default=None, help="synthetic train images")
+    g.add_argument("--synthetic-val", type=COUNT, default=None, help="synthetic val images")
+    g.add_argument("--synthetic-size", type=Number(int, 32), default=None, help="synthetic image size (square)")
     g = p.add_argument_group("schedule")
-    g.add_argument("--epochs", type=int, default=None, help=f"epochs (default {defaults.epochs})")
-    g.add_argument("--lr-steps", type=int, nargs="*", default=None,
+    g.add_argument("--epochs", type=COUNT0, default=None, help=f"epochs (default {defaults.epochs})")
+    g.add_argument("--lr-steps", type=COUNT, nargs="*", default=None,
                    help=f"epochs where lr drops x0.1 (default {' '.join(map(str, defaults.lr_steps))})")
-    g.add_argument("--lr", type=float, default=None,
+    g.add_argument("--lr", type=RATE, default=None,
                    help="base lr (default: 0.01 RetinaNet/SSDLite, 0.02 Mask R-CNN per 16 images, scaled to the batch)")
-    g.add_argument("--momentum", type=float, default=defaults.momentum)
-    g.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    g.add_argument("--warmup-iters", type=int, default=None, help=f"default {defaults.warmup_iters}")
-    g.add_argument("--batch-size", type=int, default=None, help=f"images per process (default {defaults.batch_size})")
-    g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this")
+    g.add_argument("--momentum", type=RATE, default=defaults.momentum)
+    g.add_argument("--weight-decay", type=RATE, default=defaults.weight_decay)
+    g.add_argument("--warmup-iters", type=COUNT0, default=None, help=f"default {defaults.warmup_iters}")
+    g.add_argument("--batch-size", type=COUNT, default=None, help=f"images per process (default {defaults.batch_size})")
+    g.add_argument("--clip-grad", type=POSITIVE, default=None, help="clip the gradient norm to this")
     g = p.add_argument_group("run")
-    g.add_argument("--output", default="runs/det", help="output directory")
+    g.add_argument("--output", default="runs/det", type=output_dir, help="output directory")
     g.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
-    g.add_argument("--eval-every", type=int, default=defaults.eval_every,
+    g.add_argument("--eval-every", type=COUNT0, default=defaults.eval_every,
                    help="COCO eval every N epochs (0: at the end)")
-    g.add_argument("--workers", type=int, default=defaults.workers, help="data loader workers per process")
+    g.add_argument("--workers", type=COUNT0, default=defaults.workers, help="data loader workers per process")
     g.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    g.add_argument("--seed", type=int, default=defaults.seed)
+    g.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--seed", type=COUNT0, default=defaults.seed)
     p.set_defaults(func=_cmd_det_train)
 
 
@@ -99,8 +115,7 @@ def _cmd_det_eval(args) -> int:
                             device=args.device, reparameterize=args.reparameterize, output=args.output,
                             save_deploy=args.save_deploy, threads=args.threads)
     except _detection_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail("det-eval", err)
     return 0
 
 
@@ -111,18 +126,21 @@ def add_det_eval(sub) -> None:
         description="Evaluate a detector checkpoint written by det-train with pycocotools: AP, AP50, AP75, "
                     "APs/APm/APl (and mask AP for Mask R-CNN), printed and saved as JSON. By default on the "
                     "val split of the data it was trained on.")
-    p.add_argument("checkpoint", help="last.pt from det-train, or a detector saved with --save-deploy")
-    p.add_argument("--data", default=None, metavar="ROOT", help="COCO-layout dataset root (default: the training data)")
+    p.add_argument("checkpoint", type=checkpoint_file,
+                   help="last.pt from det-train, or a detector saved with --save-deploy")
+    p.add_argument("--data", default=None, metavar="ROOT", type=input_dir,
+                   help="COCO-layout dataset root (default: the training data)")
     p.add_argument("--val-split", default="val", help="split to evaluate with --data, e.g. val2017")
     p.add_argument("--skip-missing-images", action="store_true", help="skip (and count) missing image files")
     p.add_argument("--reparameterize", action="store_true",
                    help="fold the backbone into its deploy form first (same detections, faster)")
-    p.add_argument("--save-deploy", default=None, metavar="PATH",
+    p.add_argument("--save-deploy", default=None, metavar="PATH", type=output_file,
                    help="with --reparameterize: also save the deploy-form detector here")
-    p.add_argument("--output", default=None, help="metrics JSON (default: next to the checkpoint, eval_<form>.json)")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--output", default=None, type=output_file,
+                   help="metrics JSON (default: next to the checkpoint, eval_<form>.json)")
+    p.add_argument("--batch-size", type=COUNT, default=2)
+    p.add_argument("--workers", type=COUNT0, default=2)
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_det_eval)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from .args import COUNT, USAGE_ERROR, fail
 
 
 def _cmd_models(args) -> int:
@@ -10,8 +10,8 @@ def _cmd_models(args) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        print(f"no model matches {args.pattern!r}; available: {', '.join(list_models())}", file=sys.stderr)
-        return 2
+        return fail("models", f"no model matches {args.pattern!r}; available: {', '.join(list_models())}",
+                    USAGE_ERROR)
     if args.names_only:
         print("\n".join(names))
         return 0
@@ -31,7 +31,7 @@ def add_models(sub) -> None:
                                    "MACs count conv and linear layers (the paper's convention), for the "
                                    "train form and the re-parameterized deploy form.")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'repghostnet_*'")
-    p.add_argument("--img-size", type=int, default=224, help="input resolution for MACs (default 224)")
+    p.add_argument("--img-size", type=COUNT, default=224, help="input resolution for MACs (default 224)")
     p.add_argument("--names-only", action="store_true", help="print names only, no profiling")
     p.set_defaults(func=_cmd_models)
 

@@ -4,23 +4,47 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-from pathlib import Path
+
+from .args import (
+    COUNT,
+    COUNT0,
+    USAGE_ERROR,
+    checkpoint_file,
+    fail,
+    input_dir,
+    mean_std,
+    model_name,
+    output_dir,
+    output_file,
+)
+
+#: Config keys whose flags take paths or names, with the check each gets at parse time.
+_PATH_TYPES = {"pretrained": checkpoint_file, "output": output_dir, "model": model_name}
+_CHOICE_HELP = {"amp": "AMP", "interpolation": "MODE", "val_interpolation": "MODE"}
 
 
-def _config_flag_type(f):
-    """argparse type for a TrainConfig field, from its default (lists take several values)."""
+def _data_root(text: str) -> str:
+    return text if text == "digits" else input_dir(text)
+
+
+def _config_flag_type(f) -> dict:
+    """argparse options for a TrainConfig field: its type and allowed range from the field itself."""
+    from ..train.config import CHOICES, LIST_LENGTHS
+
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    limit = f.metadata.get("limit")
+    if f.name in LIST_LENGTHS:
+        return dict(type=limit, nargs=LIST_LENGTHS[f.name])
+    if f.name in CHOICES:
+        return dict(choices=CHOICES[f.name])
     if isinstance(default, bool) or f.name == "channels_last":
         return dict(type=_parse_bool, metavar="BOOL")
-    if isinstance(default, list):
-        return dict(type=float, nargs="+")
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        return dict(type=type(default))
-    if f.name in ("num_classes", "threads"):
-        return dict(type=int)
-    if f.name in ("lr", "clip_grad"):
-        return dict(type=float)
+    if limit is not None:
+        return dict(type=limit)
+    if f.name == "data":
+        return dict(type=_data_root)
+    if f.name in _PATH_TYPES:
+        return dict(type=_PATH_TYPES[f.name])
     return dict(type=str)
 
 
@@ -33,26 +57,28 @@ def _parse_bool(text: str) -> bool:
 
 
 def _cmd_train(args) -> int:
+    from ..checkpoint import CheckpointError
     from ..data import DataError
     from ..models import UnknownModelError
     from ..train import TrainConfig, resolve_config, train
     from ..train.config import FIELDS
 
     overrides = {name: getattr(args, name) for name in FIELDS}
+    if args.resume:
+        given = sorted(k for k, v in overrides.items() if v is not None)
+        if given:
+            flags = ", ".join("--" + g.replace("_", "-") for g in given)
+            return fail("train", f"--resume continues the saved config; drop {flags}", USAGE_ERROR)
     try:
-        if args.resume:
-            given = sorted(k for k, v in overrides.items() if v is not None)
-            if given:
-                flags = ", ".join("--" + g.replace("_", "-") for g in given)
-                print(f"--resume continues the saved config; drop {flags}", file=sys.stderr)
-                return 2
-            result = train(resume=args.resume)
-        else:
-            cfg: TrainConfig = resolve_config(args.recipe, **overrides)
-            result = train(cfg)
-    except (DataError, UnknownModelError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        cfg: TrainConfig | None = None if args.resume else resolve_config(args.recipe, **overrides)
+    except (ValueError, FileNotFoundError) as err:  # a recipe that does not exist or holds bad values
+        return fail("train", err, USAGE_ERROR)
+    try:
+        result = train(cfg, resume=args.resume)
+    except FileExistsError as err:
+        return fail("train", err, USAGE_ERROR)
+    except (DataError, UnknownModelError, CheckpointError, OSError, ValueError, FloatingPointError) as err:
+        return fail("train", err)
     return 130 if result.interrupted else 0
 
 
@@ -67,15 +93,17 @@ def add_train(sub) -> None:
                     "from a recipe (--recipe; default: 'digits' without --data, else the model's ImageNet "
                     "recipe) and every flag below overrides the recipe's key of the same name. The run "
                     "directory gets config.yaml, metrics.csv, curves.png, last.pt / best.pt (resumable) and "
-                    "best_model.safetensors / best_deploy.safetensors. Works under torchrun (DDP). Ctrl-C "
-                    "saves a resumable checkpoint.",
+                    "best_model.safetensors / best_deploy.safetensors, all carrying the preprocessing the "
+                    "model was trained with. Works under torchrun (DDP). Ctrl-C saves a resumable checkpoint. "
+                    "Exit codes: 0 done, 2 bad arguments (nothing written), 1 failed, 130 interrupted.",
         epilog="examples:  repghost train\n"
                "           repghost train --data ~/flowers --model repghostnet_100 --epochs 50 --img-size 160 "
                "--pretrained repghostnet_1_0x.pth\n"
                "           torchrun --nproc_per_node=8 -m repghost train --recipe repghostnet_100 --data /imagenet\n"
                "           repghost train --resume runs/NAME/last.pt")
     p.add_argument("--recipe", default=None, help="built-in recipe (digits, repghostnet_050 … _200) or a YAML path")
-    p.add_argument("--resume", default=None, metavar="CKPT", help="continue a run exactly from its last.pt")
+    p.add_argument("--resume", default=None, metavar="CKPT", type=checkpoint_file,
+                   help="continue a run exactly from its last.pt")
     for name, f in FIELDS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f.metadata["help"],
                        **_config_flag_type(f))
@@ -91,36 +119,44 @@ def _cmd_eval(args) -> int:
     try:
         res = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, use_ema=args.ema,
                                   reparam=args.reparam, batch_size=args.batch_size, workers=args.workers,
-                                  device=args.device, img_size=args.img_size, model_name=args.model)
-    except (CheckpointError, DataError, UnknownModelError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+                                  device=args.device, img_size=args.img_size, mean=args.mean, std=args.std,
+                                  model_name=args.model, log=print)
+    except UnknownModelError as err:
+        return fail("eval", err, USAGE_ERROR)
+    except (CheckpointError, DataError, ValueError, RuntimeError) as err:
+        return fail("eval", err)
     print(f"{res['checkpoint']} ({res['form']} form) on {res['data']} {res['split']}: "
           f"top-1 {res['top1']:.2f} %  top-5 {res['top5']:.2f} %  loss {res['loss']:.4f}  "
           f"({res['count']} images" + (f", {res['skipped']} unreadable skipped)" if res["skipped"] else ")"))
     if args.json:
-        import json
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        from ..io import atomic_write_json
+        atomic_write_json(args.json, res)
     return 0
 
 
 def add_eval(sub) -> None:
     p = sub.add_parser(
-        "eval", help="top-1 / top-5 / loss of a checkpoint",
+        "eval", help="top-1 / top-5 / loss of a checkpoint or an exported ONNX model",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Evaluate a training checkpoint (.pt; --ema for its EMA weights), a train- or deploy-form "
-                    ".safetensors file, or (with --model) an official / timm checkpoint. Data, resolution and "
-                    "normalization default to what the checkpoint was trained with.")
-    p.add_argument("checkpoint", help="last.pt / best.pt, best_model.safetensors, best_deploy.safetensors, ...")
-    p.add_argument("--data", default=None, help="ImageFolder root (default: the checkpoint's training data)")
+        description="Evaluate any model file repghost writes — a training checkpoint (last.pt / best.pt; --ema "
+                    "for its EMA weights), a train- or deploy-form .safetensors, an exported .onnx / .int8.onnx — "
+                    "or (with --model) an official / timm checkpoint. Data, resolution and normalization default "
+                    "to what the file records (the model's training preprocessing); the flags override them. A "
+                    "file that records none uses the model's default and says so.")
+    p.add_argument("checkpoint", type=checkpoint_file,
+                   help="last.pt / best.pt, best_model.safetensors, best_deploy.safetensors, model.onnx, ...")
+    p.add_argument("--data", default=None, type=_data_root,
+                   help="ImageFolder root, or 'digits' (default: the data the file was trained on)")
     p.add_argument("--split", default="val", help="split folder to evaluate")
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     p.add_argument("--reparam", action="store_true", help="re-parameterize to the deploy form before evaluating")
-    p.add_argument("--model", default=None, help="model name, for checkpoints without repghost metadata")
-    p.add_argument("--img-size", type=int, default=None, help="resolution (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--model", default=None, type=model_name,
+                   help="model name, for checkpoints without repghost metadata")
+    p.add_argument("--img-size", type=COUNT, default=None, help="resolution (default: the file's)")
+    p.add_argument("--mean", **mean_std("mean"), default=None, help="normalization mean (default: the file's)")
+    p.add_argument("--std", **mean_std("std"), default=None, help="normalization std (default: the file's)")
+    p.add_argument("--batch-size", type=COUNT, default=128)
+    p.add_argument("--workers", type=COUNT0, default=2)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--json", default=None, metavar="PATH", type=output_file, help="also write the result as JSON")
     p.set_defaults(func=_cmd_eval)
-

@@ -1,90 +1,101 @@
-"""Small labelled image sets for int8 calibration and the fp32-vs-int8 accuracy check.
+"""Labelled image sets for int8 calibration and the fp32-vs-int8 accuracy check.
 
-Two sources: an ImageFolder directory (``root/<class>/<image>``), preprocessed the evaluation way
-(resize to size / crop_pct, centre crop, ImageNet mean / std), or the built-in digits set
-(scikit-learn's 1,797 8×8 handwritten digits, upsampled and repeated to 3 channels). The images
-are split into a calibration part and a disjoint held-out part.
+Images go through the model's own :class:`~repghost.preprocess.Preprocess` (the one its file
+records), so calibration ranges and accuracies are those of the inputs the model really gets.
+Sources, read through the data package (the same scanner, decoder and digits split as training):
+
+- ``"digits"``: the built-in set; calibration images from its train split, the held-out check on
+  its val split — the split ``repghost train`` validates on, so the fp32 figure equals ``eval``'s.
+- an ImageFolder root with ``train/`` and ``val/``: the same, from those folders;
+- a folder of class folders (``root/<class>/<image>``): split into disjoint seeded parts.
+
+Unreadable images are skipped and counted, as in training and evaluation.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from timm.data import create_transform
 
-from ..data.datasets import scan_image_folder
-from ..models.family import IMAGENET_MEAN, IMAGENET_STD
-
-MEAN = np.array(IMAGENET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
-STD = np.array(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
+from ..data.datasets import DIGITS, RawDataset, digits, scan_image_folder
+from ..preprocess import Preprocess
 
 
 @dataclass(frozen=True)
 class ImageSplit:
-    calib: np.ndarray          # (N, 3, H, W) float32, normalized
-    held_out: np.ndarray       # (M, 3, H, W)
+    calib: np.ndarray            # (N, 3, H, W) float32, preprocessed
+    held_out: np.ndarray         # (M, 3, H, W)
     held_out_labels: np.ndarray  # (M,) int64
-    num_classes: int
+    classes: list[str]
+    source: str = ""
+    skipped: list[str] = field(default_factory=list)  # unreadable images, by path
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
 
-def digits_images(size: int = 224, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The digits set (or ``indices`` of it) as normalized ``(N, 3, size, size)`` images and labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images, labels = digits.images.astype(np.float32) / 16.0, digits.target.astype(np.int64)
-    if indices is not None:
-        images, labels = images[indices], labels[indices]
-    x = torch.from_numpy(images)[:, None]
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
-    return ((x.numpy() - MEAN) / STD).astype(np.float32), labels
-
-
-def folder_images(root: str | os.PathLike, size: int = 224, crop_pct: float = 0.875,
-                  limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
-    """Up to ``limit`` images (a seeded random pick) of a folder of class folders, preprocessed the
-    evaluation way (timm's eval transform), with labels and the class count.
-
-    An image that cannot be decoded raises ``ValueError`` naming its path.
-    """
-    root = Path(root)
+def _pools(source: str, seed: int) -> tuple[RawDataset, RawDataset]:
+    """(calibration pool, held-out pool) of ``source``."""
+    if source == DIGITS:
+        return digits("train"), digits("val")
+    root = Path(source)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
-    raw = scan_image_folder(root)
-    transform = create_transform(input_size=size, is_training=False, crop_pct=crop_pct, interpolation="bilinear",
-                                 mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    order = np.random.default_rng(seed).permutation(len(raw))[:limit]
-    images = []
-    for i in order:
+        raise FileNotFoundError(f"calibration data not found: {root} (give 'digits' or an image folder)")
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        calib, held = scan_image_folder(root / "train"), scan_image_folder(root / "val")
+        if calib.classes != held.classes:
+            raise ValueError(f"{root}: train and val class folders differ")
+        return calib, held
+    whole = scan_image_folder(root)
+    order = np.random.default_rng(seed).permutation(len(whole))
+    half = len(order) // 2
+
+    def part(idx):
+        return RawDataset([whole.items[i] for i in idx], [whole.targets[i] for i in idx], whole.classes, whole.root)
+
+    return part(order[:half]), part(order[half:])
+
+
+def _read(raw: RawDataset, indices, transform, limit: int | None, skipped: list[str]):
+    """Up to ``limit`` preprocessed images of ``raw`` at ``indices``, unreadable ones skipped and noted."""
+    images, labels = [], []
+    for i in indices:
+        if limit is not None and len(images) >= limit:
+            break
+        item = raw.items[i]
         try:
-            with Image.open(raw.items[i]) as f:
-                images.append(transform(f.convert("RGB")).numpy())
-        except Exception as err:
-            raise ValueError(f"cannot read image {raw.items[i]}: {err}") from None
-    labels = np.array([raw.targets[i] for i in order], dtype=np.int64)
-    return np.stack(images).astype(np.float32), labels, len(raw.classes)
+            if isinstance(item, str):
+                with Image.open(item) as f:
+                    item = f.convert("RGB")
+            images.append(transform(item).numpy())
+        except Exception:  # truncated, not an image, unreadable: skipped and counted, not fatal
+            skipped.append(str(raw.items[i]))
+            continue
+        labels.append(raw.targets[i])
+    return images, labels
 
 
-def load_split(source: str = "digits", num_calib: int = 64, num_held_out: int = 256, size: int = 224,
+def load_split(source: str, preprocess: Preprocess, num_calib: int = 64, num_held_out: int | None = None,
                seed: int = 0) -> ImageSplit:
-    """``num_calib`` calibration images and ``num_held_out`` disjoint held-out images with labels.
+    """``num_calib`` calibration images and the held-out images (all of them, or a seeded
+    ``num_held_out``) with labels, preprocessed by ``preprocess``."""
+    calib_pool, held_pool = _pools(str(source), seed)
+    transform, skipped = preprocess.transform(), []
+    rng = np.random.default_rng(seed)
+    calib, _ = _read(calib_pool, rng.permutation(len(calib_pool)), transform, num_calib, skipped)
+    held_order = range(len(held_pool)) if num_held_out is None else rng.permutation(len(held_pool))
+    held, labels = _read(held_pool, held_order, transform, num_held_out, skipped)
+    if not calib or not held:
+        raise ValueError(f"{source}: no readable {'calibration' if not calib else 'held-out'} image "
+                         f"({len(skipped)} unreadable)")
+    return ImageSplit(np.stack(calib).astype(np.float32), np.stack(held).astype(np.float32),
+                      np.array(labels, dtype=np.int64), list(calib_pool.classes), str(source), skipped)
 
-    ``source`` is ``"digits"`` or the path of an ImageFolder directory.
-    """
-    total = num_calib + num_held_out
-    if source == "digits":
-        order = np.random.default_rng(seed).permutation(1797)[:total]
-        images, labels = digits_images(size, order)
-        num_classes = 10
-    else:
-        images, labels, num_classes = folder_images(source, size, limit=total, seed=seed)
-    if len(images) < 2:
-        raise ValueError(f"{source} has {len(images)} image(s); need at least 2 (calibration + held-out)")
-    n_calib = min(num_calib, len(images) - 1)
-    return ImageSplit(images[:n_calib], images[n_calib:], labels[n_calib:], num_classes)
+
+def describe(split: ImageSplit) -> str:
+    text = f"{len(split.calib)} calibration and {len(split.held_out)} held-out images from {split.source}"
+    return text + (f" ({len(split.skipped)} unreadable skipped)" if split.skipped else "")

@@ -1,24 +1,22 @@
 """Checkpoint → deploy checkpoint: load, re-parameterize, prove equivalence, then write.
 
 Nothing is written unless every step succeeds: a missing or unreadable checkpoint, a model that
-does not fit it, or an equivalence error above tolerance raises :class:`ConvertError` first.
+does not fit it, or a fold that :func:`repghost.reparam.verify_fold` rejects raises
+:class:`ConvertError` first. What the source records about its inputs (the preprocessing contract,
+class names, training data) travels into the deploy file.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
-
-from ..checkpoint import CheckpointError, load_checkpoint, load_model, load_state_dict, read_metadata, save_checkpoint
-from ..models import UnknownModelError, create_model
-from ..reparam import check_equivalence, is_deploy, reparameterize
-
-#: Deploy vs train form on the same input: max abs error ≤ RTOL × max abs output (float32 folding).
-RTOL = 1e-5
+from ..checkpoint import CheckpointError, LoadedModel, open_model, save_checkpoint
+from ..models import UnknownModelError
+from ..preprocess import Preprocess
+from ..reparam import FoldCheck, is_deploy, reparameterize, verify_fold
 
 
 class ConvertError(RuntimeError):
@@ -29,55 +27,54 @@ class ConvertError(RuntimeError):
 class ConvertResult:
     path: Path
     model_name: str
-    max_abs: float
-    max_rel: float
+    check: FoldCheck
+    preprocess: Preprocess | None
 
 
 def load_any(path: str | os.PathLike, model_name: str | None = None, num_classes: int | None = None,
-             use_ema: bool = False, **model_kwargs) -> nn.Module:
-    """A model loaded from any checkpoint the loader accepts.
-
-    A file written by :func:`repghost.save_checkpoint` rebuilds itself; any other (official
-    RepGhost, timm, a training checkpoint) needs ``model_name``. ``num_classes`` defaults to the
-    checkpoint's classifier width.
-    """
+             use_ema: bool = False, **model_kwargs) -> LoadedModel:
+    """:func:`repghost.checkpoint.open_model`, with its failures as :class:`ConvertError`."""
     try:
-        if model_name is None:
-            if Path(path).is_file() and Path(path).suffix != ".safetensors":
-                raise ConvertError(f"{path} is not a repghost safetensors file, so it does not name its model; "
-                                   "pass the model name (--model repghostnet_100, …)")
-            read_metadata(path)  # raises with a clear message when the file has no repghost metadata
-            return load_model(path)
-        state = load_state_dict(path, use_ema=use_ema)
-        if num_classes is None and "classifier.weight" in state:
-            num_classes = state["classifier.weight"].shape[0]
-        if num_classes is not None:
-            model_kwargs["num_classes"] = num_classes
-        deploy = not any(k.endswith("running_mean") for k in state)
-        model = create_model(model_name, deploy=deploy, **model_kwargs)
-        return load_checkpoint(model, path, use_ema=use_ema).eval()
+        return open_model(path, model_name=model_name, num_classes=num_classes, use_ema=use_ema, **model_kwargs)
     except (CheckpointError, UnknownModelError) as err:
         raise ConvertError(str(err)) from None
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, model_name: str | None = None,
-            num_classes: int | None = None, use_ema: bool = False,
-            input_size: Sequence[int] = (2, 3, 224, 224), rtol: float = RTOL) -> ConvertResult:
-    """Convert the checkpoint ``src`` to a deploy-form safetensors file ``dst``.
+def fold_checked(loaded: LoadedModel, img_size: int | None = None, log: Callable[[str], None] | None = None):
+    """The deploy form of ``loaded.model`` and its :class:`FoldCheck` (``None`` when it was already
+    folded); raises :class:`ConvertError` when the check fails. The check runs at ``img_size``
+    (default: the recorded input size, else 224)."""
+    model = loaded.model
+    if is_deploy(model):
+        return model, None
+    deployed = reparameterize(model)
+    if not is_deploy(deployed):
+        raise ConvertError(f"{type(model).__name__} still has unfolded BatchNorm or branches after reparameterize()")
+    size = img_size or (loaded.preprocess.input_size if loaded.preprocess else 224)
+    check = verify_fold(model, deployed, (2, 3, size, size))
+    if log is not None:
+        log(f"re-parameterized to the deploy form: {check}")
+    if not check.ok:
+        raise ConvertError(f"deploy model disagrees with the checkpoint's model ({check}; worst tensor "
+                           f"{check.worst_param}); nothing written")
+    return deployed, check
 
-    Equivalence is checked on a random input of ``input_size``; the file is written (atomically)
-    only when the relative error is within ``rtol``.
-    """
+
+def file_metadata(loaded: LoadedModel, **extra) -> dict:
+    """The JSON extras a derived file carries: class names and training data when known."""
+    meta = {k: v for k, v in (("classes", loaded.classes), ("data", loaded.data)) if v is not None}
+    return {**meta, **extra}
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, model_name: str | None = None,
+            num_classes: int | None = None, use_ema: bool = False, img_size: int | None = None) -> ConvertResult:
+    """Convert the checkpoint ``src`` to a deploy-form safetensors file ``dst`` (written atomically,
+    only when the fold checks out)."""
     dst = Path(dst)
     if dst.suffix != ".safetensors":
         raise ConvertError(f"the output must be a .safetensors file, got {dst.name!r}")
-    model = load_any(src, model_name, num_classes, use_ema)
-    deployed = model if is_deploy(model) else reparameterize(model)
-    if not is_deploy(deployed):
-        raise ConvertError(f"{type(model).__name__} still has unfolded BatchNorm or branches after reparameterize()")
-    err = check_equivalence(model, deployed, input_size)
-    if not err["max_rel"] <= rtol:
-        raise ConvertError(f"deploy model disagrees with the checkpoint's model: max abs error {err['max_abs']:.3g}, "
-                           f"relative {err['max_rel']:.3g} > tolerance {rtol:g}; nothing written")
-    save_checkpoint(deployed, dst, metadata={"converted_from": str(src), "equivalence_max_rel": err["max_rel"]})
-    return ConvertResult(dst, getattr(model, "model_name", ""), err["max_abs"], err["max_rel"])
+    loaded = load_any(src, model_name, num_classes, use_ema)
+    deployed, check = fold_checked(loaded, img_size)
+    extra = file_metadata(loaded, converted_from=str(src))
+    save_checkpoint(deployed, dst, metadata=extra, preprocess=loaded.preprocess)
+    return ConvertResult(dst, getattr(loaded.model, "model_name", ""), check, loaded.preprocess)

@@ -136,9 +136,49 @@ def compare_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence
     return Comparison(max_abs=float(np.abs(got - expected).max()), scale=float(np.abs(expected).max()), rtol=rtol)
 
 
+def set_onnx_metadata(path: str | os.PathLike, props: dict[str, str]) -> Path:
+    """Add ``props`` to the ONNX file's ``metadata_props`` (rewritten atomically)."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in props.items():
+        entry = existing.get(key) or model.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return path
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (what :func:`set_onnx_metadata` wrote)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise ExportError(f"cannot read {path} as ONNX: {type(err).__name__}: {err}") from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+class OnnxModel(nn.Module):
+    """An ONNX file run by onnxruntime behind a PyTorch module's call (for evaluation)."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        super().__init__()
+        self.path = str(path)
+        self.session = session(path, threads=threads or torch.get_num_threads())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.detach().cpu().float().numpy()})[0]
+        return torch.from_numpy(out)
+
+
 def export_torchscript(model: nn.Module, path: str | os.PathLike,
-                       input_size: Sequence[int] = (1, 3, 224, 224)) -> Path:
-    """Trace ``model``, freeze it (weights become constants) and save; returns the path.
+                       input_size: Sequence[int] = (1, 3, 224, 224), extra_files: dict[str, str] | None = None) -> Path:
+    """Trace ``model``, freeze it (weights become constants) and save with ``extra_files``
+    (e.g. the preprocessing contract); returns the path.
 
     ``torch.jit.optimize_for_inference`` is left to load time (see :func:`load_torchscript`): its
     rewrites are tied to the machine that runs the model.
@@ -148,7 +188,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike,
         warnings.simplefilter("ignore")
         frozen = torch.jit.freeze(torch.jit.trace(model.eval(), torch.randn(tuple(input_size))))
     with atomic_path(path) as tmp:
-        frozen.save(str(tmp))
+        frozen.save(str(tmp), _extra_files=dict(extra_files or {}))
     return path
 
 

@@ -1,12 +1,15 @@
 """The export flow behind ``repghost export``: source → deploy model → file(s) → checks.
 
-A source is a checkpoint (anything :func:`repghost.deploy.load_any` reads) or a registered model
-name (random weights; for measuring speed). Train-form models are re-parameterized first. Each
-step reports through ``log`` so the CLI only prints.
+A source is a checkpoint (anything :func:`repghost.checkpoint.open_model` reads) or a registered
+model name (random weights; for measuring speed). Train-form models are re-parameterized first
+and the fold verified. The preprocessing contract the source records sets the graph's input size
+and the int8 calibration, and is written into every exported file. Each step reports through
+``log`` so the CLI only prints.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,66 +17,92 @@ from pathlib import Path
 
 from torch import nn
 
+from ..checkpoint import LoadedModel
 from ..models import create_model, list_models
-from ..reparam import check_equivalence, is_deploy, reparameterize
-from .calib import load_split
-from .conversion import RTOL as REPARAM_RTOL
-from .conversion import ConvertError, load_any
-from .onnx_export import RTOL, Comparison, ExportError, compare_onnx, export_onnx, export_torchscript, op_counts
+from ..preprocess import METADATA_KEY, Preprocess
+from .calib import ImageSplit, describe, load_split
+from .conversion import ConvertError, file_metadata, fold_checked, load_any
+from .onnx_export import (
+    RTOL,
+    Comparison,
+    ExportError,
+    compare_onnx,
+    export_onnx,
+    export_torchscript,
+    op_counts,
+    set_onnx_metadata,
+)
 from .quantize import DEFAULT_RECIPE, Int8Report, compare_int8, quantize
+
+FORMATS = ("onnx", "torchscript")
 
 
 @dataclass
 class ExportReport:
     path: Path
+    preprocess: Preprocess
     comparison: Comparison | None = None
     ops: dict[str, int] = field(default_factory=dict)
     int8_path: Path | None = None
     int8: Int8Report | None = None
 
 
-def deploy_model(source: str, model_name: str | None = None, num_classes: int | None = None,
-                 img_size: int = 224, log: Callable[[str], None] = print) -> nn.Module:
-    """The deploy form of ``source`` (checkpoint path or registered model name), in eval mode."""
-    if not os.path.exists(source) and source in list_models():
-        log(f"{source}: no checkpoint given, exporting random weights (fine for speed, not for accuracy)")
-        kwargs = {} if num_classes is None else {"num_classes": num_classes}
-        model = create_model(source, **kwargs).eval()
-    else:
-        model = load_any(source, model_name, num_classes)
-    if is_deploy(model):
-        return model
-    deployed = reparameterize(model)
-    err = check_equivalence(model, deployed, (1, 3, img_size, img_size))
-    log(f"re-parameterized to the deploy form (max relative error {err['max_rel']:.2g})")
-    if not err["max_rel"] <= REPARAM_RTOL:
-        raise ConvertError(f"deploy form disagrees with the source: relative error {err['max_rel']:.3g}")
-    return deployed
+def open_source(source: str, model_name: str | None = None, num_classes: int | None = None,
+                use_ema: bool = False, log: Callable[[str], None] = print) -> LoadedModel:
+    """A checkpoint file, or a registered model name (random weights, the model's default contract)."""
+    if not os.path.exists(source):
+        if source in list_models():
+            log(f"{source}: no checkpoint given, exporting random weights (fine for speed, not for accuracy)")
+            kwargs = {} if num_classes is None else {"num_classes": num_classes}
+            model = create_model(source, **kwargs).eval()
+            return LoadedModel(model, Preprocess.model_default(model), kind="model name")
+        if os.sep not in source and not Path(source).suffix:
+            raise ConvertError(f"{source!r} is neither a checkpoint file nor a model name; "
+                               f"models: {', '.join(list_models())}")
+    return load_any(source, model_name, num_classes, use_ema)
 
 
-def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int = 224, opset: int = 18,
-           exporter: str = "dynamo", int8: bool = False, recipe: str = DEFAULT_RECIPE, calib: str = "digits",
-           num_calib: int = 64, num_held_out: int = 256, model_name: str | None = None,
-           num_classes: int | None = None, rtol: float = RTOL, log: Callable[[str], None] = print) -> ExportReport:
+def resolve_preprocess(loaded: LoadedModel, name: str, log: Callable[[str], None] = print, **overrides) -> Preprocess:
+    """The source's recorded contract (or, with a one-line note, the model's default), then the flags."""
+    base = loaded.preprocess
+    if base is None:
+        base = Preprocess.model_default(loaded.model)
+        log(f"note: {name} records no preprocessing; using the model's default ({base.describe()}) — "
+            "override with --img-size / --mean / --std")
+    return base.override(**overrides)
+
+
+def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int | None = None,
+           mean=None, std=None, opset: int = 18, exporter: str = "dynamo", int8: bool = False,
+           recipe: str = DEFAULT_RECIPE, calib: str | None = None, num_calib: int = 64,
+           num_held_out: int | None = None, model_name: str | None = None, num_classes: int | None = None,
+           use_ema: bool = False, rtol: float = RTOL, log: Callable[[str], None] = print) -> ExportReport:
     """Export ``source`` to ``out`` (ONNX or TorchScript), check it, optionally quantize to int8.
 
     Raises :class:`ExportError` when the ONNX output differs from PyTorch beyond ``rtol`` (the file
     is removed then), or when the graph of a RepGhostNet still holds BatchNormalization or Concat.
+    ``calib`` defaults to the data the source was trained on (else the built-in digits).
     """
-    if fmt not in ("onnx", "torchscript"):
-        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if int8 and fmt != "onnx":
         raise ValueError("--int8 quantizes the ONNX model; use --format onnx")
-    model = deploy_model(source, model_name, num_classes, img_size, log)
+    loaded = open_source(source, model_name, num_classes, use_ema, log)
+    preprocess = resolve_preprocess(loaded, source, log, input_size=img_size, mean=mean, std=std)
+    log(f"preprocessing: {preprocess.describe()}")
+    model, _ = fold_checked(loaded, preprocess.input_size, log)
+    # The calibration data is read before anything is written: a bad folder leaves no files.
+    split = load_split(calib or loaded.data or "digits", preprocess, num_calib, num_held_out) if int8 else None
+    props = export_metadata(model, loaded, preprocess)
     out = Path(out)
-    size = (1, 3, img_size, img_size)
+    size = (1, 3, preprocess.input_size, preprocess.input_size)
     if fmt == "torchscript":
-        path = export_torchscript(model, out, size)
+        path = export_torchscript(model, out, size, extra_files={f"{k}.json": v for k, v in props.items()})
         log(f"wrote {path} (traced, frozen)")
-        return ExportReport(path)
+        return ExportReport(path, preprocess)
 
     path = export_onnx(model, out, size, opset=opset, exporter=exporter)
-    report = ExportReport(path, compare_onnx(model, path, (2, 3, img_size, img_size), rtol=rtol), op_counts(path))
+    report = ExportReport(path, preprocess, compare_onnx(model, path, (2, *size[1:]), rtol=rtol), op_counts(path))
     log(f"wrote {path}: {sum(report.ops.values())} nodes " +
         ", ".join(f"{k} {v}" for k, v in sorted(report.ops.items(), key=lambda kv: -kv[1])))
     log(f"onnxruntime vs PyTorch (batch 2): {report.comparison}")
@@ -84,10 +113,27 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
     if getattr(model, "model_name", "").startswith("repghostnet") and any(leftover.values()):
         path.unlink(missing_ok=True)
         raise ExportError(f"the deploy graph still holds {leftover}; file removed")
-    if int8:
-        split = load_split(calib, num_calib, num_held_out, img_size)
-        report.int8_path = quantize(path, path.with_name(path.stem + ".int8.onnx"), split.calib, recipe)
-        report.int8 = compare_int8(path, report.int8_path, split, recipe)
-        log(f"wrote {report.int8_path}: calibrated on {len(split.calib)} images from {calib}")
-        log(str(report.int8))
+    set_onnx_metadata(path, props)
+    if split is not None:
+        _add_int8(report, loaded, props, split, recipe, log)
     return report
+
+
+def export_metadata(model: nn.Module, loaded: LoadedModel, preprocess: Preprocess) -> dict[str, str]:
+    """What an exported file carries: model name, the preprocessing contract, class names and data."""
+    props = {"repghost_model": getattr(model, "model_name", ""), METADATA_KEY: preprocess.to_json()}
+    props.update({f"repghost_{k}": json.dumps(v) for k, v in file_metadata(loaded).items()})
+    return props
+
+
+def _add_int8(report: ExportReport, loaded: LoadedModel, props: dict, split: ImageSplit, recipe: str,
+              log: Callable[[str], None]) -> None:
+    """Quantize the exported ONNX file next to it and measure what int8 changes."""
+    for path in split.skipped:
+        log(f"skipped unreadable image: {path}")
+    int8_path = report.path.with_name(report.path.stem + ".int8.onnx")
+    quantize(report.path, int8_path, split.calib, recipe)
+    set_onnx_metadata(int8_path, props)
+    report.int8_path, report.int8 = int8_path, compare_int8(report.path, int8_path, split, recipe, loaded.classes)
+    log(f"wrote {int8_path}: calibrated on {describe(split)}")
+    log(str(report.int8))

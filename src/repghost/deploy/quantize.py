@@ -143,6 +143,7 @@ class Int8Report:
     fp32_top1: float | None     # accuracy against the labels, when the model's classes are the labels'
     int8_top1: float | None
     num_images: int
+    note: str = ""              # why accuracy is not reported, or what it assumes
 
     @property
     def top1_change(self) -> float | None:
@@ -154,7 +155,7 @@ class Int8Report:
         if self.fp32_top1 is not None:
             text += (f"; top-1 fp32 {self.fp32_top1:.2%}, int8 {self.int8_top1:.2%} "
                      f"(change {100 * self.top1_change:+.2f} points)")
-        return text
+        return text + (f"; {self.note}" if self.note else "")
 
 
 def _predict(path, images: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -163,15 +164,24 @@ def _predict(path, images: np.ndarray, batch: int = 32) -> np.ndarray:
     return np.concatenate(out).argmax(1)
 
 
-def compare_int8(fp32_path, int8_path, split: ImageSplit, recipe: str = DEFAULT_RECIPE) -> Int8Report:
+def compare_int8(fp32_path, int8_path, split: ImageSplit, recipe: str = DEFAULT_RECIPE,
+                 model_classes: list[str] | None = None) -> Int8Report:
     """Top-1 of the fp32 and int8 models on the held-out images: agreement, and accuracy against
-    the labels when the model has as many classes as the data."""
+    the labels when the model's classes are the data's (by name when the model records them,
+    else by count, which the report then says it assumed)."""
     fp32, int8 = _predict(fp32_path, split.held_out), _predict(int8_path, split.held_out)
     num_outputs = session(fp32_path).get_outputs()[0].shape[-1]
-    labelled = num_outputs == split.num_classes
+    if model_classes is not None:
+        labelled = list(model_classes) == list(split.classes)
+        note = "" if labelled else "the model's classes are not the data's: accuracy not reported"
+    else:
+        labelled = num_outputs == split.num_classes
+        note = ("the model records no class names: accuracy assumes its outputs follow the data's class order"
+                if labelled else f"the model has {num_outputs} outputs, the data {split.num_classes} classes: "
+                "accuracy not reported")
     return Int8Report(
         recipe=recipe, agreement=float((fp32 == int8).mean()),
         fp32_top1=float((fp32 == split.held_out_labels).mean()) if labelled else None,
         int8_top1=float((int8 == split.held_out_labels).mean()) if labelled else None,
-        num_images=len(split.held_out),
+        num_images=len(split.held_out), note=note,
     )

@@ -368,7 +368,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: DataConfig | None =
     detector to a file). Metrics are written to ``output`` (default ``<checkpoint dir>/eval_<form>.json``)
     by rank 0.
     """
-    from .models import reparameterize_detector
+    from ..reparam import verify_fold
+    from .models import detector_body, reparameterize_detector
 
     if save_deploy and not reparameterize:
         raise ValueError("--save-deploy needs --reparameterize")
@@ -381,7 +382,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: DataConfig | None =
             raise ValueError(f"{checkpoint} does not record its data; pass the dataset to evaluate on")
         data = DataConfig(**state["train"]["data"])
     if reparameterize and not model.detector_config.deploy:
-        model = reparameterize_detector(model)
+        deployed = reparameterize_detector(model)
+        check = verify_fold(detector_body(model), detector_body(deployed), (1, 3, 128, 128))
+        if not check.ok:
+            raise ValueError(f"the folded backbone disagrees with the checkpoint's ({check}); nothing written")
+        _log(runtime, f"backbone re-parameterized: {check}")
+        model = deployed
     model.to(runtime.device)
     dataset = data.dataset(data.val_split, train=False, masks=model.detector_config.model == "maskrcnn")
     check_categories(state["categories"], dataset, str(checkpoint))

@@ -15,6 +15,15 @@ from pathlib import Path
 import yaml
 
 from ..data.datasets import DIGITS
+from ..limits import COUNT, COUNT0, FRACTION, POSITIVE, RATE, Number
+from ..preprocess import INTERPOLATIONS
+
+#: crop_pct is a fraction in (0, 1]
+CROP = Number(float, 0.0, 1.0, exclusive=True)
+#: fixed list lengths
+LIST_LENGTHS = {"scale": 2, "ratio": 2, "mean": 3, "std": 3}
+CHOICES = {"amp": ("auto", "bf16", "fp16", "none"), "val_interpolation": INTERPOLATIONS,
+           "interpolation": ("random", *INTERPOLATIONS)}
 
 
 def _f(default, help: str, **kw):
@@ -28,55 +37,55 @@ class TrainConfig:
     # what to train
     model: str = _f("repghostnet_050", "model name (see `repghost models`)")
     data: str | None = _f(None, "ImageFolder root with train/ and val/; unset = built-in digits")
-    num_classes: int | None = _f(None, "classes (default: from the data)")
+    num_classes: int | None = _f(None, "classes (default: from the data)", limit=COUNT)
     pretrained: str | None = _f(None, "initial weights: official, timm or repghost checkpoint; a classifier "
                                       "of another size is replaced")
-    drop_rate: float = _f(0.2, "dropout before the classifier")
+    drop_rate: float = _f(0.2, "dropout before the classifier", limit=FRACTION)
     # schedule and optimizer
-    epochs: int = _f(300, "training epochs")
-    batch_size: int = _f(128, "batch size per process")
+    epochs: int = _f(300, "training epochs", limit=COUNT)
+    batch_size: int = _f(128, "batch size per process", limit=COUNT)
     opt: str = _f("momentum", "optimizer, a timm name: momentum (SGD + momentum), sgd (Nesterov), adamw, ...")
-    momentum: float = _f(0.9, "SGD momentum")
-    lr: float | None = _f(None, "learning rate (default: lr_base scaled by global batch / lr_base_size)")
-    lr_base: float = _f(0.6, "learning rate at global batch lr_base_size")
-    lr_base_size: int = _f(1024, "global batch that lr_base refers to")
-    weight_decay: float = _f(1e-5, "weight decay (not on biases and norms)")
+    momentum: float = _f(0.9, "SGD momentum", limit=RATE)
+    lr: float | None = _f(None, "learning rate (default: lr_base scaled by global batch / lr_base_size)", limit=RATE)
+    lr_base: float = _f(0.6, "learning rate at global batch lr_base_size", limit=RATE)
+    lr_base_size: int = _f(1024, "global batch that lr_base refers to", limit=COUNT)
+    weight_decay: float = _f(1e-5, "weight decay (not on biases and norms)", limit=RATE)
     sched: str = _f("cosine", "LR schedule (timm name), stepped every update")
-    min_lr: float = _f(1e-5, "final learning rate")
-    warmup_epochs: float = _f(5, "linear warm-up epochs")
-    warmup_lr: float = _f(1e-4, "learning rate at the start of warm-up")
-    smoothing: float = _f(0.1, "label smoothing")
-    clip_grad: float | None = _f(None, "clip gradient norm to this value (unset = no clipping)")
-    ema_decay: float = _f(0.9999, "EMA decay of the weights (0 = no EMA)")
+    min_lr: float = _f(1e-5, "final learning rate", limit=RATE)
+    warmup_epochs: float = _f(5, "linear warm-up epochs", limit=RATE)
+    warmup_lr: float = _f(1e-4, "learning rate at the start of warm-up", limit=RATE)
+    smoothing: float = _f(0.1, "label smoothing", limit=FRACTION)
+    clip_grad: float | None = _f(None, "clip gradient norm to this value (unset = no clipping)", limit=POSITIVE)
+    ema_decay: float = _f(0.9999, "EMA decay of the weights (0 = no EMA)", limit=FRACTION)
     ema_warmup: bool = _f(False, "ramp the EMA decay up from 0 (useful for short runs)")
     # data pipeline
-    img_size: int = _f(224, "training and evaluation resolution")
-    crop_pct: float = _f(0.875, "eval: resize to img_size / crop_pct, then centre crop")
-    scale: list = _f([0.08, 1.0], "RandomResizedCrop area range")
-    ratio: list = _f([0.75, 1.3333333333333333], "RandomResizedCrop aspect-ratio range")
+    img_size: int = _f(224, "training and evaluation resolution", limit=COUNT)
+    crop_pct: float = _f(0.875, "eval: resize to img_size / crop_pct, then centre crop", limit=CROP)
+    scale: list = _f([0.08, 1.0], "RandomResizedCrop area range", limit=FRACTION)
+    ratio: list = _f([0.75, 1.3333333333333333], "RandomResizedCrop aspect-ratio range", limit=POSITIVE)
     interpolation: str = _f("random", "train interpolation (random = per image)")
     val_interpolation: str = _f("bilinear", "eval interpolation")
-    hflip: float = _f(0.5, "horizontal flip probability")
-    color_jitter: float = _f(0.4, "colour jitter strength")
+    hflip: float = _f(0.5, "horizontal flip probability", limit=FRACTION)
+    color_jitter: float = _f(0.4, "colour jitter strength", limit=RATE)
     auto_augment: str | None = _f(None, "RandAugment policy, e.g. rand-m9-mstd0.5")
-    re_prob: float = _f(0.2, "random erasing probability")
+    re_prob: float = _f(0.2, "random erasing probability", limit=FRACTION)
     re_mode: str = _f("pixel", "random erasing fill")
-    mean: list = _f([0.485, 0.456, 0.406], "normalization mean")
-    std: list = _f([0.229, 0.224, 0.225], "normalization std")
-    workers: int = _f(4, "data-loading worker processes per training process")
+    mean: list = _f([0.485, 0.456, 0.406], "normalization mean", limit=FRACTION)
+    std: list = _f([0.229, 0.224, 0.225], "normalization std", limit=POSITIVE)
+    workers: int = _f(4, "data-loading worker processes per training process", limit=COUNT0)
     # engine
     amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA when supported, else fp16; none on CPU), "
                           "bf16, fp16 or none")
     channels_last: bool | None = _f(None, "channels_last memory format (default: on CUDA)")
     sync_bn: bool = _f(False, "SyncBatchNorm across processes")
     device: str | None = _f(None, "cuda, cuda:N or cpu (default: cuda when available)")
-    seed: int = _f(42, "random seed")
-    threads: int | None = _f(None, "CPU threads per process (torch.set_num_threads)")
+    seed: int = _f(42, "random seed", limit=COUNT0)
+    threads: int | None = _f(None, "CPU threads per process (torch.set_num_threads)", limit=COUNT)
     # outputs
     output: str = _f("runs", "parent directory of run directories")
     name: str | None = _f(None, "run directory name (default: <time>-<model>)")
-    ckpt_every_steps: int = _f(0, "also save last.pt every N optimizer steps (0 = only at epoch ends)")
-    eval_every: int = _f(1, "evaluate every N epochs (and always after the last)")
+    ckpt_every_steps: int = _f(0, "also save last.pt every N optimizer steps (0 = only at epoch ends)", limit=COUNT0)
+    eval_every: int = _f(1, "evaluate every N epochs (and always after the last)", limit=COUNT)
     progress: bool = _f(True, "show progress bars")
 
 
@@ -128,7 +137,35 @@ def resolve_config(recipe: str | None = None, **overrides) -> TrainConfig:
         raise ValueError(f"unknown config keys {unknown}; valid keys: {', '.join(FIELDS)}")
     recipe = default_recipe(given) if recipe is None else recipe
     values = {**(read_recipe(recipe) if recipe else {}), **given}
-    return TrainConfig(**values)
+    return validate_config(TrainConfig(**values))
+
+
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+    """Raise ``ValueError`` naming the first setting outside its allowed range; return ``cfg``."""
+    for name, f in FIELDS.items():
+        value, limit = getattr(cfg, name), f.metadata.get("limit")
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if name in CHOICES and value not in CHOICES[name]:
+            raise ValueError(f"{flag}: expected one of {', '.join(CHOICES[name])}, got {value!r}")
+        if limit is None:
+            continue
+        if name in LIST_LENGTHS:
+            if not isinstance(value, (list, tuple)) or len(value) != LIST_LENGTHS[name]:
+                raise ValueError(f"{flag}: expected {LIST_LENGTHS[name]} values, got {value!r}")
+            problems = [limit.problem(float(v) if isinstance(v, int) else v) for v in value]
+        else:
+            problems = [limit.problem(float(value) if limit.kind is float and isinstance(value, int)
+                                      and not isinstance(value, bool) else value)]
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise ValueError(f"{flag}: {problem}")
+    for name in ("scale", "ratio"):
+        low, high = getattr(cfg, name)
+        if low > high:
+            raise ValueError(f"--{name}: the lower bound {low} exceeds the upper {high}")
+    return cfg
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

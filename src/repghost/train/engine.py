@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -40,10 +41,11 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import DataError, SampleDataset, build_datasets, build_loader, build_transform, describe_data
 from ..io import atomic_torch_save
 from ..models import create_model
-from ..reparam import check_equivalence, reparameterize
-from .config import TrainConfig, config_from_dict, config_to_dict, save_config
+from ..preprocess import Preprocess
+from ..reparam import FoldCheck, reparameterize, verify_fold
+from .config import TrainConfig, config_from_dict, config_to_dict, save_config, validate_config
 from .distributed import any_rank, cleanup, gather_lists, init_distributed
-from .evaluate import DATA_KEYS, autocast, evaluate
+from .evaluate import autocast, evaluate
 from .report import MetricsLog, plot_curves
 from .state import (
     CHECKPOINT_VERSION,
@@ -55,9 +57,6 @@ from .state import (
 
 log = logging.getLogger("repghost.train")
 
-#: Deploy form vs train form on the best weights: max |difference| / max |output| allowed.
-DEPLOY_TOLERANCE = 1e-4
-
 
 @dataclass
 class TrainResult:
@@ -68,7 +67,7 @@ class TrainResult:
     epochs_done: int
     interrupted: bool
     deploy_path: Path | None
-    equivalence: dict | None
+    equivalence: FoldCheck | None   # how the deploy file relates to the best train-form weights
 
 
 class _StopFlag:
@@ -143,7 +142,18 @@ class Trainer:
         resume_state = load_training_checkpoint(resume) if resume else None
         if resume_state is not None:
             cfg = config_from_dict(resume_state["config"])
+        validate_config(cfg)
         self.cfg, self.on_step = cfg, on_step
+        self._new_dir: Path | None = None
+        try:
+            self._setup(cfg, resume, resume_state)
+        except BaseException:
+            # A run that failed to start leaves nothing behind (an empty or half-made run directory).
+            if self._new_dir is not None:
+                shutil.rmtree(self._new_dir, ignore_errors=True)
+            raise
+
+    def _setup(self, cfg: TrainConfig, resume, resume_state) -> None:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.dist, self.device = init_distributed(cfg.device)
@@ -195,6 +205,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
         self.epoch = self.step_in_epoch = self.global_step = 0
+        self.epoch_loss = {"sum": 0.0, "seen": 0}  # this epoch so far: a mid-epoch resume continues it
         self.best = {"top1": -1.0, "epoch": -1, "source": "model"}
         self.skipped: set[str] = set()
         self.best_weights: dict | None = None
@@ -219,6 +230,10 @@ class Trainer:
             if (run_dir / "last.pt").exists():
                 raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume {run_dir}/last.pt "
                                       "or choose another --name")
+            if run_dir.exists() and not run_dir.is_dir():
+                raise FileExistsError(f"{run_dir} is a file; choose another --output or --name")
+            if not run_dir.exists():
+                self._new_dir = run_dir
             run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
 
@@ -244,6 +259,7 @@ class Trainer:
             "best": dict(self.best), "skipped": sorted(self.skipped),
             "rng": capture_rng(), "config": config_to_dict(self.cfg), "num_classes": self.num_classes,
             "classes": list(self.classes), "world_size": self.dist.world_size,
+            "model_kwargs": dict(self.model.model_kwargs), "epoch_loss": dict(self.epoch_loss),
         }
         if self.ema is not None:
             state["state_dict_ema"] = self.ema.module.state_dict()
@@ -261,6 +277,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         self.best, self.skipped = dict(state["best"]), set(state["skipped"])
+        self.epoch_loss = dict(state.get("epoch_loss", {"sum": 0.0, "seen": 0}))
         restore_rng(state["rng"])
 
     def save(self, name: str = "last.pt") -> Path | None:
@@ -301,7 +318,7 @@ class Trainer:
 
         cfg = self.cfg
         self.ddp.train()
-        loss_sum, seen, start = 0.0, 0, time.perf_counter()
+        start, seen_here = time.perf_counter(), 0
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and self.dist.is_main), dynamic_ncols=True, leave=False)
         batches = self._batches()
@@ -320,8 +337,9 @@ class Trainer:
                 raise
             self._note_skipped(bad)
             if images is not None:
-                loss_sum += self._train_step(images, targets) * len(targets)
-                seen += len(targets)
+                self.epoch_loss["sum"] += self._train_step(images, targets) * len(targets)
+                self.epoch_loss["seen"] += len(targets)
+                seen_here += len(targets)
             self.step_in_epoch += 1
             self.global_step += 1
             self.scheduler.step_update(num_updates=self.global_step)
@@ -329,8 +347,9 @@ class Trainer:
                 self.ema.update(self.model, step=self.global_step)
             elapsed = time.perf_counter() - start
             bar.update()
-            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", lr=f"{self._lr():.2e}",
-                            img_s=f"{seen * self.dist.world_size / max(elapsed, 1e-9):.0f}")
+            loss = self.epoch_loss["sum"] / max(self.epoch_loss["seen"], 1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self._lr():.2e}",
+                            img_s=f"{seen_here * self.dist.world_size / max(elapsed, 1e-9):.0f}")
             if (cfg.ckpt_every_steps and self.global_step % cfg.ckpt_every_steps == 0
                     and self.step_in_epoch < self.steps_per_epoch):
                 self.save()
@@ -338,7 +357,8 @@ class Trainer:
                 self.on_step(self)
         bar.close()
         elapsed = time.perf_counter() - start
-        return dict(train_loss=loss_sum / max(seen, 1), train_img_s=seen * self.dist.world_size / max(elapsed, 1e-9),
+        train_loss = self.epoch_loss["sum"] / max(self.epoch_loss["seen"], 1)
+        return dict(train_loss=train_loss, train_img_s=seen_here * self.dist.world_size / max(elapsed, 1e-9),
                     epoch_time_s=elapsed)
 
     def _train_step(self, images: torch.Tensor, targets: torch.Tensor) -> float:
@@ -379,6 +399,7 @@ class Trainer:
             row.update(self._evaluate_epoch())
         row["skipped_images"] = len(self.skipped)  # train and val images, since the start of the run
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.epoch_loss = {"sum": 0.0, "seen": 0}
         improved = self._update_best(row)
         if self.dist.is_main:
             self.metrics.append(row)
@@ -440,24 +461,27 @@ class Trainer:
         return TrainResult(self.run_dir, self.best["top1"], self.best["epoch"], self.best["source"], self.epoch,
                            interrupted, deploy_path, equivalence)
 
-    def _export_best(self) -> tuple[Path | None, dict | None]:
-        """Best weights → ``best_model.safetensors`` (train form) and ``best_deploy.safetensors`` (checked)."""
+    def _export_best(self) -> tuple[Path | None, FoldCheck | None]:
+        """Best weights → ``best_model.safetensors`` (train form) and ``best_deploy.safetensors`` (fold
+        verified), both carrying the run's preprocessing, class names and data."""
         weights = self._best_state()
         if weights is None:
             return None, None
-        model = create_model(self.cfg.model, num_classes=self.num_classes, drop_rate=self.cfg.drop_rate)
+        model = create_model(self.cfg.model, **self.model.model_kwargs)
         model.load_state_dict(weights)
         model.eval()
-        meta = {"data_config": {k: getattr(self.cfg, k) for k in DATA_KEYS}, "classes": list(self.classes),
-                "best_top1": self.best["top1"], "best_epoch": self.best["epoch"], "weights": self.best["source"]}
-        save_checkpoint(model, self.run_dir / "best_model.safetensors", metadata=meta)
+        meta = {"classes": list(self.classes), "data": self.cfg.data or "digits", "best_top1": self.best["top1"],
+                "best_epoch": self.best["epoch"], "weights": self.best["source"]}
+        preprocess = Preprocess.from_train_config(self.cfg)
+        save_checkpoint(model, self.run_dir / "best_model.safetensors", metadata=meta, preprocess=preprocess)
         deployed = reparameterize(model)
-        eq = check_equivalence(model, deployed, input_size=(8, 3, self.cfg.img_size, self.cfg.img_size))
-        if eq["max_rel"] > DEPLOY_TOLERANCE:
-            raise RuntimeError(f"deploy form differs from the train form: {eq}")
-        path = save_checkpoint(deployed, self.run_dir / "best_deploy.safetensors", metadata=meta)
-        log.info("deploy form: %s (max |Δ| %.2e, relative %.2e)", path, eq["max_abs"], eq["max_rel"])
-        return path, eq
+        check = verify_fold(model, deployed, input_size=(8, 3, self.cfg.img_size, self.cfg.img_size))
+        if not check.ok:
+            raise RuntimeError(f"deploy form differs from the train form: {check} (worst tensor {check.worst_param})")
+        path = save_checkpoint(deployed, self.run_dir / "best_deploy.safetensors", metadata=meta,
+                               preprocess=preprocess)
+        log.info("deploy form: %s (%s)", path, check)
+        return path, check
 
 
 def train(cfg: TrainConfig | None = None, resume: str | Path | None = None,

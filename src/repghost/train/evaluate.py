@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -10,18 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_checkpoint, load_model, read_metadata
-from ..data import SampleDataset, build_datasets, build_loader, build_transform
-from ..models import create_model
+from ..checkpoint import CheckpointError, LoadedModel, open_model
+from ..data import SampleDataset, build_datasets, build_loader
+from ..preprocess import METADATA_KEY as PREPROCESS_KEY
+from ..preprocess import Preprocess, PreprocessError
 from ..reparam import is_deploy, reparameterize
-from .config import TrainConfig, config_from_dict
 from .distributed import DistInfo, all_reduce_sum, gather_lists
-from .state import load_training_checkpoint
 
-log = logging.getLogger("repghost.train")
-
-#: The preprocessing keys a deploy / train-form model file carries so that it evaluates alone.
-DATA_KEYS = ("data", "img_size", "crop_pct", "mean", "std", "val_interpolation")
+log_module = logging.getLogger("repghost.train")
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None):
@@ -70,61 +67,74 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp_d
                 count=int(count), skipped=len(bad), skipped_paths=bad)
 
 
-def load_for_eval(path: str | Path, use_ema: bool = False, model_name: str | None = None,
-                  num_classes: int | None = None) -> tuple[nn.Module, dict]:
-    """Build the model a checkpoint describes and the data settings it was trained with.
-
-    Accepts a training checkpoint (``.pt``: raw or ``use_ema`` weights), a repghost
-    ``.safetensors`` file (train or deploy form, from :func:`repghost.save_checkpoint`), or any
-    file :func:`repghost.load_checkpoint` reads when ``model_name`` (and ``num_classes``) are given.
-    """
+def open_for_eval(path: str | Path, use_ema: bool = False, model_name: str | None = None) -> LoadedModel:
+    """The model in ``path`` with what the file records: any file :func:`repghost.checkpoint.open_model`
+    reads, or an ONNX file :mod:`repghost.deploy` exported (run by onnxruntime)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        meta = read_metadata(path)
-        return load_model(path), dict(meta["extra"].get("data_config", {}))
+    if path.suffix != ".onnx":
+        return open_model(path, model_name=model_name, use_ema=use_ema)
+    from ..deploy.onnx_export import OnnxModel, onnx_metadata
+
+    meta = onnx_metadata(path)
     try:
-        state = load_training_checkpoint(path)
-    except CheckpointError:
-        if not model_name:
-            raise
-        state = None
-    if state is not None:
-        cfg = config_from_dict(state["config"])
-        model = create_model(cfg.model, num_classes=state["num_classes"], drop_rate=cfg.drop_rate)
-        if use_ema and "state_dict_ema" not in state:
-            raise CheckpointError(f"{path} has no EMA weights (the run had ema_decay 0)")
-        load_checkpoint(model, path, use_ema=use_ema)
-        return model.eval(), {k: getattr(cfg, k) for k in DATA_KEYS}
-    model = create_model(model_name, **({"num_classes": num_classes} if num_classes else {}))
-    return load_checkpoint(model, path, use_ema=use_ema).eval(), {}
+        preprocess = Preprocess.from_json(meta[PREPROCESS_KEY]) if PREPROCESS_KEY in meta else None
+        classes = json.loads(meta["repghost_classes"]) if "repghost_classes" in meta else None
+        data = json.loads(meta["repghost_data"]) if "repghost_data" in meta else None
+    except (PreprocessError, ValueError) as err:
+        raise CheckpointError(f"{path}: malformed repghost metadata ({err})") from None
+    model = OnnxModel(path)
+    model.num_classes = int(model.session.get_outputs()[0].shape[-1])
+    return LoadedModel(model, preprocess, classes, data, "ONNX")
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "val", use_ema: bool = False,
                         reparam: bool = False, batch_size: int = 128, workers: int = 0, device: str | None = None,
-                        img_size: int | None = None, model_name: str | None = None, progress: bool = True) -> dict:
-    """Evaluate a checkpoint file on an ImageFolder split or the digits split (its training data by default)."""
-    model, data_cfg = load_for_eval(path, use_ema=use_ema, model_name=model_name)
-    defaults = TrainConfig(**{k: v for k, v in model.pretrained_cfg.items() if k in ("crop_pct", "mean", "std")})
-    cfg = TrainConfig(**{**{k: getattr(defaults, k) for k in DATA_KEYS}, **data_cfg})
-    if data is not None:
-        cfg.data = data
-    if img_size is not None:
-        cfg.img_size = img_size
-    raw = build_datasets(cfg.data, splits=(split,))[split]
+                        img_size: int | None = None, mean=None, std=None, model_name: str | None = None,
+                        progress: bool = True, log=None) -> dict:
+    """Evaluate a model file on an ImageFolder split or the digits split.
+
+    Data and preprocessing default to what the file records (its training data and preprocessing);
+    ``img_size`` / ``mean`` / ``std`` override. A file that records no preprocessing is evaluated
+    with the model's default, and ``log`` (when given) is told so in one line.
+    """
+    path = Path(path)
+    loaded = open_for_eval(path, use_ema=use_ema, model_name=model_name)
+    model, recorded = loaded.model, loaded.preprocess
+    if recorded is None and loaded.kind == "ONNX":
+        if img_size is None or mean is None or std is None:
+            raise CheckpointError(f"{path} records no preprocessing (not exported by repghost); give --img-size, "
+                                  "--mean and --std")
+        recorded = Preprocess(input_size=img_size, mean=mean, std=std)
+    elif recorded is None:
+        recorded = Preprocess.model_default(model)
+        if log is not None:
+            log(f"note: {path.name} records no preprocessing; using the model's default "
+                f"({recorded.describe()}) where no flag is given")
+    preprocess = recorded.override(input_size=img_size, mean=mean, std=std)
+    data = data if data is not None else loaded.data
+    raw = build_datasets(data, splits=(split,))[split]
     n_classes = getattr(model, "num_classes", None)
-    if n_classes and max(raw.targets) >= n_classes:
+    if loaded.classes is not None and list(loaded.classes) != list(raw.classes):
+        raise CheckpointError(f"{path.name} was trained on classes {_short(loaded.classes)} but {raw.root} has "
+                              f"{_short(raw.classes)}; accuracy would be meaningless")
+    if n_classes and len(raw.classes) > n_classes:
         raise CheckpointError(f"the model has {n_classes} classes but {raw.root} has {len(raw.classes)}")
     if reparam:
         model = reparameterize(model)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(dev)
-    loader = build_loader(SampleDataset(raw, build_transform(cfg, is_training=False)), batch_size, train=False,
+    if isinstance(model, nn.Module) and any(True for _ in model.parameters()):
+        model.to(dev)
+    else:
+        dev = torch.device("cpu")
+    loader = build_loader(SampleDataset(raw, preprocess.transform()), batch_size, train=False,
                           workers=workers, pin_memory=dev.type == "cuda")
     result = evaluate(model, loader, dev, progress=progress)
     for p in result["skipped_paths"]:
-        log.warning("skipped unreadable image: %s", p)
+        log_module.warning("skipped unreadable image: %s", p)
     return {**result, "checkpoint": str(path), "form": "deploy" if is_deploy(model) else "train",
-            "data": str(cfg.data or "digits"), "split": split}
+            "data": str(data or "digits"), "split": split, "preprocess": preprocess.to_dict()}
 
+
+def _short(names) -> str:
+    names = list(names)
+    return "[" + ", ".join(names[:5]) + (", …" if len(names) > 5 else "") + f"] ({len(names)})"

@@ -1,0 +1,76 @@
+"""Allowed ranges of numeric settings, one definition used by the library and the command line.
+
+A :class:`Number` both checks a value (``problem(value)``, for configs built in Python or read from
+YAML) and parses a command-line string (``__call__``, as an argparse ``type``), so a flag and the
+config key behind it can never disagree about what is valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+class Number:
+    """An argparse type for an int or float with a lower bound (and an optional upper one).
+
+    ``minimum`` / ``maximum`` are public so tests can walk every numeric flag of every command."""
+
+    def __init__(self, kind: type, minimum: float, maximum: float | None = None, exclusive: bool = False):
+        self.kind, self.minimum, self.maximum, self.exclusive = kind, minimum, maximum, exclusive
+        self.__name__ = kind.__name__  # argparse names the type in its messages
+
+    def __call__(self, text: str):
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {self._describe()}, got {text!r}") from None
+        problem = self.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    def problem(self, value) -> str | None:
+        """``None`` when ``value`` is allowed, else what is wrong with it."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                self.kind is int and not isinstance(value, int)):
+            return f"expected {self._describe()}, got {value!r}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"expected {self._describe()}, got {value}"
+        low_ok = value > self.minimum if self.exclusive else value >= self.minimum
+        if not low_ok or (self.maximum is not None and value > self.maximum):
+            return f"expected {self._describe()}, got {value}"
+        return None
+
+    def _describe(self) -> str:
+        noun = "an integer" if self.kind is int else "a number"
+        low = f"> {self.minimum:g}" if self.exclusive else f">= {self.minimum:g}"
+        return f"{noun} {low}" + (f" and <= {self.maximum:g}" if self.maximum is not None else "")
+
+    def __repr__(self) -> str:
+        return f"Number({self._describe()})"
+
+
+#: counts and sizes: 1, 2, ...
+COUNT = Number(int, 1)
+#: counts where 0 means "none" / "off": 0, 1, ...
+COUNT0 = Number(int, 0)
+#: rates, decays, weights: >= 0
+RATE = Number(float, 0.0)
+#: strictly positive amounts (a standard deviation, a scale)
+POSITIVE = Number(float, 0.0, exclusive=True)
+#: fractions in [0, 1]
+FRACTION = Number(float, 0.0, 1.0)
+
+
+
+#: counts and sizes: 1, 2, ...
+COUNT = Number(int, 1)
+#: counts where 0 means "none" / "off": 0, 1, ...
+COUNT0 = Number(int, 0)
+#: rates, decays, weights: >= 0
+RATE = Number(float, 0.0)
+#: strictly positive amounts (a standard deviation, a scale)
+POSITIVE = Number(float, 0.0, exclusive=True)
+#: fractions in [0, 1]
+FRACTION = Number(float, 0.0, 1.0)
