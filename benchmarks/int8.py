@@ -23,16 +23,19 @@ import torch.nn.functional as F
 
 import repghost
 from repghost.bench import environment
+from repghost.data.datasets import digits
 from repghost.deploy import RECIPES, compare_int8, export_onnx, load_split, quantize, session
-from repghost.deploy.calib import ImageSplit, digits_images
+from repghost.preprocess import Preprocess
 
 
 def train_on_digits(size: int, epochs: int, seed: int = 0):
-    """repghostnet_100 with 10 classes trained on 1,437 digits, evaluated on the other 360."""
+    """repghostnet_100 with 10 classes trained on the 1,437 digits of the train split, evaluated on
+    the 360 of the val split, all through one preprocessing (mean / std 0.5)."""
     torch.manual_seed(seed)
-    order = np.random.default_rng(seed).permutation(1797)
-    train_idx, held_idx = order[:1437], order[1437:]
-    x_train, y_train = map(torch.from_numpy, digits_images(size, train_idx))
+    pre = Preprocess(size, (0.5,) * 3, (0.5,) * 3, crop_pct=1.0)
+    raw = digits("train")
+    x_train = torch.stack([pre.transform()(img) for img in raw.items])
+    y_train = torch.tensor(raw.targets)
     model = repghost.create_model("repghostnet_100", num_classes=10, drop_rate=0.0)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = epochs * (len(x_train) // 64)
@@ -47,9 +50,7 @@ def train_on_digits(size: int, epochs: int, seed: int = 0):
             loss.backward()
             opt.step()
             sched.step()
-    held, labels = digits_images(size, held_idx)
-    calib = x_train[:128].numpy()
-    return repghost.reparameterize(model.eval()), ImageSplit(calib, held, labels, 10)
+    return repghost.reparameterize(model.eval()), load_split("digits", pre, num_calib=128, seed=seed)
 
 
 def time_interleaved(paths: dict, runs: int, warmup: int) -> dict:
@@ -82,7 +83,7 @@ def main() -> None:
     # Latency at 224², 1000 classes.
     model = repghost.reparameterize(repghost.create_model("repghostnet_100").eval())
     fp32 = export_onnx(model, tmp / "fp32_224.onnx")
-    calib224 = load_split("digits", num_calib=32, num_held_out=1, size=224).calib
+    calib224 = load_split("digits", Preprocess.model_default(model), num_calib=32, num_held_out=1).calib
     paths = {"fp32": fp32}
     for recipe in args.recipes:
         paths[recipe] = quantize(fp32, tmp / f"{recipe}_224.onnx", calib224, recipe)

@@ -128,8 +128,14 @@ def test_missing_and_corrupt_files(tmp_path):
         load_checkpoint(create_model("repghostnet_050"), tmp_path / "nope.pth")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="is not a checkpoint"):
         load_checkpoint(create_model("repghostnet_050"), bad)
+    good = tmp_path / "good.safetensors"
+    save_checkpoint(create_model("repghostnet_050"), good)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(create_model("repghostnet_050"), cut)
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(1)}, str(plain))
     with pytest.raises(CheckpointError, match="no repghost metadata"):

@@ -1,5 +1,7 @@
 """Deployment: convert, ONNX / TorchScript export, int8 — on small inputs to stay fast."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -20,6 +22,7 @@ from repghost.deploy import (
 )
 from repghost.deploy import conversion as convert_module
 from repghost.deploy.pipeline import export
+from repghost.preprocess import Preprocess
 
 from conftest import randomize_bn
 
@@ -50,9 +53,10 @@ def test_convert_refuses_unreadable_checkpoint(tmp_path, capsys):
 
 def test_convert_refuses_when_equivalence_fails(tmp_path, monkeypatch, capsys):
     _, ckpt = _train_checkpoint(tmp_path)
-    # A fold that went wrong shows up as a large error; the guard must then write nothing.
-    monkeypatch.setattr(convert_module, "check_equivalence",
-                        lambda a, b, size: dict(max_abs=0.5, max_rel=0.1, scale=5.0))
+    # A fold that went wrong fails its check; the guard must then write nothing.
+    from repghost.reparam import FoldCheck
+
+    monkeypatch.setattr(convert_module, "verify_fold", lambda a, b, size: FoldCheck(0.1, 5.0, "stem.conv.bias", 0.1))
     out = tmp_path / "deploy.safetensors"
     assert main(["convert", str(ckpt), str(out), "--img-size", "32"]) != 0
     assert "disagrees" in capsys.readouterr().err
@@ -135,11 +139,13 @@ def test_recipe_parsing():
         Recipe.parse("fp16")
 
 
-def test_digits_split_is_disjoint_and_normalized():
-    split = load_split("digits", num_calib=8, num_held_out=12, size=32)
-    assert split.calib.shape == (8, 3, 32, 32) and split.held_out.shape == (12, 3, 32, 32)
-    assert split.num_classes == 10 and set(split.held_out_labels) <= set(range(10))
-    assert not any(np.array_equal(c, h) for c in split.calib for h in split.held_out)
+def test_digits_split_uses_the_models_preprocessing_and_the_val_split():
+    pre = Preprocess(32, (0.5,) * 3, (0.5,) * 3, crop_pct=1.0)
+    split = load_split("digits", pre, num_calib=8)
+    assert split.calib.shape == (8, 3, 32, 32) and split.held_out.shape == (360, 3, 32, 32)  # all of val
+    assert split.classes == [str(d) for d in range(10)] and set(split.held_out_labels) == set(range(10))
+    assert -1.0 <= split.held_out.min() and split.held_out.max() <= 1.0   # (x - 0.5) / 0.5 of [0, 1] pixels
+    assert not any(np.array_equal(c, h) for c in split.calib for h in split.held_out[:50])
 
 
 def test_export_int8_runs_and_reports_accuracy_change(tmp_path, capsys):
@@ -158,18 +164,17 @@ def test_export_int8_runs_and_reports_accuracy_change(tmp_path, capsys):
     assert logits.shape == (2, 10) and np.isfinite(logits).all()
 
 
-def test_calibration_from_an_image_folder_names_a_corrupt_image(tmp_path):
+def test_calibration_from_a_folder_of_class_folders_skips_a_corrupt_image(tmp_path):
     from PIL import Image
-
-    from repghost.deploy.calib import load_split
 
     for cls in ("a", "b"):
         (tmp_path / cls).mkdir()
         for i in range(3):
             Image.new("RGB", (40, 30), (40 * i, 80, 120)).save(tmp_path / cls / f"{i}.png")
-    split = load_split(str(tmp_path), num_calib=2, num_held_out=4, size=32)
-    assert split.calib.shape == (2, 3, 32, 32) and split.held_out.shape == (4, 3, 32, 32)
+    pre = Preprocess(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    split = load_split(str(tmp_path), pre, num_calib=2)
+    assert split.calib.shape == (2, 3, 32, 32) and len(split.held_out) == 3   # disjoint halves of 6 images
     assert split.num_classes == 2 and set(split.held_out_labels) <= {0, 1}
     (tmp_path / "b" / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match="bad.png"):
-        load_split(str(tmp_path), num_calib=2, num_held_out=5, size=32)
+    split = load_split(str(tmp_path), pre, num_calib=8)
+    assert [Path(p).name for p in split.skipped] == ["bad.png"] and len(split.calib) + len(split.held_out) == 6

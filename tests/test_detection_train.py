@@ -99,7 +99,7 @@ def test_errors_exit_nonzero_and_write_nothing(tmp_path, capsys):
         "images": [{"id": 1, "file_name": "gone.jpg", "width": 32, "height": 32}],
         "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
     out = tmp_path / "run"
-    assert main(["det-train", "--data", str(root), "--val-split", "train", "--output", str(out)]) == 2
+    assert main(["det-train", "--data", str(root), "--val-split", "train", "--output", str(out)]) == 1
     assert "gone.jpg" in capsys.readouterr().err
     assert not out.exists()
 

@@ -82,7 +82,7 @@ def test_run_directory_holds_checkpoints_deploy_form_metrics_and_plot(tiny_run):
     assert saved["img_size"] == 16 and saved["resolved_lr"] == 0.05
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and all(r["ema_top1"] for r in rows)
-    assert result.equivalence["max_rel"] < 1e-4
+    assert result.equivalence.ok and result.equivalence.max_rel_f64 < 1e-12
     deployed = repghost.load_model(run / "best_deploy.safetensors")
     assert repghost.is_deploy(deployed)
     trained = repghost.load_model(run / "best_model.safetensors")
@@ -154,6 +154,11 @@ def test_resume_after_interruption_is_bit_identical(tiny_run, folder, tmp_path, 
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    # The epoch cut in the middle reports the loss over all its steps, as the uninterrupted run does.
+    timing = {"train_img_s", "epoch_time_s"}
+    ref_rows = list(csv.DictReader((ref.run_dir / "metrics.csv").open()))
+    assert [{k: v for k, v in r.items() if k not in timing} for r in rows] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in ref_rows]
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -181,7 +186,7 @@ def test_wrong_model_lists_valid_names_and_writes_nothing(tmp_path, capsys):
 def test_bad_data_fails_before_training(tmp_path, capsys):
     (tmp_path / "d" / "train" / "a").mkdir(parents=True)
     code = main(["train", "--data", str(tmp_path / "d"), "--output", str(tmp_path / "runs")])
-    assert code == 2 and "class folders without images" in capsys.readouterr().err
+    assert code == 1 and "class folders without images" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

@@ -4,15 +4,20 @@ A spec is ``[SOURCE:]NAME[@FORM]``: SOURCE ``repghost`` (default), ``timm`` or `
 FORM ``train`` (default) or ``deploy`` (our :func:`repghost.reparameterize`, or timm's
 ``reparameterize_model`` for timm models). Every model is built with random weights
 (``pretrained=False`` / ``weights=None``): latency does not depend on the weights' values.
+A spec can also be a model file repghost wrote (``PATH[@FORM]``): it is loaded with its weights,
+and its recorded preprocessing gives the default input size.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from torch import nn
 
-SOURCES = ("repghost", "timm", "torchvision")
+from ..reparam import is_deploy
+
+SOURCES = ("repghost", "timm", "torchvision", "file")
 FORMS = ("train", "deploy")
 
 #: ImageNet-1k top-1 (%) from the paper (PAPER.md): its RepGhostNet table, GhostNet 1.0×, and the
@@ -28,6 +33,15 @@ PAPER_TOP1 = {
 }
 
 
+def _recorded_form(path: str) -> str:
+    from ..checkpoint import CheckpointError, read_metadata
+
+    try:
+        return read_metadata(path)["form"]
+    except CheckpointError:  # a training checkpoint (or no metadata): the train form
+        return "train"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     source: str
@@ -36,6 +50,11 @@ class ModelSpec:
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
+        path, _, form = text.rpartition("@") if "@" in text else (text, "", "")
+        if os.path.isfile(path):
+            if form and form not in FORMS:
+                raise ValueError(f"model spec {text!r}: form must be one of {FORMS}")
+            return cls("file", path, form or _recorded_form(path))
         source, _, rest = text.rpartition(":")
         name, _, form = rest.partition("@")
         source, form = source or "repghost", form or "train"
@@ -54,8 +73,23 @@ class ModelSpec:
     def paper_top1(self) -> float | None:
         return PAPER_TOP1.get(self.name)
 
+    def input_size(self) -> int | None:
+        """The input size a model file records (``None`` for models built by name)."""
+        if self.source != "file":
+            return None
+        from ..checkpoint import open_model
+
+        recorded = open_model(self.name).preprocess
+        return recorded.input_size if recorded else None
+
     def build(self, num_classes: int = 1000) -> nn.Module:
         """The model in eval mode, in the spec's form."""
+        if self.source == "file":
+            from .. import reparameterize
+            from ..checkpoint import open_model
+
+            model = open_model(self.name).model
+            return reparameterize(model) if self.form == "deploy" and not is_deploy(model) else model
         if self.source == "repghost":
             from .. import create_model, reparameterize
 

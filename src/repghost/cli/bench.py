@@ -18,18 +18,20 @@ def _cmd_bench(args) -> int:
     )
 
     if args.concat_vs_add:
-        rows = run_study(args.batch, args.img_size[0], runs=args.runs, warmup=args.warmup,
+        size = (args.img_size or [224])[0]
+        rows = run_study(args.batch, size, runs=args.runs, warmup=args.warmup,
                          threads=args.threads[0], opt_level=args.ort_opt_level)
         print(format_study(rows))
         paths = write_study(rows, args.out, meta=dict(environment=environment(), threads=args.threads[0],
-                                                      img_size=args.img_size[0], opt_level=args.ort_opt_level))
+                                                      img_size=size, opt_level=args.ort_opt_level))
     else:
         if not args.models:
             return fail("bench", "name at least one model (or pass --concat-vs-add)", USAGE_ERROR)
-        config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
-                             batch_sizes=args.batch, img_sizes=args.img_size, warmup=args.warmup, runs=args.runs,
-                             device=args.device)
         try:
+            img_sizes = args.img_size or _recorded_sizes(args.models)
+            config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
+                                 batch_sizes=args.batch, img_sizes=img_sizes, warmup=args.warmup, runs=args.runs,
+                                 device=args.device)
             results = run_benchmark(config)
         except ValueError as err:  # bad spec / runtime / unknown model
             return fail("bench", err, USAGE_ERROR)
@@ -37,6 +39,16 @@ def _cmd_bench(args) -> int:
         paths = write_results(results, args.out, config)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _recorded_sizes(specs: list[str]) -> list[int]:
+    """The one input size the model files among ``specs`` record (224 when none does)."""
+    from ..bench.models import ModelSpec
+
+    sizes = {s for s in (ModelSpec.parse(t).input_size() for t in specs) if s is not None}
+    if len(sizes) > 1:
+        raise ValueError(f"the model files record different input sizes {sorted(sizes)}; pass --img-size")
+    return sorted(sizes) or [224]
 
 
 def _spec(text: str) -> str:
@@ -48,7 +60,14 @@ def _spec(text: str) -> str:
         spec = ModelSpec.parse(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-    if spec.source == "repghost":
+    if spec.source == "file":
+        from ..checkpoint import CheckpointError, open_model
+
+        try:
+            open_model(spec.name)
+        except CheckpointError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    elif spec.source == "repghost":
         model_name(spec.name)
     elif spec.source == "timm":
         import timm
@@ -79,7 +98,8 @@ def add_bench(sub) -> None:
                    help="default: eager onnxruntime")
     p.add_argument("--threads", nargs="+", type=COUNT, default=[1], help="thread counts (default 1)")
     p.add_argument("--batch", nargs="+", type=COUNT, default=[1], help="batch sizes (default 1)")
-    p.add_argument("--img-size", nargs="+", type=COUNT, default=[224], help="input sizes (default 224)")
+    p.add_argument("--img-size", nargs="+", type=COUNT, default=None,
+                   help="input sizes (default: the size model files record, else 224)")
     p.add_argument("--warmup", type=COUNT0, default=10, help="warm-up runs per runner (default 10)")
     p.add_argument("--runs", type=COUNT, default=50, help="timed rounds (default 50)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu or cuda (default cpu)")

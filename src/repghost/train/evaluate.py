@@ -53,10 +53,10 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp_d
             logits = model(images)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top.eq(targets[:, None])
-        correct1 += hits[:, 0].sum().item()
-        correct5 += hits.any(dim=1).sum().item()
+        # argmax, not topk's first column, for top-1: with tied logits (int8 models output a coarse grid)
+        # argmax takes the first class, as onnxruntime-based checks do, so every tool counts the same hits.
+        correct1 += logits.argmax(dim=1).eq(targets).sum().item()
+        correct5 += logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets[:, None]).any(dim=1).sum().item()
         count += len(targets)
     model.train(was_training)
     loss_sum, correct1, correct5, count = all_reduce_sum([loss_sum, correct1, correct5, count], dist_info, device)
