@@ -138,7 +138,7 @@ def test_missing_and_corrupt_files(tmp_path):
         load_checkpoint(create_model("repghostnet_050"), cut)
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(1)}, str(plain))
-    with pytest.raises(CheckpointError, match="no repghost metadata"):
+    with pytest.raises(CheckpointError, match="does not name its model"):
         load_model(plain)
 
 

@@ -71,9 +71,16 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DetectionDataError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise DetectionDataError(f"{path} is not a COCO annotation file: its top level is a "
+                                 f"{type(data).__name__}, expected an object with images, annotations, categories")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
     if missing:
         raise DetectionDataError(f"{path} is not a COCO annotation file: no {', '.join(missing)} list")
+    for key in ("images", "annotations", "categories"):
+        bad = next((i for i, entry in enumerate(data[key]) if not isinstance(entry, dict)), None)
+        if bad is not None:
+            raise DetectionDataError(f"{path}: {key}[{bad}] is a {type(data[key][bad]).__name__}, expected an object")
     return data
 
 

@@ -114,7 +114,13 @@ def read_recipe(recipe: str) -> dict:
             raise ValueError(f"unknown recipe {recipe!r}; built-in recipes: {', '.join(recipe_names())}, "
                              "or pass a path to a .yaml file")
         text = res.read_text()
-    values = yaml.safe_load(text) or {}
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"recipe {recipe}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe {recipe}: expected a mapping of settings (key: value), got a "
+                         f"{type(values).__name__}")
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(f"recipe {recipe}: unknown keys {unknown}; valid keys: {', '.join(FIELDS)}")
