@@ -148,6 +148,10 @@ def test_forward_intermediates(name):
             assert o.shape[1] == c and o.shape[-1] == math.ceil(FEAT_SIZE[-1] / r)
         torch.testing.assert_close(final, model.forward_features(x), rtol=0, atol=0)
 
+        model.set_grad_checkpointing()  # timm checks that checkpointed stages give the same result
+        torch.testing.assert_close(model.forward_intermediates(x)[0], final, rtol=1e-4, atol=1e-5)
+        model.set_grad_checkpointing(False)
+
         # the same maps as the features_only model with the same weights
         features = create_model(name, features_only=True).eval()
         features.load_state_dict({k: v for k, v in model.state_dict().items() if k in features.state_dict()})
@@ -170,6 +174,20 @@ def test_forward_intermediates_indices_stop_early_and_errors():
         model.forward_intermediates(x, output_fmt="NHWC")
     with pytest.raises(AssertionError, match="out of range"):
         model.forward_intermediates(x, indices=[5])
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    x = torch.randn(2, *FWD_SIZE)
+    grads = []
+    for enable in (False, True):
+        torch.manual_seed(0)
+        model = create_model("repghostnet_050", drop_rate=0.0).train()
+        model.set_grad_checkpointing(enable)
+        model(x).square().mean().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_prune_intermediate_layers():

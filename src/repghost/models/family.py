@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d, make_divisible
+from timm.models import checkpoint_seq
 from timm.models._features import FeatureInfo, feature_take_indices
 from torch import nn
 
@@ -44,20 +45,22 @@ class StagedNet(nn.Module):
     ``num_features`` and ``drop_rate``, then calls :meth:`init_head` — or, for the headless
     ``features_only`` form, :meth:`init_features` and mixes in :class:`FeaturesOnlyForward`.
     It then has timm's ``forward_features``, ``forward_head``, ``forward_intermediates``,
-    ``prune_intermediate_layers``, ``get_classifier`` and ``reset_classifier(num_classes,
-    global_pool=None)``, and works with timm's ``FeatureGetterNet`` (``feature_cls="getter"``).
+    ``prune_intermediate_layers``, ``set_grad_checkpointing``, ``get_classifier`` and
+    ``reset_classifier(num_classes, global_pool=None)``, and works with timm's ``FeatureGetterNet``
+    (``feature_cls="getter"``).
     """
 
     features_only = False
 
-    def _init_stage_ends(self) -> None:
+    def _init_contract(self) -> None:
+        self.grad_checkpointing = False  # an instance attribute: TorchScript does not see class attributes
         # The ``blocks`` index each feature level is taken after (−1: the stem's output).
         self.stage_ends = [int(i["module"].split(".")[1]) if i["module"].startswith("blocks.") else -1
                            for i in self.feature_info]
 
     def init_head(self, num_classes: int, global_pool: str = "avg", conv_head_chs: int = 0) -> None:
         """pool → [1×1 conv to ``conv_head_chs`` + ReLU] → flatten → dropout → classifier."""
-        self._init_stage_ends()
+        self._init_contract()
         self.num_classes = num_classes
         if conv_head_chs:
             self.conv_head = nn.Conv2d(self.num_features, conv_head_chs, 1, bias=True)
@@ -77,7 +80,7 @@ class StagedNet(nn.Module):
         if bad or not self.out_indices:
             raise ValueError(f"out_indices {bad or '()'} out of range 0..{levels - 1}")
         self.features_only = True
-        self._init_stage_ends()
+        self._init_contract()
         self.feature_taps = [self.stage_ends[i] for i in self.out_indices]
         self.feature_info = FeatureInfo(self.feature_info, self.out_indices)
         self.blocks = self.blocks[: self.feature_taps[-1] + 1]
@@ -103,6 +106,11 @@ class StagedNet(nn.Module):
 
     # -- timm's model contract ------------------------------------------------------------
     @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage in the backward pass instead of keeping its activations (timm's switch)."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
@@ -118,7 +126,10 @@ class StagedNet(nn.Module):
         self.classifier = self._new_classifier(num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x))
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.flatten(self.head_act(self.conv_head(self.global_pool(x))))
@@ -152,7 +163,10 @@ class StagedNet(nn.Module):
             intermediates.append(x)
         for idx, stage in enumerate(self.blocks):  # a test per stage, not a slice: TorchScript iterates no slice
             if not stop_early or idx <= last:
-                x = stage(x)
+                if self.grad_checkpointing and not torch.jit.is_scripting():
+                    x = checkpoint_seq(stage, x)
+                else:
+                    x = stage(x)
                 if idx in taps:
                     intermediates.append(x)
         if intermediates_only:
