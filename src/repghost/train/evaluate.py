@@ -15,6 +15,7 @@ from ..checkpoint import CheckpointError, LoadedModel, open_model
 from ..data import SampleDataset, build_datasets, build_loader
 from ..preprocess import METADATA_KEY as PREPROCESS_KEY
 from ..preprocess import Preprocess, PreprocessError
+from ..progress import progress as progress_bar
 from ..reparam import is_deploy, reparameterize
 from .distributed import DistInfo, all_reduce_sum, gather_lists
 
@@ -35,14 +36,13 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp_d
     Unreadable images are skipped; ``skipped`` counts them and ``skipped_paths`` names them. Under
     DDP each rank evaluates its shard and the sums are reduced, so every rank gets the full result.
     """
-    from tqdm import tqdm
-
     device, dist_info = torch.device(device), dist_info or DistInfo()
     was_training = model.training
     model.eval()
     loss_sum = correct1 = correct5 = count = 0.0
     bad: list[str] = []
-    for images, targets, bad_paths in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+    for images, targets, bad_paths in progress_bar(loader, desc="eval", leave=False, enabled=progress,
+                                                   dynamic_ncols=True, unit="batch"):
         bad += bad_paths
         if images is None:
             continue
