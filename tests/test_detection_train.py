@@ -114,7 +114,8 @@ def test_other_detectors_train_on_synthetic_masks_and_boxes(model, loss_keys, sy
 
     config = make_train_config(**dict(TINY, output="unused", synthetic_dir=synthetic_dir))
     dataset = config.data.dataset("train", train=True, masks=model == "maskrcnn")
-    images, targets = collate([dataset[i] for i in range(2)])
+    images, targets, unreadable = collate([dataset[i] for i in range(2)])
+    assert unreadable == []
     if model == "maskrcnn":
         assert targets[0]["masks"].shape[1:] == (64, 64)
     detector = build_detector(DetectorConfig(model=model, backbone="repghostnet_050", num_classes=dataset.num_classes,
@@ -148,3 +149,26 @@ def test_short_training_raises_ap_far_above_the_untrained_model(tmp_path):
     assert untrained["bbox"]["AP50"] < 5
     assert trained["bbox"]["AP50"] >= untrained["bbox"]["AP50"] + 20
     assert trained["bbox"]["AP"] >= untrained["bbox"]["AP"] + 5
+
+
+def test_unreadable_images_are_skipped_and_counted_not_scored_as_misses(tmp_path, synthetic_dir, capsys):
+    """An image that cannot be decoded is skipped in training and evaluation, its path reported; the
+    COCO numbers cover the images evaluated, so the skipped one is not counted as all-missed."""
+    import shutil
+
+    from repghost.detection.synthetic import image_dir
+
+    data = tmp_path / "synthetic"
+    shutil.copytree(synthetic_dir, data)
+    config = make_train_config(**dict(TINY, output="unused", synthetic_dir=str(data)))
+    root = config.data.resolve_root()
+    val = sorted(image_dir(root, "val").iterdir())[0]
+    train = sorted(image_dir(root, "train").iterdir())[0]
+    val.write_bytes(b"not an image")
+    train.write_bytes(b"not an image")
+    out = tmp_path / "run"
+    assert main(["det-train", *cli_args({**TINY, "epochs": 1, "output": out, "synthetic_dir": data})]) == 0
+    err = capsys.readouterr()
+    assert f"skipped unreadable image: {train}" in err.out + err.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == TINY["synthetic_val"] - 1 and metrics["skipped_images"] == [str(val)]

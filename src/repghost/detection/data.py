@@ -12,7 +12,7 @@ training or evaluation) or skipped and counted in :class:`AnnotationReport`:
 - crowd annotations → kept for evaluation, left out of training targets (counted);
 - images with no usable annotation → counted; dropped for training (nothing to learn), kept
   for evaluation (false positives there count);
-- an unreadable image → error with its path, when it is loaded.
+- an unreadable image → skipped when it is loaded, its path reported and counted (as in classification).
 """
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
+
+
+class UnreadableImage(OSError):
+    """An image file that cannot be decoded; ``path`` names it."""
+
+    def __init__(self, message: str, path: str):
+        super().__init__(message)
+        self.path = path
 
 
 class DetectionDataError(ValueError):
@@ -216,7 +224,7 @@ class CocoDetection(Dataset):
             with Image.open(path) as img:
                 image = img.convert("RGB")
         except (OSError, UnidentifiedImageError) as err:
-            raise DetectionDataError(f"cannot read image {path}: {err}") from None
+            raise UnreadableImage(f"cannot read image {path}: {err}", str(path)) from None
         if image.size != (info["width"], info["height"]):
             raise DetectionDataError(f"image {path} is {image.size[0]}x{image.size[1]} but {self.ann_file} "
                                      f"says {info['width']}x{info['height']}")
@@ -237,8 +245,12 @@ class CocoDetection(Dataset):
         return target
 
     def __getitem__(self, index: int):
+        """``(image, target)``, or ``(None, path)`` for an image that cannot be decoded (skipped)."""
         image_id = self.ids[index]
-        image = pil_to_tensor(self.load_image(image_id)).float().div_(255)
+        try:
+            image = pil_to_tensor(self.load_image(image_id)).float().div_(255)
+        except UnreadableImage as err:
+            return None, err.path
         target = self.target(image_id)
         if self.train and torch.rand(()) < 0.5:
             image, target = hflip(image, target)
@@ -258,5 +270,9 @@ def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
 
 
 def collate(batch):
-    """Detection batches are lists: images differ in size and targets in length."""
-    return tuple(zip(*batch, strict=True))
+    """Detection batches are lists (images differ in size, targets in length):
+    ``(images, targets, unreadable paths)``, the unreadable samples dropped."""
+    good = [(image, target) for image, target in batch if image is not None]
+    bad = [path for image, path in batch if image is None]
+    images, targets = (tuple(x) for x in zip(*good, strict=True)) if good else ((), ())
+    return images, targets, bad

@@ -228,14 +228,17 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runt
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
     sums: dict[str, float] = {}
-    steps = 0
+    steps, skipped = 0, []
     # Transient: off a terminal the epoch's one line is the record train_detector logs.
     bar = progress(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, enabled=runtime.is_main,
                    unit="step")
-    for step, (images, targets) in enumerate(bar):
+    for step, (images, targets, unreadable) in enumerate(bar):
         lr = learning_rate(config, base_lr, epoch, epoch * len(loader) + step)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        skipped += unreadable
+        if not images:
+            continue
         images = [img.to(runtime.device, non_blocking=True) for img in images]
         targets = [{k: v.to(runtime.device, non_blocking=True) for k, v in t.items()} for t in targets]
         with torch.autocast(runtime.device.type, enabled=use_amp):
@@ -255,7 +258,9 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runt
             sums[name] = sums.get(name, 0.0) + value.item()
         steps += 1
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-    return {name: total / max(steps, 1) for name, total in sums.items()}
+    for path in skipped:
+        _log(runtime, f"skipped unreadable image: {path}")
+    return {**{name: total / max(steps, 1) for name, total in sums.items()}, "skipped_images": len(skipped)}
 
 
 def _resume_state(config: TrainConfig, out: Path) -> dict | None:

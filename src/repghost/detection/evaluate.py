@@ -44,18 +44,24 @@ def to_coco_results(output: dict[str, torch.Tensor], image_id: int, dataset: Coc
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False,
             progress: bool = True) -> dict[int, list[dict]]:
-    """Detections for every image the loader yields, keyed by image id (COCO result records)."""
+    """Detections for every readable image the loader yields, keyed by image id (COCO result
+    records); ``skipped`` lists the unreadable images' paths."""
     model.eval()
     dataset = loader.dataset
     results: dict[int, list[dict]] = {}
-    for images, targets in progress_bar(loader, desc="eval", leave=False, enabled=progress, unit="batch"):
+    skipped: list[str] = []
+    for images, targets, unreadable in progress_bar(loader, desc="eval", leave=False, enabled=progress,
+                                                    unit="batch"):
+        skipped += unreadable
+        if not images:
+            continue
         images = [img.to(device, non_blocking=True) for img in images]
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             outputs = model(images)
         for output, target in zip(outputs, targets, strict=True):
             image_id = int(target["image_id"])
             results[image_id] = to_coco_results(output, image_id, dataset)
-    return results
+    return results, skipped
 
 
 def gather_results(results: dict[int, list[dict]]) -> dict[int, list[dict]]:
@@ -101,11 +107,26 @@ def iou_types_of(model: nn.Module) -> tuple[str, ...]:
 
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False,
              progress: bool = True) -> dict:
-    """COCO metrics of ``model`` on ``loader``'s dataset (all ranks run; every rank gets the result)."""
-    results = gather_results(predict(model, loader, device, amp, progress))
+    """COCO metrics of ``model`` on ``loader``'s dataset (all ranks run; every rank gets the result).
+
+    Unreadable images are skipped: the metrics cover the images evaluated (``num_images``) and
+    ``skipped_images`` names the others — never counted as images with no detections."""
+    results, skipped = predict(model, loader, device, amp, progress)
+    results = gather_results(results)
+    skipped = _gather_paths(skipped)
     metrics = coco_metrics(loader.dataset, results, iou_types_of(model))
     metrics["num_images"] = len(results)
+    metrics["skipped_images"] = skipped
     return metrics
+
+
+def _gather_paths(paths: list[str]) -> list[str]:
+    """Every rank's list of paths, merged and sorted."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return sorted(set(paths))
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, paths)
+    return sorted({p for part in parts for p in part})
 
 
 def format_metrics(metrics: dict) -> str:
