@@ -6,11 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from repghost import create_model, profile
+from repghost import check_equivalence, create_model, is_deploy, profile, reparameterize
 from repghost.cli import main
 from repghost.costmodel.fit import CostModel, CostModelError, feature_names, features, fit
 from repghost.costmodel.sampling import RECORDS_FILE, TimingSettings, read_records, sample
 from repghost.costmodel.space import SearchSpace, SpaceError
+
+from conftest import randomize_bn
 
 TINY = TimingSettings(img_size=32, warmup=1, runs=2, chunk=3)
 
@@ -38,14 +40,17 @@ def test_mobiledet_cpu_is_the_all_ibn_architecture(space):
             space.from_model_name(other)
 
 
-def test_every_choice_builds_and_runs(space):
+def test_every_choice_builds_runs_and_folds(space):
     import torch
 
     names = space.choice_names
     for arch in (names[:space.num_layers], names[-space.num_layers:]):  # together: every choice
-        model = space.build(arch).eval()
+        model = randomize_bn(space.build(arch)).eval()
         with torch.no_grad():
             assert model(torch.rand(1, 3, 32, 32)).shape == (1, 144)
+        deployed = reparameterize(model)
+        assert is_deploy(deployed)
+        assert check_equivalence(model, deployed, (1, 3, 64, 64))["max_rel"] <= 1e-5
 
 
 def test_arch_json_round_trip_and_refusals(space, tmp_path):
