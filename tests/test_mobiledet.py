@@ -76,7 +76,7 @@ def test_features_only_maps(name):
     assert [m.shape[1] for m in maps] == [info["num_chs"] for info in model.feature_info]
     assert [m.shape[-1] for m in maps] == [160, 80, 40, 20, 10]
     c4_c5 = create_model(name, features_only=True, out_indices=(3, 4))
-    assert [info["num_chs"] for info in c4_c5.feature_info] == [info["num_chs"] for info in model.feature_info[3:]]
+    assert c4_c5.feature_info.channels() == model.feature_info.channels()[3:]  # timm FeatureInfo: the picked levels
 
 
 BLOCKS = {
@@ -142,7 +142,7 @@ def test_ssdlite_mobiledet_params(name):
     assert sum(p.numel() for p in detector.parameters()) == SSDLITE_PARAMS[name]
     # C4 is the output of the last stride-16 layer, C5 the last layer's; then 512 / 256 / 256 / 128.
     c4 = create_model(name, features_only=True).feature_info[3]["num_chs"]
-    assert detector.backbone.out_channels == [c4, detector_body(detector).feature_info[1]["num_chs"],
+    assert detector.backbone.out_channels == [c4, detector_body(detector).feature_info.channels()[1],
                                               512, 256, 256, 128]
     assert detector.anchor_generator.num_anchors_per_location() == [6] * 6
 

@@ -1,19 +1,20 @@
 """MobileDet-CPU / GPU / EdgeTPU / DSP backbones (Xiong et al., 2021), as TF's object detection API
 builds them (``mobiledet_feature_extractor``): a 3×3 stride-2 stem, then five stages whose outputs
 are C1…C5 (strides 2…32). Without ``features_only`` a pooled linear classifier sits on C5 so the
-backbones train on an image folder like any other model here.
-"""
+backbones train on an image folder like any other model here. The network is a
+:class:`~repghost.models.family.StagedNet`, so it has timm's model contract like the other families.
 
-from __future__ import annotations
+No ``from __future__ import annotations``: ``torch.fx`` copies ``forward`` annotations into its
+generated code, which ``torch.jit.script`` must then resolve (see family.py).
+"""
 
 from collections.abc import Sequence
 from functools import partial
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers.mobiledet import ACTIVATIONS, LayerCfg, make_layer, mobiledet_conv
+from .family import FeaturesOnlyForward, StagedNet
 from .registry import register_model
 
 ibn = partial(LayerCfg, "ibn")
@@ -76,18 +77,20 @@ MOBILEDETS = {
 
 
 def default_cfg() -> dict:
-    """TF feeds MobileDets images scaled to [-1, 1] at 320²."""
-    return dict(input_size=(3, 320, 320), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.875,
+    """TF feeds MobileDets images scaled to [-1, 1] at 320² (C5, stride 32: 10²)."""
+    return dict(input_size=(3, 320, 320), pool_size=(10, 10), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.875,
                 interpolation="bilinear", first_conv="stem.conv", classifier="classifier")
 
 
-class MobileDet(nn.Module):
-    """A MobileDet backbone from a stage table: ``features_only`` returns the stage outputs at
-    ``out_indices`` (0…4 = C1…C5, strides 2…32), otherwise global pooling → dropout → linear."""
+class MobileDet(StagedNet):
+    """A MobileDet backbone from a stage table with global pooling → dropout → linear on C5.
+    Feature levels (``feature_info``): 0…4 = the stage outputs C1…C5, strides 2…32. See
+    :class:`MobileDetFeatures` for the headless ``features_only`` form."""
 
     def __init__(self, stages: Sequence[Sequence[LayerCfg]], stem_chs: int = 32, act: str = "relu6",
                  se: bool = False, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2,
-                 deploy: bool = False, features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3, 4)):
+                 deploy: bool = False, global_pool: str = "avg", features_only: bool = False,
+                 out_indices: Sequence[int] = (0, 1, 2, 3, 4)):
         super().__init__()
         if act not in ACTIVATIONS:
             raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
@@ -108,64 +111,29 @@ class MobileDet(nn.Module):
             info.append(dict(num_chs=prev_chs, reduction=2 ** (level + 1), module=f"blocks.{level}"))
         self.blocks = nn.Sequential(*blocks)
         self.num_features = prev_chs
-        #: ``blocks`` indices whose output is the last map at strides 2, 4, 8, 16, 32.
+        #: ``blocks`` indices whose output is the last map at strides 2, 4, 8, 16, 32 (every stage
+        #: ends one; the detection backbone groups modules into stages by it).
         self.feature_blocks = tuple(range(len(stages)))
-
-        self.features_only = features_only
-        self.out_indices = tuple(sorted(out_indices))
-        bad = [i for i in self.out_indices if not 0 <= i < len(stages)]
-        if bad or not self.out_indices:
-            raise ValueError(f"out_indices {bad or '()'} out of range 0..{len(stages) - 1}")
         self.feature_info = info
         if features_only:
-            self.feature_info = [info[i] for i in self.out_indices]
-            # Stages past the deepest requested level would only cost time.
-            self.blocks = self.blocks[: self.out_indices[-1] + 1]
-            self.classifier = None
+            self.init_features(out_indices)
         else:
-            self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+            self.init_head(num_classes, global_pool)
 
-    # -- timm-style interface -------------------------------------------------------------
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a fresh one for ``num_classes`` (0 removes it)."""
-        if self.features_only:
-            raise RuntimeError("a features_only model has no classifier")
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+class MobileDetFeatures(FeaturesOnlyForward, MobileDet):
+    """The headless backbone: ``forward`` returns the maps at ``out_indices``."""
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The stage outputs at ``out_indices``."""
-        x = self.stem(x)
-        features: list[torch.Tensor] = []
-        for idx, stage in enumerate(self.blocks):
-            x = stage(x)
-            if idx in self.out_indices:
-                features.append(x)
-        return features
-
-    def forward(self, x: torch.Tensor):
-        if self.features_only:
-            return self.forward_intermediates(x)
-        return self.forward_head(self.forward_features(x))
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, features_only=True, **kwargs)
 
 
 def _register(name: str):
     stages, stem_chs, act, se = MOBILEDETS[name]
 
-    def builder(**kwargs):
-        return MobileDet(stages, stem_chs, act, se, **kwargs)
+    def builder(features_only: bool = False, **kwargs):
+        cls = MobileDetFeatures if features_only else MobileDet
+        return cls(stages, stem_chs, act, se, **kwargs)
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"MobileDet-{name.split('_', 1)[1].upper()} backbone ({act}{', SE' if se else ''})."
