@@ -168,7 +168,7 @@ def test_trainable_stages():
             assert any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
     with pytest.raises(ValueError, match="trainable_stages"):
         build_body("repghostnet_050", (2, 3, 4), trainable_stages=6)
-    with pytest.raises(ValueError, match="not a RepGhostNet or GhostNet"):
+    with pytest.raises(ValueError, match="not a RepGhostNet, GhostNet or MobileDet"):
         build_body("resnet50", (2, 3, 4))
 
 

@@ -47,17 +47,17 @@ def add_det_train(sub) -> None:
     p = sub.add_parser(
         "det-train", help="train RetinaNet / Mask R-CNN / SSDLite with a RepGhostNet backbone on COCO-format data",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train a torchvision detector whose backbone is a RepGhostNet (or GhostNet) on a COCO-format "
-                    "dataset (annotations/instances_<split>.json + <split>/ images under --data), with the 1x "
-                    "schedule: 12 epochs, SGD, lr x0.1 at epochs 8 and 11, linear warm-up; AMP on CUDA; "
-                    "torchrun for several GPUs. Without --data it generates the built-in synthetic shapes "
-                    "set and uses a small CPU-friendly recipe: "
+        description="Train a torchvision detector whose backbone is a RepGhostNet (or GhostNet, or a MobileDet) "
+                    "on a COCO-format dataset (annotations/instances_<split>.json + <split>/ images under "
+                    "--data), with the 1x schedule: 12 epochs, SGD, lr x0.1 at epochs 8 and 11, linear "
+                    "warm-up; AMP on CUDA; torchrun for several GPUs. Without --data it generates the built-in "
+                    "synthetic shapes set and uses a small CPU-friendly recipe: "
                     + ", ".join(f"{k}={v}" for k, v in SYNTHETIC_DEFAULTS.items()) + ". Writes last.pt "
                     "(resumable), metrics.json and history.json to --output.")
     defaults = TrainConfig(output="")
     p.add_argument("--model", choices=DETECTORS, default="retinanet", help="detector")
     p.add_argument("--backbone", default=None, type=model_name,
-                   help="repghostnet_* or ghostnet_* (default: repghostnet_100; synthetic: see above)")
+                   help="repghostnet_*, ghostnet_* or mobiledet_* (default: repghostnet_100; synthetic: see above)")
     p.add_argument("--pretrained", default=None, metavar="CKPT", type=checkpoint_file,
                    help="classification checkpoint for the backbone (ours, official RepGhost or timm layout)")
     p.add_argument("--frozen-bn", action=argparse.BooleanOptionalAction, default=None,

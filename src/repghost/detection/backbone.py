@@ -12,6 +12,7 @@ import fnmatch
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -23,8 +24,8 @@ from ..checkpoint import load_checkpoint
 from ..models import create_model
 from ..models.family import FEATURE_BLOCKS
 
-#: Backbones this module builds detectors on (RepGhostNet, and GhostNet for comparison).
-BACKBONE_PATTERNS = ("repghostnet_*", "ghostnet_*")
+#: Backbones this module builds detectors on (RepGhostNet, GhostNet for comparison, MobileDets).
+BACKBONE_PATTERNS = ("repghostnet_*", "ghostnet_*", "mobiledet_*")
 NUM_STAGES = len(FEATURE_BLOCKS)
 
 
@@ -50,9 +51,11 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
 def stage_modules(body: nn.Module) -> list[list[nn.Module]]:
     """The body's modules grouped into the five stages that end at strides 2, 4, 8, 16, 32
     (the stem belongs to stage 1). Stages the body was truncated before come back empty."""
+    # MobileDets end a stage at every block group; the Ghost family says which groups end one.
+    feature_blocks = getattr(body, "feature_blocks", FEATURE_BLOCKS)
     stages: list[list[nn.Module]] = [[body.stem]] + [[] for _ in range(NUM_STAGES - 1)]
     for idx, block in enumerate(body.blocks):
-        stage = next(s for s, last in enumerate(FEATURE_BLOCKS) if idx <= last)
+        stage = next(s for s, last in enumerate(feature_blocks) if idx <= last)
         stages[stage].append(block)
     return stages
 
@@ -82,7 +85,7 @@ def build_body(backbone: str, out_indices: Sequence[int], pretrained: str | os.P
     freeze, used to load a deploy detector checkpoint.
     """
     if not any(fnmatch.fnmatch(backbone, p) for p in BACKBONE_PATTERNS):
-        raise ValueError(f"backbone {backbone!r} is not a RepGhostNet or GhostNet model "
+        raise ValueError(f"backbone {backbone!r} is not a RepGhostNet, GhostNet or MobileDet model "
                          f"(patterns: {', '.join(BACKBONE_PATTERNS)})")
     body = create_model(backbone, features_only=True, out_indices=tuple(out_indices), deploy=deploy)
     if pretrained is not None:
@@ -114,13 +117,12 @@ class BackboneWithFPN(nn.Module):
 
 
 def _extra_block(in_chs: int, out_chs: int) -> nn.Sequential:
-    """SSDLite's extra layer: 1×1 to half width, 3×3 depthwise stride 2, 1×1 out (BN + ReLU6 each)."""
+    """SSDLite's extra layer: 1×1 to half width, 3×3 depthwise stride 2, 1×1 out (BN + ReLU6 each).
+    BN eps 0.001 / momentum 0.03 as torchvision's SSDLite and TF's (decay 0.97) use."""
     mid = out_chs // 2
-    return nn.Sequential(
-        Conv2dNormActivation(in_chs, mid, 1, activation_layer=nn.ReLU6),
-        Conv2dNormActivation(mid, mid, 3, stride=2, groups=mid, activation_layer=nn.ReLU6),
-        Conv2dNormActivation(mid, out_chs, 1, activation_layer=nn.ReLU6),
-    )
+    conv = partial(Conv2dNormActivation, activation_layer=nn.ReLU6,
+                   norm_layer=partial(nn.BatchNorm2d, eps=0.001, momentum=0.03))
+    return nn.Sequential(conv(in_chs, mid, 1), conv(mid, mid, 3, stride=2, groups=mid), conv(mid, out_chs, 1))
 
 
 class SSDLiteBackbone(nn.Module):

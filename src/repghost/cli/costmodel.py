@@ -1,0 +1,124 @@
+"""`repghost costmodel sample | fit | predict`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def _cmd_sample(args) -> int:
+    from ..costmodel.sampling import TimingSettings, sample
+    from ..costmodel.space import SearchSpace, SpaceError
+
+    space = SearchSpace()
+    try:
+        settings = TimingSettings(runtime=args.runtime, threads=args.threads, batch=args.batch, img_size=args.img_size,
+                                  warmup=args.warmup, runs=args.runs, chunk=args.chunk)
+        extra = {spec: space.load_arch(spec) for spec in args.arch}
+        summary = sample(space, args.out, args.n, seed=args.seed, settings=settings, extra=extra,
+                         progress=not args.quiet)
+    except (SpaceError, ValueError) as err:
+        return _error(str(err))
+    print(f"timed {summary['timed']} new architecture(s) in {summary['seconds']:.0f} s; "
+          f"{summary['on_disk']} on disk in {args.out}")
+    return 0
+
+
+def _cmd_fit(args) -> int:
+    from ..costmodel.fit import fit_directory, plot_fit
+    from ..costmodel.space import SearchSpace, SpaceError
+
+    space = SearchSpace()
+    try:
+        result = fit_directory(args.dir, space, test_fraction=args.test_fraction, seed=args.seed)
+    except (SpaceError, ValueError) as err:
+        return _error(str(err))
+    out = Path(args.out or Path(args.dir) / "costmodel.json")
+    result.model.save(out)
+    png = plot_fit(result, out.with_suffix(".png"), title=f"latency cost model ({result.model.timing})")
+    m = result.model.metrics
+    print(f"{m['features_kept']} of {m['features_total']} features vary; "
+          f"fit on {result.train['n']}, held out {result.test['n']}")
+    for split, metrics in (("train", result.train), ("held-out", result.test)):
+        print(f"{split:>9}: r² {metrics['r2']:.4f}  MAPE {metrics['mape']:.2f} %  "
+              f"Kendall τ {metrics['kendall_tau']:.4f}")
+    print(f"wrote {out}, {png}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from ..costmodel.fit import CostModel, CostModelError
+    from ..costmodel.space import SearchSpace, SpaceError
+
+    space = SearchSpace()
+    try:
+        model = CostModel.load(args.model, space)
+        arch = space.load_arch(args.arch)
+    except (CostModelError, SpaceError) as err:
+        return _error(str(err))
+    unseen = model.unseen(space, arch)
+    if unseen:
+        print(f"warning: {len(unseen)} layer choice(s) of this architecture never varied in the fitting data "
+              f"({', '.join(unseen[:3])}{', …' if len(unseen) > 3 else ''}); the prediction extrapolates",
+              file=sys.stderr)
+    latency = float(model.predict(space, [arch])[0])
+    print(f"{args.arch}: predicted {latency:.3f} ms ({model.timing})")
+    return 0
+
+
+def add_costmodel(sub) -> None:
+    from ..bench.runtimes import RUNTIMES
+
+    p = sub.add_parser("costmodel", help="MobileDets' latency cost model: sample & time, fit, predict",
+                       description="TuNAS / MobileDets linear latency model on a search space with MobileDet-CPU's "
+                                   "skeleton (IBN / Fused / Tucker / RepGhost layers, kernel 3|5, expansion 4|8, "
+                                   "Tucker ratios 0.25|0.75 per layer after C1).")
+    cmds = p.add_subparsers(dest="costmodel_command", metavar="STEP", required=True)
+
+    s = cmds.add_parser("sample", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        help="time random architectures of the space on this machine (resumable)",
+                        description="Build N seeded random architectures (plus any --arch), fold them, export "
+                                    "and time them (warm-up, chunks of --chunk models run interleaved, median). "
+                                    "One JSON line per architecture is appended to OUT/records.jsonl as soon as "
+                                    "its chunk is timed; re-running continues where it stopped and never re-times "
+                                    "an architecture already on disk. A directory of another space or other "
+                                    "timing settings is refused.")
+    s.add_argument("--out", required=True, help="sampling directory")
+    s.add_argument("--n", type=int, default=300, help="architectures 0…N-1 of the seeded random sequence")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--arch", action="append", default=[], metavar="ARCH",
+                   help="also time this architecture (JSON file or mobiledet_cpu); repeatable")
+    s.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--img-size", type=int, default=320)
+    s.add_argument("--warmup", type=int, default=3, help="untimed runs per architecture")
+    s.add_argument("--runs", type=int, default=10, help="timed runs per architecture (median kept)")
+    s.add_argument("--chunk", type=int, default=8, help="architectures timed interleaved together")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_sample)
+
+    f = cmds.add_parser("fit", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        help="fit the linear model on a sampling directory",
+                        description="Least squares on TuNAS's features (per layer one-hot in-ch × out-ch × layer "
+                                    "type; constant features dropped) on a seeded random split; reports r², MAPE "
+                                    "and Kendall's τ on the held-out architectures; writes the model JSON and a "
+                                    "predicted-vs-measured PNG beside it.")
+    f.add_argument("dir", help="sampling directory (from `costmodel sample`)")
+    f.add_argument("--out", default=None, help="model JSON (default DIR/costmodel.json)")
+    f.add_argument("--test-fraction", type=float, default=0.2)
+    f.add_argument("--seed", type=int, default=0, help="split seed")
+    f.set_defaults(func=_cmd_fit)
+
+    r = cmds.add_parser("predict", help="predicted latency of an architecture",
+                        description="Predict the latency of ARCH (an architecture JSON file, or mobiledet_cpu — "
+                                    "the MobileDet expressible in this space) with a fitted cost model.")
+    r.add_argument("model", help="cost model JSON (from `costmodel fit`)")
+    r.add_argument("arch", help="architecture JSON file or a MobileDet name")
+    r.set_defaults(func=_cmd_predict)

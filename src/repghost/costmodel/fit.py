@@ -1,0 +1,206 @@
+"""TuNAS's linear latency model: one-hot features per layer, least squares, held-out fidelity.
+
+Features (Bender et al., 2020, as MobileDets use them): for every searchable layer, the Kronecker
+product one-hot(input channels) ⊗ one-hot(output channels) ⊗ one-hot(layer type), concatenated
+over layers. In this space the channels of a position are fixed by the skeleton, so each layer
+contributes one feature per layer type, named ``L<i>:<in>x<out>:<type>``. Features constant over
+the training set carry nothing and are dropped; latency = w·f + b by ordinary least squares
+(numpy's ``lstsq``: the minimum-norm solution where the one-hots make the system rank-deficient).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_write_json
+from .space import SPACE_ID, SearchSpace, SpaceError
+
+MODEL_FORMAT = "repghost-costmodel/1"
+
+
+class CostModelError(ValueError):
+    """A cost model file that is malformed or belongs to another search space."""
+
+
+def feature_names(space: SearchSpace) -> list[str]:
+    """Every feature of the space, in order."""
+    return [f"L{i}:{p.in_chs}x{p.out}:{choice}" for i, p in enumerate(space.positions)
+            for choice in space.choice_names]
+
+
+def features(space: SearchSpace, archs: Sequence[Sequence[str]]) -> np.ndarray:
+    """The ``(len(archs), num_layers · num_choices)`` 0/1 matrix of :func:`feature_names`."""
+    index = {name: i for i, name in enumerate(space.choice_names)}
+    x = np.zeros((len(archs), space.num_layers * len(index)))
+    for row, arch in enumerate(archs):
+        for layer, choice in enumerate(space.validate(arch)):
+            x[row, layer * len(index) + index[choice]] = 1.0
+    return x
+
+
+def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
+    total = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - float(((y - pred) ** 2).sum()) / total if total > 0 else float("nan")
+
+
+def fidelity(y: np.ndarray, pred: np.ndarray) -> dict:
+    """r², mean absolute percentage error (%) and Kendall's τ of ``pred`` against ``y``."""
+    from scipy.stats import kendalltau
+
+    tau = kendalltau(y, pred).statistic if len(y) > 1 else float("nan")
+    return dict(r2=r2_score(y, pred), mape=float(np.mean(np.abs(pred - y) / y) * 100), kendall_tau=float(tau),
+                n=int(len(y)))
+
+
+@dataclass
+class CostModel:
+    """``latency_ms = bias + Σ weights[f]`` over the features ``f`` an architecture has."""
+
+    fingerprint: str
+    features: list[str]
+    weights: list[float]
+    bias: float
+    metrics: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+
+    def predict(self, space: SearchSpace, archs: Sequence[Sequence[str]]) -> np.ndarray:
+        self._check_space(space)
+        names = feature_names(space)
+        column = {name: i for i, name in enumerate(names)}
+        x = features(space, archs)[:, [column[f] for f in self.features]]
+        return x @ np.asarray(self.weights) + self.bias
+
+    def unseen(self, space: SearchSpace, arch: Sequence[str]) -> list[str]:
+        """Features of ``arch`` the model never saw vary in fitting (their weight is folded into the bias)."""
+        names = feature_names(space)
+        known = set(self.features)
+        return [names[i] for i in np.flatnonzero(features(space, [arch])[0]) if names[i] not in known]
+
+    def _check_space(self, space: SearchSpace) -> None:
+        if self.fingerprint != space.fingerprint:
+            raise CostModelError(f"cost model is for space fingerprint {self.fingerprint}, not {space.fingerprint}")
+
+    def to_json(self) -> dict:
+        return dict(format=MODEL_FORMAT, space=SPACE_ID, **asdict(self))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_json(path, self.to_json(), indent=1)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, space: SearchSpace) -> CostModel:
+        """Read a cost model, refusing a malformed file or one fitted on another space."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CostModelError(f"{path}: not a readable JSON cost model ({err})") from err
+        if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+            raise CostModelError(f"{path}: not a repghost cost model (format {MODEL_FORMAT!r})")
+        try:
+            space.check_fingerprint(data, str(path))
+        except SpaceError as err:
+            raise CostModelError(str(err)) from err
+        feats, weights, bias = data.get("features"), data.get("weights"), data.get("bias")
+        valid = set(feature_names(space))
+        if (not isinstance(feats, list) or not isinstance(weights, list) or len(feats) != len(weights)
+                or not all(isinstance(f, str) and f in valid for f in feats) or len(set(feats)) != len(feats)):
+            raise CostModelError(f"{path}: 'features' and 'weights' must be equal-length lists of this space's "
+                                 "distinct features and their weights")
+        numbers = [*weights, bias]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+            raise CostModelError(f"{path}: weights and bias must be finite numbers")
+        return cls(data["fingerprint"], feats, [float(w) for w in weights], float(bias),
+                   data.get("metrics") or {}, data.get("timing") or {})
+
+
+@dataclass
+class FitResult:
+    model: CostModel
+    train: dict
+    test: dict
+    measured: dict  # split → measured ms
+    predicted: dict  # split → predicted ms
+
+
+def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random train / held-out split (at least one of each)."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if n < 2:
+        raise ValueError(f"need at least 2 timed architectures to fit and test, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = min(n - 1, max(1, round(n * test_fraction)))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def fit(space: SearchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence[float],
+        test_fraction: float = 0.2, seed: int = 0, timing: dict | None = None) -> FitResult:
+    """Least-squares fit on a random ``1 - test_fraction`` of the architectures; fidelity on the rest."""
+    y = np.asarray(latency_ms, dtype=float)
+    if len(y) != len(archs):
+        raise ValueError(f"{len(archs)} architectures but {len(y)} latencies")
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("latencies must be finite and positive")
+    x_all = features(space, archs)
+    train, test = split_indices(len(y), test_fraction, seed)
+    varying = np.flatnonzero(x_all[train].min(axis=0) != x_all[train].max(axis=0))
+    x_train = np.column_stack([x_all[train][:, varying], np.ones(len(train))])
+    solution, *_ = np.linalg.lstsq(x_train, y[train], rcond=None)
+    names = feature_names(space)
+    # A dropped feature was constant on the training set: its value is absorbed by the bias.
+    model = CostModel(space.fingerprint, [names[i] for i in varying], solution[:-1].tolist(), float(solution[-1]),
+                      timing=dict(timing or {}))
+    pred = {s: model.predict(space, [archs[i] for i in idx]) for s, idx in (("train", train), ("test", test))}
+    measured = {"train": y[train], "test": y[test]}
+    model.metrics = dict(train=fidelity(measured["train"], pred["train"]),
+                         test=fidelity(measured["test"], pred["test"]), test_fraction=test_fraction, seed=seed,
+                         features_kept=len(varying), features_total=len(names))
+    return FitResult(model, model.metrics["train"], model.metrics["test"], measured, pred)
+
+
+def fit_directory(out_dir: str | os.PathLike, space: SearchSpace, test_fraction: float = 0.2,
+                  seed: int = 0) -> FitResult:
+    """:func:`fit` on the median latencies of a sampling directory (see :mod:`.sampling`)."""
+    from .sampling import META_FILE, read_records
+
+    records = read_records(out_dir, space)
+    if len(records) < 2:
+        raise ValueError(f"{out_dir} holds {len(records)} timed architecture(s); sample more before fitting")
+    timing = json.loads((Path(out_dir) / META_FILE).read_text()).get("timing", {})
+    return fit(space, [r["arch"] for r in records], [r["median_ms"] for r in records], test_fraction, seed,
+               timing=dict(timing, architectures=len(records)))
+
+
+def plot_fit(result: FitResult, path: str | os.PathLike, title: str = "") -> Path:
+    """Predicted vs measured latency, train and held-out, with the identity line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for split, marker in (("train", "."), ("test", "o")):
+        m = result.train if split == "train" else result.test
+        ax.scatter(result.measured[split], result.predicted[split], s=10 if split == "train" else 16, marker=marker,
+                   alpha=0.5 if split == "train" else 0.8,
+                   label=f"{split} (n={m['n']}, r²={m['r2']:.3f}, τ={m['kendall_tau']:.3f})")
+    lo = min(min(v.min() for v in result.measured.values()), min(v.min() for v in result.predicted.values()))
+    hi = max(max(v.max() for v in result.measured.values()), max(v.max() for v in result.predicted.values()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(title or "latency cost model")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,209 @@
+"""Timing sampled architectures on this machine, resumably.
+
+A sampling directory holds ``space.json`` (the space's id and fingerprint and the timing settings)
+and ``records.jsonl``, one JSON line per timed architecture. Each line is appended with one
+``write`` and fsync'd, so an interrupted run loses at most the architectures it was timing; the
+next run skips every architecture already on disk and times only the rest. A directory made for
+another space, or with other timing settings (runtime, threads, batch, input size), is refused:
+timings from different settings must not be fitted together.
+
+Architectures are timed in chunks: each chunk's models are built in deploy form (every BN folded),
+exported, warmed up, then run interleaved round by round by the benchmark harness
+(:mod:`repghost.bench`), so a slow drift of the machine hits all of them alike; the record keeps
+the median and every run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..bench.latency import _time_interleaved
+from ..bench.runtimes import RUNTIMES, make_runner
+from ..deploy.onnx_export import ExportError, export_onnx
+from ..io import atomic_write_json
+from ..profile import profile
+from ..reparam import reparameterize
+from .space import SearchSpace, SpaceError
+
+META_FILE = "space.json"
+RECORDS_FILE = "records.jsonl"
+SAMPLES_FORMAT = "repghost-costmodel-samples/1"
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    runtime: str = "onnxruntime"
+    threads: int = 1
+    batch: int = 1
+    img_size: int = 320
+    warmup: int = 3
+    runs: int = 10
+    chunk: int = 4
+
+    def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        for name in ("threads", "batch", "img_size", "runs", "chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.img_size < 32:
+            raise ValueError(f"img_size must be ≥ 32 (five stride-2 stages), got {self.img_size}")
+
+    #: Settings that change what a timing means; the others (warm-up, runs, chunk) may vary between resumes.
+    def identity(self) -> dict:
+        return dict(runtime=self.runtime, threads=self.threads, batch=self.batch, img_size=self.img_size)
+
+
+def _open_directory(space: SearchSpace, out_dir: Path, settings: TimingSettings) -> None:
+    """Create ``space.json`` or check that the directory's space and timing settings are ours."""
+    meta_path = out_dir / META_FILE
+    meta = dict(format=SAMPLES_FORMAT, space=space.describe()["id"], fingerprint=space.fingerprint,
+                timing=settings.identity())
+    if not meta_path.exists():
+        if (out_dir / RECORDS_FILE).exists():
+            raise SpaceError(f"{out_dir} has {RECORDS_FILE} but no {META_FILE}; refusing to add to it")
+        atomic_write_json(meta_path, meta)
+        return
+    try:
+        found = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SpaceError(f"{meta_path}: unreadable ({err}); refusing to add to it") from err
+    if not isinstance(found, dict) or found.get("format") != SAMPLES_FORMAT:
+        raise SpaceError(f"{meta_path} is not a repghost sampling directory (format {SAMPLES_FORMAT!r})")
+    space.check_fingerprint(found, str(out_dir))
+    if found.get("timing") != settings.identity():
+        raise SpaceError(f"{out_dir} holds timings with {found.get('timing')}, not {settings.identity()}; "
+                         "use another directory")
+
+
+def read_records(out_dir: str | os.PathLike, space: SearchSpace | None = None) -> list[dict]:
+    """The records of a sampling directory (checked against ``space`` when given). A last line cut
+    short by a crash is ignored; any other bad line is an error."""
+    out_dir = Path(out_dir)
+    meta_path = out_dir / META_FILE
+    if not meta_path.is_file():
+        raise SpaceError(f"{out_dir} is not a sampling directory (no {META_FILE})")
+    if space is not None:
+        try:
+            found = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise SpaceError(f"{meta_path}: unreadable ({err})") from err
+        space.check_fingerprint(found if isinstance(found, dict) else {}, str(out_dir))
+    path = out_dir / RECORDS_FILE
+    if not path.exists():
+        return []
+    lines = path.read_text().split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):  # no trailing newline: the write was interrupted
+                break
+            raise SpaceError(f"{path}:{number}: not a JSON record ({err})") from err
+    return records
+
+
+def _append_record(path: Path, record: dict) -> None:
+    """One ``write`` of one line with ``O_APPEND``, then fsync: a record is on disk whole or not at all
+    (a crash mid-write leaves a cut last line, which :func:`read_records` ignores)."""
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _drop_cut_tail(path: Path) -> None:
+    """Remove a last line cut short by a crash (bytes after the last newline) before appending, so
+    it does not end up in the middle of the file; complete records are never touched."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: TimingSettings,
+               progress: bool = True, workdir: str | os.PathLike | None = None) -> Iterator[dict]:
+    """Time ``archs`` (deploy form) chunk by chunk; yields one record per architecture as each
+    chunk finishes: ``arch``, ``median_ms``, ``times_ms``, ``params``, ``macs`` and timing info."""
+    torch.set_num_threads(settings.threads)
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="repghost-costmodel-"))
+    size = (settings.batch, 3, settings.img_size, settings.img_size)
+    bar = tqdm(total=len(archs), desc="timing architectures", disable=not progress, unit="arch")
+    for chunk in _chunks(list(archs), settings.chunk):
+        runners, costs, started = {}, {}, time.time()
+        for i, arch in enumerate(chunk):
+            deployed = reparameterize(space.build(arch).eval())
+            costs[i] = profile(deployed, (1, 3, settings.img_size, settings.img_size))
+            onnx_path = workdir / f"arch{i}.onnx"
+            onnx_path.unlink(missing_ok=True)
+            if settings.runtime == "onnxruntime":
+                # The legacy exporter is several times faster than dynamo on these plain conv nets.
+                try:
+                    export_onnx(deployed, onnx_path, size, exporter="legacy")
+                except ExportError:
+                    export_onnx(deployed, onnx_path, size)
+            runners[i] = make_runner(deployed, settings.runtime, size, settings.threads, torch.device("cpu"),
+                                     onnx_path)
+        times = _time_interleaved(runners, settings.warmup, settings.runs, False, "")
+        for i, arch in enumerate(chunk):
+            bar.update(1)
+            yield dict(arch=list(arch), median_ms=float(np.median(times[i])), times_ms=[round(t, 4) for t in times[i]],
+                       params=costs[i].params, macs=costs[i].macs, warmup=settings.warmup, runs=settings.runs,
+                       chunk=len(chunk), timed_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)))
+    bar.close()
+
+
+def sample(space: SearchSpace, out_dir: str | os.PathLike, n: int, seed: int = 0,
+           settings: TimingSettings = TimingSettings(), extra: dict[str, Sequence[str]] | None = None,
+           progress: bool = True) -> dict:
+    """Time architectures 0…n-1 of the random sequence ``seed`` (plus the named ``extra`` ones) into
+    ``out_dir``, skipping every architecture already there. Returns counts and the wall time."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _open_directory(space, out_dir, settings)
+    _drop_cut_tail(out_dir / RECORDS_FILE)
+    done = {tuple(r["arch"]) for r in read_records(out_dir, space)}
+    todo: list[tuple[tuple[str, ...], dict]] = []
+    for name, arch in (extra or {}).items():
+        arch = space.validate(arch)
+        if arch not in done:
+            todo.append((arch, dict(name=name)))
+            done.add(arch)
+    for index in range(n):
+        arch = space.sample(seed, index)
+        if arch not in done:
+            todo.append((arch, dict(seed=seed, index=index)))
+            done.add(arch)
+    start = time.perf_counter()
+    labels = dict(todo)
+    path = out_dir / RECORDS_FILE
+    for record in time_archs(space, [a for a, _ in todo], settings, progress):
+        _append_record(path, {**labels[tuple(record["arch"])], **record})
+    return dict(timed=len(todo), on_disk=len(read_records(out_dir)), seconds=time.perf_counter() - start,
+                settings=asdict(settings))
