@@ -107,17 +107,21 @@ def test_fold_check_passes_trained_weights_and_catches_a_wrong_bias(digits_run, 
 
 
 # -- Found 5: every numeric flag of every command -------------------------------------------------------
-def _commands():
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices
+def _commands(parser=None, prefix=()):
+    """``(argv prefix, parser)`` of every command, nested ones (``costmodel fit``) included."""
+    parser = parser or build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _commands(sub, (*prefix, name))
 
 
 def _numeric_flags():
-    for command, parser in _commands().items():
+    for command, parser in _commands():
         for action in parser._actions:
             if action.option_strings and action.type in (int, float):
-                raise AssertionError(f"{command} {action.option_strings[0]} has an unchecked numeric type")
+                raise AssertionError(f"{' '.join(command)} {action.option_strings[0]} has an unchecked numeric type")
             if action.option_strings and isinstance(action.type, Number):
                 yield command, action
 
@@ -131,10 +135,10 @@ def test_every_numeric_flag_refuses_out_of_range_values(value, tmp_path, monkeyp
         if number.problem(number.kind(value)) is None:
             continue  # 0 is allowed for this flag (e.g. --warmup 0)
         nargs = action.nargs if isinstance(action.nargs, int) else 1
-        code = main([command, action.option_strings[0], *[value] * nargs])
+        code = main([*command, action.option_strings[0], *[value] * nargs])
         err = capsys.readouterr().err.strip()
         assert code == 2, (command, action.option_strings, code)
-        assert len(err.splitlines()) == 1 and err.startswith(f"repghost {command}: error: argument"), err
+        assert len(err.splitlines()) == 1 and err.startswith(f"repghost {' '.join(command)}: error: argument"), err
         checked += 1
     assert checked >= 30 and list(tmp_path.iterdir()) == []   # no file or directory was made
 
