@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from .. import __version__
-from . import bench, deploy, detection, models, train
+from . import bench, deploy, detection, models, study, train
 
 COMMANDS = [models.add_models, train.add_train, train.add_eval, deploy.add_convert, deploy.add_export,
-            bench.add_bench, detection.add_det_train, detection.add_det_eval]
+            bench.add_bench, study.add_study, detection.add_det_train, detection.add_det_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,8 @@ def _config_flag_type(f):
         return dict(type=_parse_bool, metavar="BOOL")
     if isinstance(default, list):
         return dict(type=float, nargs="+")
+    if isinstance(default, dict):
+        return dict(type=_parse_mapping, metavar="YAML")
     if isinstance(default, (int, float)) and not isinstance(default, bool):
         return dict(type=type(default))
     if f.name in ("num_classes", "threads"):
@@ -30,6 +32,19 @@ def _parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_mapping(text: str) -> dict:
+    """A YAML / JSON mapping given on the command line, e.g. ``'{reparam: identity}'``."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"not YAML: {text!r} ({err})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping like '{{reparam: identity}}', got {text!r}")
+    return value
 
 
 def _cmd_train(args) -> int:

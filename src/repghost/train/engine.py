@@ -160,7 +160,7 @@ class Trainer:
         if len(raw["train"]) < global_batch:
             raise DataError(f"{len(raw['train'])} training images is less than one global batch ({global_batch})")
         _seed_all(cfg.seed)  # same initial weights on every rank
-        model = create_model(cfg.model, num_classes=self.num_classes, drop_rate=cfg.drop_rate)
+        model = create_model(cfg.model, num_classes=self.num_classes, drop_rate=cfg.drop_rate, **cfg.model_kwargs)
 
         self.run_dir = Path(resume).parent if resume else self._new_run_dir()
         _setup_logging(self.run_dir if self.dist.is_main else None, self.dist.is_main)
@@ -445,7 +445,8 @@ class Trainer:
         weights = self._best_state()
         if weights is None:
             return None, None
-        model = create_model(self.cfg.model, num_classes=self.num_classes, drop_rate=self.cfg.drop_rate)
+        model = create_model(self.cfg.model, num_classes=self.num_classes, drop_rate=self.cfg.drop_rate,
+                             **self.cfg.model_kwargs)
         model.load_state_dict(weights)
         model.eval()
         meta = {"data_config": {k: getattr(self.cfg, k) for k in DATA_KEYS}, "classes": list(self.classes),

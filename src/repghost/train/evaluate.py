@@ -92,7 +92,8 @@ def load_for_eval(path: str | Path, use_ema: bool = False, model_name: str | Non
         state = None
     if state is not None:
         cfg = config_from_dict(state["config"])
-        model = create_model(cfg.model, num_classes=state["num_classes"], drop_rate=cfg.drop_rate)
+        model = create_model(cfg.model, num_classes=state["num_classes"], drop_rate=cfg.drop_rate,
+                             **cfg.model_kwargs)
         if use_ema and "state_dict_ema" not in state:
             raise CheckpointError(f"{path} has no EMA weights (the run had ema_decay 0)")
         load_checkpoint(model, path, use_ema=use_ema)
