@@ -45,4 +45,6 @@ def _plot(result: StudyResult, out_dir):
     fields = StudyRow.__dataclass_fields__
     rows = [StudyRow(**{k: v for k, v in r.items() if k in fields}) for r in result.rows]
     paths = plot_study(rows, out_dir)
-    return {"png": paths["runtime_png"], "share_png": paths["share_png"]}
+    # The study's files share its name: concat_add.png (Fig. 1) and concat_add_share.png (Fig. 2).
+    return {"png": paths["runtime_png"].replace(out_dir / f"{result.name}.png"),
+            "share_png": paths["share_png"].replace(out_dir / f"{result.name}_share.png")}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..bench import RUNTIMES, BenchConfig, environment, run_benchmark
-from .report import Claim, Column, StudyResult, save_figure
+from .report import Claim, Column, StudyResult, faster_or_slower, save_figure
 
 #: model spec → (family, label, paper phone latency ms, paper top-1 %), from PAPER.md.
 PAPER_POINTS = {
@@ -85,11 +85,11 @@ def run(runtime: str = "onnxruntime", threads: int = 1, img_size: int = 224, war
 
 def _claim(text: str, fast: str, slow: str, ours: dict) -> Claim:
     paper_fast, paper_slow = PAPER_POINTS[fast][2], PAPER_POINTS[slow][2]
-    paper = f"{paper_fast:.1f} vs {paper_slow:.1f} ms: {1 - paper_fast / paper_slow:+.1%} faster"
+    paper = f"{paper_fast:.1f} vs {paper_slow:.1f} ms: {faster_or_slower(1 - paper_fast / paper_slow)}"
     if ours[fast] is None or ours[slow] is None:
         return Claim(text, paper, "not measured (runtime failed)", None)
     gain = 1 - ours[fast] / ours[slow]
-    measured = f"{ours[fast]:.2f} vs {ours[slow]:.2f} ms: {gain:+.1%} faster"
+    measured = f"{ours[fast]:.2f} vs {ours[slow]:.2f} ms: {faster_or_slower(gain)}"
     comparable = "comparable latency" in text
     # "faster" claims hold when we are faster at all; "comparable latency" when within ±10 %.
     holds = abs(gain) <= 0.10 if comparable else gain > 0

@@ -99,6 +99,11 @@ def write_report(result: StudyResult, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
+def faster_or_slower(gain: float) -> str:
+    """``1 − t_a / t_b`` as words: ``"20.8% faster"`` or ``"6.3% slower"`` (the paper's "% faster")."""
+    return f"{gain:.1%} faster" if gain >= 0 else f"{-gain:.1%} slower"
+
+
 def save_figure(fig, path: Path) -> Path:
     """Save a matplotlib figure atomically and close it."""
     import matplotlib.pyplot as plt

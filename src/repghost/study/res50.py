@@ -14,7 +14,7 @@ from ..bench import BenchConfig, environment, run_benchmark
 from ..models import create_model
 from ..models.resnet import RATIOS
 from ..profile import profile
-from .report import Claim, Column, StudyResult, save_figure
+from .report import Claim, Column, StudyResult, faster_or_slower, save_figure
 
 FAMILIES = ("ghost_resnet50", "repghost_resnet50")
 PAPER_SPEEDUP = {"MNN, phone CPU, batch 1": 0.22, "TensorRT, T4 GPU, batch 32": 0.44}
@@ -79,7 +79,7 @@ def speedups(rows: list[dict]) -> dict[tuple[str, int], float]:
 def _claims(rows: list[dict]) -> list[Claim]:
     paper = "; ".join(f"{v:.0%} faster ({k})" for k, v in PAPER_SPEEDUP.items())
     return [Claim(claim=f"RepGhost-Res50 s=2 faster than Ghost-Res50 s=4 ({runtime}, batch {batch})",
-                  paper=paper, measured=f"{gain:+.1%} ({'faster' if gain > 0 else 'slower'})", holds=gain > 0)
+                  paper=paper, measured=faster_or_slower(gain), holds=gain > 0)
             for (runtime, batch), gain in speedups(rows).items()]
 
 
