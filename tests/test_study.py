@@ -102,3 +102,18 @@ def test_unknown_study_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["study", "figure2"])
     assert exc.value.code == 2 and "invalid choice: 'figure2'" in capsys.readouterr().err
+
+
+def test_model_kwargs_reach_the_trained_model(tmp_path, capsys):
+    from torch import nn
+
+    from repghost.train import Trainer, resolve_config
+
+    cfg = resolve_config(model_kwargs={"shortcut": False}, output=str(tmp_path), name="run", workers=0)
+    model = Trainer(cfg).model
+    assert model.model_kwargs["shortcut"] is False
+    shortcuts = [m.shortcut for m in model.modules() if hasattr(m, "shortcut")]
+    assert shortcuts and not any(isinstance(s, nn.Identity) for s in shortcuts)
+    with pytest.raises(SystemExit):
+        main(["train", "--model-kwargs", "[1, 2]"])
+    assert "expected a mapping" in capsys.readouterr().err

@@ -82,8 +82,9 @@ def plan(out: str | Path, data: str | None = None, width: float = 0.5, seeds: Se
     build_datasets(data)  # an unreadable or malformed data folder fails here, before any training
     runs_dir = Path(out) / "runs"
     runs = []
-    for variant in variants:
-        for seed in seeds:
+    # Seed-major: a study stopped early has every variant at the first seeds rather than some at all.
+    for seed in seeds:
+        for variant in variants:
             name = f"{variant}-seed{seed}"
             cfg = resolve_config(recipe, model=model, model_kwargs=dict(VARIANTS[variant][1]), data=data, seed=seed,
                                  output=str(runs_dir), name=name, **overrides)
@@ -116,8 +117,8 @@ def run(out: str | Path, data: str | None = None, width: float = 0.5, seeds: Seq
     timing = time_modules(deployed, runtime, (1, 3, latency_size, latency_size), threads=threads, warmup=warmup,
                           runs=runs, progress=progress)
     rows = []
-    for variant, scores in top1.items():
-        group, kwargs = VARIANTS[variant]
+    for variant in dict.fromkeys(v for v, *_ in todo):
+        scores, (group, kwargs) = top1[variant], VARIANTS[variant]
         cost = profile(deployed[variant], (1, 3, latency_size, latency_size))
         rows.append(dict(variant=variant, ablation=group, reparam=kwargs["reparam"], shortcut=kwargs["shortcut"],
                          seeds=len(scores), top1_mean=statistics.fmean(scores),
