@@ -38,8 +38,8 @@ def test_features_only_strides_and_channels(name):
     x = torch.randn(1, 3, 224, 224)
     feats = model(x)
     assert [224 // f.shape[-1] for f in feats] == [2, 4, 8, 16, 32]
-    assert [f.shape[1] for f in feats] == [i["num_chs"] for i in model.feature_info]
-    assert [i["reduction"] for i in model.feature_info] == [2, 4, 8, 16, 32]
+    assert [f.shape[1] for f in feats] == model.feature_info.channels()
+    assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
 
 
 def test_out_indices_select_levels_and_truncate():

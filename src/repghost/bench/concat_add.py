@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..deploy.onnx_export import INPUT_NAME, export_onnx, session
 from ..models import create_model
+from ..progress import progress as progress_bar
 
 MODELS = {"concat": "ghostnet_100", "add": "ghostnet_add_100"}
 
@@ -86,7 +86,7 @@ def run_study(batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32), img_size: int =
         paths[kind] = export_onnx(create_model(name).eval(), workdir / f"{name}.onnx", (1, 3, img_size, img_size),
                                   exporter="legacy")
     rows = []
-    for batch in tqdm(batch_sizes, desc="Concat vs Add", disable=not progress):
+    for batch in progress_bar(batch_sizes, desc="Concat vs Add", enabled=progress, unit="batch size"):
         prof = {kind: _profile(path, batch, img_size, runs, warmup, threads, opt_level, str(workdir / kind))
                 for kind, path in paths.items()}
         (c_types, c_count, c_total), (a_types, a_count, a_total) = prof["concat"], prof["add"]

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..profile import profile
+from ..progress import progress as progress_bar
 from .models import ModelSpec
 from .runtimes import RUNTIMES, make_runner
 
@@ -82,7 +82,7 @@ def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, prog
         for _ in range(warmup):
             run()
     keys = list(runners)
-    for round_ in tqdm(range(runs), desc=desc, disable=not progress, leave=False):
+    for round_ in progress_bar(range(runs), desc=desc, enabled=progress, leave=False, line=True, unit="round"):
         shift = round_ % len(keys)
         for key in keys[shift:] + keys[:shift]:
             start = time.perf_counter()

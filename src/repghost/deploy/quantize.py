@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_path
+from ..progress import progress
 from .calib import ImageSplit
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, session
 
@@ -58,7 +59,8 @@ class _Reader:
     """onnxruntime's CalibrationDataReader protocol over an array of images, a few at a time."""
 
     def __init__(self, images: np.ndarray, batch: int = 8):
-        self.batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
+        batches = [images[i:i + batch] for i in range(0, len(images), batch)]
+        self.batches = iter(progress(batches, desc="int8 calibration", leave=False, line=True, unit="batch"))
 
     def get_next(self):
         batch = next(self.batches, None)

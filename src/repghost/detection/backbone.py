@@ -104,7 +104,7 @@ class BackboneWithFPN(nn.Module):
     def __init__(self, body: nn.Module, out_channels: int, extra_blocks: ExtraFPNBlock | None = None):
         super().__init__()
         self.body = body
-        in_channels = [info["num_chs"] for info in body.feature_info]
+        in_channels = body.feature_info.channels()
         self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=extra_blocks)
         self.out_channels = out_channels
 
@@ -129,15 +129,15 @@ class SSDLiteBackbone(nn.Module):
 
     def __init__(self, body: nn.Module, extra_channels: Sequence[int] = (512, 256, 256, 128)):
         super().__init__()
-        if [info["reduction"] for info in body.feature_info] != [16, 32]:
+        if body.feature_info.reduction() != [16, 32]:
             raise ValueError("SSDLite needs a body with out_indices (3, 4): strides 16 and 32")
         self.body = body
-        widths = [body.feature_info[-1]["num_chs"], *extra_channels]
+        widths = [body.feature_info.channels()[-1], *extra_channels]
         self.extra = nn.ModuleList(_extra_block(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
         for module in self.extra.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.03)
-        self.out_channels = [info["num_chs"] for info in body.feature_info] + list(extra_channels)
+        self.out_channels = body.feature_info.channels() + list(extra_channels)
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         features = list(self.body(x))

@@ -24,10 +24,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
-from tqdm import tqdm
 
 from ..checkpoint import CheckpointError, read_checkpoint_file
 from ..io import atomic_torch_save, atomic_write_json
+from ..progress import progress, write
 from ..train.distributed import init_distributed
 from .data import CocoDetection, collate
 from .evaluate import evaluate, format_metrics
@@ -219,7 +219,7 @@ def _loader(dataset, batch_size: int, workers: int, runtime: Runtime, train: boo
 
 def _log(runtime: Runtime, message: str) -> None:
     if runtime.is_main:
-        tqdm.write(message)
+        write(message)
 
 
 def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runtime: Runtime, base_lr: float,
@@ -229,7 +229,9 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runt
         loader.sampler.set_epoch(epoch)
     sums: dict[str, float] = {}
     steps = 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not runtime.is_main)
+    # Transient: off a terminal the epoch's one line is the record train_detector logs.
+    bar = progress(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, enabled=runtime.is_main,
+                   unit="step")
     for step, (images, targets) in enumerate(bar):
         lr = learning_rate(config, base_lr, epoch, epoch * len(loader) + step)
         for group in optimizer.param_groups:

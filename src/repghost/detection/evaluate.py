@@ -12,8 +12,8 @@ import torch.distributed as dist
 from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from ..progress import progress as progress_bar
 from .data import CocoDetection
 
 #: COCOeval's first six summary numbers, in its order.
@@ -48,7 +48,7 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: boo
     model.eval()
     dataset = loader.dataset
     results: dict[int, list[dict]] = {}
-    for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
+    for images, targets in progress_bar(loader, desc="eval", leave=False, enabled=progress, unit="batch"):
         images = [img.to(device, non_blocking=True) for img in images]
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             outputs = model(images)

@@ -88,7 +88,7 @@ def build_detector(config: DetectorConfig, pretrained: str | os.PathLike | None 
     sizes = dict(min_size=config.min_size, max_size=config.max_size)
     if config.model == "retinanet":
         # P6 from C5 ("on input"), as the usual 1× RetinaNet recipe does.
-        c5 = body.feature_info[-1]["num_chs"]
+        c5 = body.feature_info.channels()[-1]
         backbone = BackboneWithFPN(body, config.fpn_channels, LastLevelP6P7(c5, config.fpn_channels))
         model = RetinaNet(backbone, config.num_classes, anchor_generator=retinanet_anchors(), **sizes,
                           **detector_kwargs)

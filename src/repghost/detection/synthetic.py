@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from ..io import atomic_write_json
+from ..progress import progress
 
 CATEGORIES = [
     {"id": 1, "name": "rectangle", "supercategory": "shape"},
@@ -97,7 +97,8 @@ def _write_split(root: Path, split: str, count: int, size: int, rng: np.random.G
     out_dir = image_dir(root, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     images, annotations, ann_id = [], [], first_ann_id
-    for index in tqdm(range(count), desc=f"synthetic {split}", leave=False, disable=count < 200):
+    for index in progress(range(count), desc=f"synthetic {split}", leave=False, line=True, enabled=count >= 200,
+                          unit="img"):
         image, objects = _make_image(rng, size, max_objects, min_obj, max_obj)
         file_name = f"{index:06d}.png"
         image.save(out_dir / file_name)

@@ -31,13 +31,41 @@ def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model, e.g. ``create_model("repghostnet_100", num_classes=10)``.
 
     Common keyword arguments: ``num_classes``, ``in_chans``, ``drop_rate``, ``deploy``,
-    ``features_only``, ``out_indices``; RepGhostNet also takes ``reparam`` and ``shortcut``.
+    ``global_pool``, ``features_only``, ``out_indices`` and, as timm, ``feature_cls`` (one of
+    :data:`FEATURE_CLASSES`); RepGhostNet also takes ``reparam`` and ``shortcut``.
     The model remembers ``name`` and ``kwargs`` (``model.model_name``, ``model.model_kwargs``) so
     a checkpoint can rebuild it.
     """
     if name not in _MODELS:
         raise UnknownModelError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
-    model = _MODELS[name](**kwargs)
+    builder_kwargs = dict(kwargs)
+    feature_cls = builder_kwargs.pop("feature_cls", "list")
+    if feature_cls == "list":
+        model = _MODELS[name](**builder_kwargs)
+    else:
+        model = _timm_features(_MODELS[name], feature_cls, builder_kwargs)
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     return model
+
+
+#: ``feature_cls`` values for ``features_only``: ``"list"`` is our headless model (same state-dict
+#: keys as the classifier); ``"getter"`` and ``"fx"`` are timm's wrappers (``FeatureGetterNet``
+#: over ``forward_intermediates``, ``FeatureGraphNet`` over an FX graph), as timm builds them.
+FEATURE_CLASSES = ("list", "getter", "fx")
+
+
+def _timm_features(builder: Callable[..., nn.Module], feature_cls: str, kwargs: dict) -> nn.Module:
+    if feature_cls not in FEATURE_CLASSES:
+        raise ValueError(f"feature_cls must be one of {FEATURE_CLASSES}, got {feature_cls!r}")
+    if not kwargs.pop("features_only", False):
+        raise ValueError(f"feature_cls={feature_cls!r} needs features_only=True")
+    from timm.models._features import FeatureGetterNet
+    from timm.models._features_fx import FeatureGraphNet
+
+    out_indices = kwargs.pop("out_indices", None)
+    model = builder(**kwargs)
+    if out_indices is None:
+        out_indices = tuple(range(len(model.feature_info)))
+    wrapper = FeatureGetterNet if feature_cls == "getter" else FeatureGraphNet
+    return wrapper(model, out_indices=tuple(out_indices))

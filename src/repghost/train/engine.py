@@ -40,6 +40,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import DataError, SampleDataset, build_datasets, build_loader, build_transform, describe_data
 from ..io import atomic_torch_save
 from ..models import create_model
+from ..progress import progress, write
 from ..reparam import check_equivalence, reparameterize
 from .config import TrainConfig, config_from_dict, config_to_dict, save_config
 from .distributed import any_rank, cleanup, gather_lists, init_distributed
@@ -114,13 +115,11 @@ def _setup_logging(run_dir: Path | None, is_main: bool) -> None:
         h.close()
     if not is_main:
         return
-    from tqdm import tqdm
-
-    class TqdmHandler(logging.Handler):  # log lines that do not tear the progress bars
+    class ProgressHandler(logging.Handler):  # log lines that do not tear the progress bars
         def emit(self, record):
-            tqdm.write(self.format(record), file=sys.stderr)
+            write(self.format(record), file=sys.stderr)
 
-    console = TqdmHandler()
+    console = ProgressHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if run_dir is not None:
@@ -297,13 +296,13 @@ class Trainer:
 
     def _train_epoch(self, stop: _StopFlag) -> dict | None:
         """One epoch (or its remainder). Returns its stats, or ``None`` when interrupted."""
-        from tqdm import tqdm
-
         cfg = self.cfg
         self.ddp.train()
         loss_sum, seen, start = 0.0, 0, time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                   disable=not (cfg.progress and self.dist.is_main), dynamic_ncols=True, leave=False)
+        # Transient: off a terminal the epoch's one line is the summary _end_epoch logs.
+        bar = progress(total=self.steps_per_epoch, initial=self.step_in_epoch, leave=False, unit="step",
+                       desc=f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=cfg.progress and self.dist.is_main,
+                       dynamic_ncols=True)
         batches = self._batches()
         while self.step_in_epoch < self.steps_per_epoch:
             if any_rank(stop.requested, self.dist, self.device):

@@ -13,6 +13,7 @@ from torch import nn
 from ..checkpoint import CheckpointError, load_checkpoint, load_model, read_metadata
 from ..data import SampleDataset, build_datasets, build_loader, build_transform
 from ..models import create_model
+from ..progress import progress as progress_bar
 from ..reparam import is_deploy, reparameterize
 from .config import TrainConfig, config_from_dict
 from .distributed import DistInfo, all_reduce_sum, gather_lists
@@ -38,14 +39,13 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp_d
     Unreadable images are skipped; ``skipped`` counts them and ``skipped_paths`` names them. Under
     DDP each rank evaluates its shard and the sums are reduced, so every rank gets the full result.
     """
-    from tqdm import tqdm
-
     device, dist_info = torch.device(device), dist_info or DistInfo()
     was_training = model.training
     model.eval()
     loss_sum = correct1 = correct5 = count = 0.0
     bad: list[str] = []
-    for images, targets, bad_paths in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+    for images, targets, bad_paths in progress_bar(loader, desc="eval", leave=False, enabled=progress,
+                                                   dynamic_ncols=True, unit="batch"):
         bad += bad_paths
         if images is None:
             continue
