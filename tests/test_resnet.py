@@ -72,7 +72,7 @@ def test_features_only_strides_and_truncation():
     assert [64 // f.shape[-1] for f in feats] == [2, 4, 8, 16, 32]
     assert [f.shape[1] for f in feats] == [i["num_chs"] for i in model.feature_info] == [64, 256, 512, 1024, 2048]
     short = create_model("repghost_resnet50_s2", features_only=True, out_indices=(1, 2))
-    assert len(short.blocks) == 2 and [i["reduction"] for i in short.feature_info] == [4, 8]
+    assert len(short.blocks) == 2 and short.feature_info.reduction() == [4, 8]  # timm FeatureInfo: the picked levels
     with pytest.raises(ValueError, match="out of range"):
         create_model("ghost_resnet50", features_only=True, out_indices=(5,))
 

@@ -13,21 +13,22 @@ downsample conv — by a module of ratio ``s`` whose primary conv takes that con
   puts RepGhost-Res50 s=2 (1.17 G MACs) in the class of Ghost-Res50 s=4 (1.18 G), the pair the
   paper compares for speed.
 
-The model keeps the attribute names of the GhostNet family (``stem``, ``blocks``, ``classifier``,
-``feature_info``) so checkpoints, ``features_only`` and re-parameterization work the same way.
-"""
+The model is a :class:`~repghost.models.family.StagedNet` (``stem``, ``blocks``, ``classifier``,
+``feature_info``), so checkpoints, ``features_only``, re-parameterization and timm's model contract
+work the same way as for the GhostNet family.
 
-from __future__ import annotations
+No ``from __future__ import annotations``: ``torch.fx`` copies ``forward`` annotations into its
+generated code, which ``torch.jit.script`` must then resolve (see family.py).
+"""
 
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
-import torch
 from torch import nn
 
 from ..layers import ConvNormAct, GhostModule, RepGhostModule
-from .family import default_cfg
+from .family import FeaturesOnlyForward, StagedNet, default_cfg
 from .registry import register_model
 
 # (planes, blocks, stride) per stage: ResNet-50's table. A bottleneck outputs planes × EXPANSION.
@@ -75,15 +76,16 @@ class GhostResBottleneck(nn.Module):
         return self.act(self.conv3(self.conv2(self.conv1(x))) + shortcut)
 
 
-class GhostResNet(nn.Module):
+class GhostResNet(StagedNet):
     """ResNet-50 with Ghost-style modules: stem (7×7 conv, stride 2) → max-pool + 4 stages → pool → fc.
 
-    ``features_only`` returns the maps at ``out_indices`` (0 = stem, stride 2; 1…4 = the stages,
-    strides 4…32) and drops what lies past the deepest one, like :class:`GhostFamilyNet`.
+    Feature levels (``feature_info``): 0 = stem (stride 2), 1…4 = the stages (strides 4…32).
+    See :class:`GhostResNetFeatures` for the headless ``features_only`` form.
     """
 
     def __init__(self, module_fn: ModuleFn, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-                 deploy: bool = False, features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3, 4)):
+                 deploy: bool = False, global_pool: str = "avg", features_only: bool = False,
+                 out_indices: Sequence[int] = (0, 1, 2, 3, 4)):
         super().__init__()
         self.num_classes, self.drop_rate, self.deploy = num_classes, drop_rate, deploy
         self.default_cfg = self.pretrained_cfg = {**default_cfg(crop_pct=0.875), "first_conv": "stem.conv"}
@@ -101,51 +103,24 @@ class GhostResNet(nn.Module):
         self.feature_info = [dict(num_chs=STEM_CHS, reduction=2, module="stem")] + [
             dict(num_chs=stage[-1].out_chs, reduction=2 ** (i + 2), module=f"blocks.{i}")
             for i, stage in enumerate(self.blocks)]
-
-        self.features_only = features_only
-        self.out_indices = tuple(sorted(out_indices))
-        bad = [i for i in self.out_indices if not 0 <= i < len(self.feature_info)]
-        if bad or not self.out_indices:
-            raise ValueError(f"out_indices {bad or '()'} out of range 0..{len(self.feature_info) - 1}")
         if features_only:
-            self.feature_info = [self.feature_info[i] for i in self.out_indices]
-            self.blocks = self.blocks[: max(self.out_indices)]  # stages past the deepest level would only cost time
-            self.classifier = None
+            self.init_features(out_indices)
         else:
-            self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+            self.init_head(num_classes, global_pool)
 
-    # -- timm-style interface -------------------------------------------------------------
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
 
-    def reset_classifier(self, num_classes: int) -> None:
-        if self.features_only:
-            raise RuntimeError("a features_only model has no classifier")
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+class GhostResNetFeatures(FeaturesOnlyForward, GhostResNet):
+    """The headless backbone: ``forward`` returns the maps at ``out_indices``."""
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x))
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, features_only=True, **kwargs)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))
-        if self.drop_rate > 0.0:
-            x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
 
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = [x] if 0 in self.out_indices else []
-        for level, stage in enumerate(self.blocks, start=1):
-            x = stage(x)
-            if level in self.out_indices:
-                features.append(x)
-        return features
-
-    def forward(self, x: torch.Tensor):
-        if self.features_only:
-            return self.forward_intermediates(x)
-        return self.forward_head(self.forward_features(x))
+def build_resnet(module_fn: ModuleFn, features_only: bool = False, **kwargs) -> GhostResNet:
+    """A :class:`GhostResNet`, or its headless :class:`GhostResNetFeatures` when ``features_only``."""
+    if features_only:
+        return GhostResNetFeatures(module_fn, **kwargs)
+    return GhostResNet(module_fn, **kwargs)
 
 
 def _check_ratio(s) -> int:
@@ -157,13 +132,13 @@ def _check_ratio(s) -> int:
 @register_model
 def ghost_resnet50(s: int = 2, **kwargs) -> GhostResNet:
     """Ghost-Res50 with ratio ``s`` (GhostNet paper; s=2: 2.15 G MACs, s=4: 1.18 G)."""
-    return GhostResNet(ghost_module_fn(_check_ratio(s)), **kwargs)
+    return build_resnet(ghost_module_fn(_check_ratio(s)), **kwargs)
 
 
 @register_model
 def repghost_resnet50(s: int = 2, reparam: str = "bn", **kwargs) -> GhostResNet:
     """RepGhost-Res50 with ratio ``s`` (every width after a module divided by s; s=2: 1.17 G MACs)."""
-    return GhostResNet(repghost_module_fn(_check_ratio(s), reparam), **kwargs)
+    return build_resnet(repghost_module_fn(_check_ratio(s), reparam), **kwargs)
 
 
 def _register(name: str, family: Callable[..., nn.Module], s: int):
