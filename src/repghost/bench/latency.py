@@ -91,6 +91,20 @@ def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, prog
     return times
 
 
+def time_modules(modules: dict[str, torch.nn.Module], runtime: str, input_size: tuple[int, ...], threads: int = 1,
+                 warmup: int = 10, runs: int = 50, progress: bool = True, device: str = "cpu") -> dict[str, dict]:
+    """Time already-built models (e.g. trained checkpoints) under one runtime, interleaved like
+    :func:`run_benchmark`. Returns ``label -> {median_ms, p90_ms, runs, times_ms}``."""
+    torch.set_num_threads(threads)
+    onnx_dir = Path(tempfile.mkdtemp(prefix="repghost-bench-"))
+    runners = {label: make_runner(m, runtime, tuple(input_size), threads, torch.device(device),
+                                  onnx_dir / f"{i}.onnx")
+               for i, (label, m) in enumerate(modules.items())}
+    times = _time_interleaved(runners, warmup, runs, progress, f"{runtime}, batch {input_size[0]}")
+    return {label: dict(median_ms=float(np.median(t)), p90_ms=float(np.percentile(t, 90)), runs=len(t), times_ms=t)
+            for label, t in times.items()}
+
+
 def run_benchmark(config: BenchConfig) -> list[Result]:
     """Measure every combination in ``config``; a runtime that fails for a model is recorded with
     its error instead of a time."""

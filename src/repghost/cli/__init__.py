@@ -9,11 +9,12 @@ from __future__ import annotations
 import sys
 
 from .. import __version__
-from . import bench, costmodel, deploy, detection, models, train
+from . import bench, costmodel, deploy, detection, models, study, train
 from .args import Parser
 
 COMMANDS = [models.add_models, train.add_train, train.add_eval, deploy.add_convert, deploy.add_export,
-            bench.add_bench, detection.add_det_train, detection.add_det_eval, costmodel.add_costmodel]
+            bench.add_bench, study.add_study, detection.add_det_train, detection.add_det_eval,
+            costmodel.add_costmodel]
 
 
 def build_parser() -> Parser:

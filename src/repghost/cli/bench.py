@@ -2,41 +2,33 @@
 
 from __future__ import annotations
 
+import sys
+
 from .args import COUNT, COUNT0, USAGE_ERROR, fail, model_name, output_dir
 
 
 def _cmd_bench(args) -> int:
-    from ..bench import (
-        BenchConfig,
-        environment,
-        format_study,
-        format_table,
-        run_benchmark,
-        run_study,
-        write_results,
-        write_study,
-    )
+    from ..bench import BenchConfig, format_table, run_benchmark, write_results
 
-    if args.concat_vs_add:
-        size = (args.img_size or [224])[0]
-        rows = run_study(args.batch, size, runs=args.runs, warmup=args.warmup,
-                         threads=args.threads[0], opt_level=args.ort_opt_level)
-        print(format_study(rows))
-        paths = write_study(rows, args.out, meta=dict(environment=environment(), threads=args.threads[0],
-                                                      img_size=size, opt_level=args.ort_opt_level))
-    else:
-        if not args.models:
-            return fail("bench", "name at least one model (or pass --concat-vs-add)", USAGE_ERROR)
-        try:
-            img_sizes = args.img_size or _recorded_sizes(args.models)
-            config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
-                                 batch_sizes=args.batch, img_sizes=img_sizes, warmup=args.warmup, runs=args.runs,
-                                 device=args.device)
-            results = run_benchmark(config)
-        except ValueError as err:  # bad spec / runtime / unknown model
-            return fail("bench", err, USAGE_ERROR)
-        print(format_table(results))
-        paths = write_results(results, args.out, config)
+    if args.concat_vs_add:  # an alias of `repghost study concat-add`
+        from ..study import concat_add
+        from .study import report
+
+        return report(concat_add.run, args.out, batch_sizes=args.batch, img_size=(args.img_size or [224])[0],
+                      runs=args.runs, warmup=args.warmup, threads=args.threads[0], opt_level=args.ort_opt_level,
+                      progress=sys.stderr.isatty())
+    if not args.models:
+        return fail("bench", "name at least one model (or pass --concat-vs-add)", USAGE_ERROR)
+    try:
+        img_sizes = args.img_size or _recorded_sizes(args.models)
+        config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
+                             batch_sizes=args.batch, img_sizes=img_sizes, warmup=args.warmup, runs=args.runs,
+                             device=args.device)
+        results = run_benchmark(config)
+    except ValueError as err:  # bad spec / runtime / unknown model
+        return fail("bench", err, USAGE_ERROR)
+    print(format_table(results))
+    paths = write_results(results, args.out, config)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -92,7 +84,8 @@ def add_bench(sub) -> None:
                                    "--out. MODEL is [SOURCE:]NAME[@FORM]: SOURCE repghost (default) | timm | "
                                    "torchvision, FORM train (default) | deploy; e.g. repghostnet_100@deploy "
                                    "timm:ghostnet_100 timm:repghostnet_100@deploy torchvision:mobilenet_v3_large. "
-                                   "--concat-vs-add runs the paper's Fig. 1/2 study instead.")
+                                   "--concat-vs-add runs the paper's Fig. 1/2 study instead (= `repghost study "
+                                   "concat-add`).")
     p.add_argument("models", nargs="*", metavar="MODEL", type=_spec, help="model specs (see above)")
     p.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"], choices=RUNTIMES,
                    help="default: eager onnxruntime")
@@ -108,7 +101,7 @@ def add_bench(sub) -> None:
     s = p.add_argument_group("Concat vs Add (paper Fig. 1 and 2)")
     s.add_argument("--concat-vs-add", action="store_true",
                    help="profile ghostnet_100 vs ghostnet_add_100 per operator with onnxruntime at each --batch "
-                        "(e.g. --batch 1 2 4 8 16 32); writes concat_vs_add.{json,md} and two PNGs")
+                        "(e.g. --batch 1 2 4 8 16 32); an alias of `repghost study concat-add`, same files")
     s.add_argument("--ort-opt-level", default="basic", choices=("disable", "basic", "extended", "all"),
                    help="onnxruntime graph optimization for the study (default basic: keeps Concat/Add nodes)")
     p.set_defaults(func=_cmd_bench)

@@ -41,6 +41,8 @@ def _config_flag_type(f) -> dict:
         return dict(type=_parse_bool, metavar="BOOL")
     if limit is not None:
         return dict(type=limit)
+    if isinstance(default, dict):
+        return dict(type=_parse_mapping, metavar="YAML")
     if f.name == "data":
         return dict(type=_data_root)
     if f.name in _PATH_TYPES:
@@ -54,6 +56,19 @@ def _parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_mapping(text: str) -> dict:
+    """A YAML / JSON mapping given on the command line, e.g. ``'{reparam: identity}'``."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"not YAML: {text!r} ({err})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping like '{{reparam: identity}}', got {text!r}")
+    return value
 
 
 def _cmd_train(args) -> int:

@@ -28,14 +28,16 @@ class RepGhostModule(nn.Module):
 
     Train form: ``cheap`` is a 3×3 depthwise conv + BN and ``fusion`` the identity branch chosen
     by ``reparam`` (a BN by default). Deploy form: both branches folded into ``cheap``, one
-    depthwise conv with bias; the primary 1×1 conv has its BN folded too.
+    depthwise conv with bias; the primary conv has its BN folded too. ``kernel_size`` and
+    ``stride`` belong to the primary conv (1×1, stride 1 in RepGhostNet; RepGhost-Res50 puts a
+    ResNet conv's k×k kernel and stride there).
     """
 
     def __init__(self, in_chs: int, out_chs: int, relu: bool = True, reparam: str = "bn",
-                 dw_size: int = 3, deploy: bool = False):
+                 dw_size: int = 3, deploy: bool = False, kernel_size: int = 1, stride: int = 1):
         super().__init__()
         self.out_chs = out_chs
-        self.primary_conv = ConvNormAct(in_chs, out_chs, 1, act=relu, deploy=deploy)
+        self.primary_conv = ConvNormAct(in_chs, out_chs, kernel_size, stride=stride, act=relu, deploy=deploy)
         self.cheap_operation = conv_bn(out_chs, out_chs, dw_size, groups=out_chs, deploy=deploy)
         self.fusion = None if deploy else _identity_branch(reparam, out_chs)
         self.act = nn.ReLU(inplace=True) if relu else nn.Identity()

@@ -1,6 +1,6 @@
 """Model families and the registry. Importing this package registers every model."""
 
-from . import ghostnet, mobiledet, repghostnet  # noqa: F401  (registration side effect)
+from . import ghostnet, mobiledet, repghostnet, resnet  # noqa: F401  (registration side effect)
 from .family import GhostFamilyFeatures, GhostFamilyNet
 from .registry import UnknownModelError, create_model, list_models, register_model
 

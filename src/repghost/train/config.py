@@ -36,6 +36,8 @@ def _f(default, help: str, **kw):
 class TrainConfig:
     # what to train
     model: str = _f("repghostnet_050", "model name (see `repghost models`)")
+    model_kwargs: dict = _f({}, "extra keyword arguments of the model builder, e.g. "
+                                "'{reparam: identity, shortcut: false}' (the paper's ablations)")
     data: str | None = _f(None, "ImageFolder root with train/ and val/; unset = built-in digits")
     num_classes: int | None = _f(None, "classes (default: from the data)", limit=COUNT)
     pretrained: str | None = _f(None, "initial weights: official, timm or repghost checkpoint; a classifier "

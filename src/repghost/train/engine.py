@@ -169,7 +169,7 @@ class Trainer:
         if len(raw["train"]) < global_batch:
             raise DataError(f"{len(raw['train'])} training images is less than one global batch ({global_batch})")
         _seed_all(cfg.seed)  # same initial weights on every rank
-        model = create_model(cfg.model, num_classes=self.num_classes, drop_rate=cfg.drop_rate)
+        model = create_model(cfg.model, num_classes=self.num_classes, drop_rate=cfg.drop_rate, **cfg.model_kwargs)
 
         self.run_dir = Path(resume).parent if resume else self._new_run_dir()
         _setup_logging(self.run_dir if self.dist.is_main else None, self.dist.is_main)

@@ -1,0 +1,132 @@
+"""`repghost study res50 | ablation | figure1 | concat-add`: the paper's experiments on this machine."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+def report(run: Callable, out_dir: str, **kwargs) -> int:
+    """Run a study, print its table and write its files; bad input → exit 2 before any work."""
+    from ..data import DataError
+    from ..study import format_report, write_report
+    from ..study.ablation import StudyInterrupted
+
+    try:
+        result = run(**kwargs)
+    except (ValueError, DataError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except StudyInterrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return 130
+    print(format_report(result))
+    paths = write_report(result, out_dir)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def _cmd_res50(args) -> int:
+    from ..study import res50
+
+    return report(res50.run, args.out, ratios=args.ratios, batch_sizes=args.batch, runtimes=args.runtimes,
+                  threads=args.threads, img_size=args.img_size, warmup=args.warmup, runs=args.runs,
+                  progress=_progress())
+
+
+def _cmd_ablation(args) -> int:
+    from ..study import ablation
+
+    overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size).items() if v is not None}
+    return report(ablation.run, args.out, out=args.out, data=args.data, width=args.width, seeds=args.seeds,
+                  variants=args.variants, recipe=args.recipe, runtime=args.runtime, latency_size=args.latency_size,
+                  threads=args.threads, warmup=args.warmup, runs=args.runs, progress=_progress(), **overrides)
+
+
+def _cmd_figure1(args) -> int:
+    from ..study import figure1
+
+    return report(figure1.run, args.out, runtime=args.runtime, threads=args.threads, img_size=args.img_size,
+                  warmup=args.warmup, runs=args.runs, models=args.models, progress=_progress())
+
+
+def _cmd_concat_add(args) -> int:
+    from ..study import concat_add
+
+    return report(concat_add.run, args.out, batch_sizes=args.batch, img_size=args.img_size, runs=args.runs,
+                  warmup=args.warmup, threads=args.threads, opt_level=args.ort_opt_level, progress=_progress())
+
+
+def _timing_args(p, warmup: int, runs: int, threads: bool = True) -> None:
+    if threads:
+        p.add_argument("--threads", type=int, default=1, help="compute threads (default 1)")
+    p.add_argument("--warmup", type=int, default=warmup, help=f"warm-up runs per model (default {warmup})")
+    p.add_argument("--runs", type=int, default=runs, help=f"timed rounds, models interleaved (default {runs})")
+    p.add_argument("--out", default="study-results", help="output directory (default study-results)")
+
+
+def add_study(sub) -> None:
+    from ..bench import RUNTIMES
+    from ..models.resnet import RATIOS
+    from ..study.ablation import VARIANTS
+
+    p = sub.add_parser("study", help="the paper's experiments on this machine (res50, ablation, figure1, concat-add)",
+                       description="Each study prints a Markdown table with the paper's claims answered, and "
+                                   "writes <study>.md, .json, .csv and a PNG to --out.")
+    studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
+
+    s = studies.add_parser("res50", help="Ghost-Res50 vs RepGhost-Res50: params, MACs, latency",
+                           description="Ghost-Res50 and RepGhost-Res50 at each ratio s, deploy form: params, MACs "
+                                       "and latency per runtime and batch size, and the paper's claim (RepGhost-"
+                                       "Res50 s=2 faster than Ghost-Res50 s=4: 22 %% MNN, 44 %% TensorRT b32).")
+    s.add_argument("--ratios", nargs="+", type=int, default=list(RATIOS), help="ratios s (default 2 4)")
+    s.add_argument("--batch", nargs="+", type=int, default=[1, 32], help="batch sizes (default 1 32)")
+    s.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"], choices=RUNTIMES,
+                   help="default: eager onnxruntime")
+    s.add_argument("--img-size", type=int, default=224, help="input size (default 224)")
+    _timing_args(s, warmup=3, runs=20)
+    s.set_defaults(func=_cmd_res50)
+
+    s = studies.add_parser("ablation", help="identity-branch and shortcut ablations, trained over seeds",
+                           description="Train RepGhostNet at --width once per variant and seed with the same "
+                                       "recipe (default: the built-in digits and its recipe), report mean ± std "
+                                       "top-1 and the deploy latency of each variant. Runs live in OUT/runs/; "
+                                       "running the same command again resumes and skips finished runs. "
+                                       f"Variants: {', '.join(VARIANTS)}.")
+    s.add_argument("--data", default=None, help="ImageFolder root with train/ and val/ (default: built-in digits)")
+    s.add_argument("--width", type=float, default=0.5, help="RepGhostNet width (default 0.5)")
+    s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    s.add_argument("--variants", nargs="+", default=list(VARIANTS), metavar="VARIANT",
+                   help=f"subset of: {', '.join(VARIANTS)} (default all)")
+    s.add_argument("--recipe", default=None, help="training recipe name or YAML (default: digits without --data, "
+                                                  "the model's ImageNet recipe with it)")
+    s.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    s.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
+    s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="latency runtime (default onnxruntime)")
+    s.add_argument("--latency-size", type=int, default=224, help="input size for latency (default 224)")
+    _timing_args(s, warmup=5, runs=30)
+    s.set_defaults(func=_cmd_ablation)
+
+    s = studies.add_parser("figure1", help="accuracy–latency figure: RepGhostNet, GhostNet, MobileNetV3",
+                           description="The paper's Fig. 1 with latency measured here (batch 1, deploy form) "
+                                       "against the paper's ImageNet top-1, beside the paper's phone latency; "
+                                       "answers the headline claims with the ratios measured here.")
+    s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="default onnxruntime")
+    s.add_argument("--img-size", type=int, default=224, help="input size (default 224)")
+    s.add_argument("--models", nargs="+", default=None, help="a subset of the figure's models (default all)")
+    _timing_args(s, warmup=5, runs=30)
+    s.set_defaults(func=_cmd_figure1)
+
+    s = studies.add_parser("concat-add", help="Concat vs Add operator time in GhostNet 1.0× (paper Fig. 1, 2)",
+                           description="Profile ghostnet_100 (Concat) and ghostnet_add_100 (Add) per operator with "
+                                       "onnxruntime at each batch size.")
+    s.add_argument("--batch", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32], help="default 1 2 4 8 16 32")
+    s.add_argument("--img-size", type=int, default=224, help="input size (default 224)")
+    s.add_argument("--ort-opt-level", default="basic", choices=("disable", "basic", "extended", "all"),
+                   help="onnxruntime graph optimization (default basic: keeps Concat/Add nodes)")
+    _timing_args(s, warmup=3, runs=10)
+    s.set_defaults(func=_cmd_concat_add)
