@@ -402,8 +402,9 @@ def _open_training_checkpoint(path: Path, state: dict, model_name, use_ema: bool
     _check_name(path, cfg["model"], model_name)
     if use_ema and "state_dict_ema" not in state:
         raise CheckpointError(f"{path} has no EMA weights (the run had ema_decay 0)")
-    kwargs = {**state.get("model_kwargs", {"num_classes": state["num_classes"], "drop_rate": cfg["drop_rate"]}),
-              **model_kwargs}
+    recorded = state.get("model_kwargs") or {"num_classes": state["num_classes"], "drop_rate": cfg["drop_rate"],
+                                             **cfg.get("model_kwargs", {})}
+    kwargs = {**recorded, **model_kwargs}
     model = create_model(cfg["model"], **kwargs)
     load_state_into(model, unwrap_state_dict(state, use_ema=use_ema), str(path))
     try:
