@@ -128,8 +128,9 @@ def test_unreadable_files_name_their_path(tmp_path):
     ann_file, img_dir = write_dataset(tmp_path, [image(1), image(2)], [ann(1, 1, [1, 1, 5, 5])])
     (img_dir / "2.png").write_bytes(b"not a png")
     dataset = CocoDetection(ann_file, img_dir)
-    with pytest.raises(DetectionDataError, match=r"cannot read image .*2\.png"):
-        dataset[1]
+    with pytest.raises(OSError, match=r"cannot read image .*2\.png"):
+        dataset.load_image(2)
+    assert dataset[1] == (None, str(img_dir / "2.png"))   # skipped by the loaders, its path reported
     Image.new("RGB", (10, 10)).save(img_dir / "2.png")
     with pytest.raises(DetectionDataError, match=r"2\.png is 10x10 but .* says 32x24"):
         dataset[1]
