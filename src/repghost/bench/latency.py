@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..deploy.edge import EDGE_RUNTIMES, edge_runtime
 from ..profile import profile
 from .models import ModelSpec
 from .runtimes import RUNTIMES, make_runner
@@ -65,6 +66,8 @@ def environment() -> dict:
     import onnxruntime
     import timm
 
+    from ..deploy.edge import edge_versions
+
     cpu = platform.processor()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -73,7 +76,7 @@ def environment() -> dict:
         pass
     return dict(date=time.strftime("%Y-%m-%d %H:%M"), cpu=cpu, logical_cpus=os.cpu_count(),
                 python=platform.python_version(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
-                timm=timm.__version__, platform=platform.platform())
+                timm=timm.__version__, platform=platform.platform(), **edge_versions())
 
 
 def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, progress: bool, desc: str):
@@ -97,6 +100,8 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
     for runtime in config.runtimes:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be among {RUNTIMES}, got {runtime!r}")
+        if runtime in EDGE_RUNTIMES:  # a missing one is the user's to install, not a result per model
+            edge_runtime(runtime).require(export=True)
     specs = [ModelSpec.parse(m) for m in config.models]
     device = torch.device(config.device)
     models = {s.label: s.build(config.num_classes) for s in specs}

@@ -30,8 +30,13 @@ def _cmd_bench(args) -> int:
         config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
                              batch_sizes=args.batch, img_sizes=args.img_size, warmup=args.warmup, runs=args.runs,
                              device=args.device)
+        from ..deploy.edge import MissingRuntimeError
+
         try:
             results = run_benchmark(config)
+        except MissingRuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         except ValueError as err:  # bad spec / runtime / unknown model
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -51,10 +56,12 @@ def add_bench(sub) -> None:
                                    "--out. MODEL is [SOURCE:]NAME[@FORM]: SOURCE repghost (default) | timm | "
                                    "torchvision, FORM train (default) | deploy; e.g. repghostnet_100@deploy "
                                    "timm:ghostnet_100 timm:repghostnet_100@deploy torchvision:mobilenet_v3_large. "
-                                   "--concat-vs-add runs the paper's Fig. 1/2 study instead.")
+                                   "Edge runtimes (mnn ncnn openvino litert; CPU, fp32) need their extras, e.g. "
+                                   "pip install 'repghost[edge]'; each export is checked against PyTorch before "
+                                   "it is timed. --concat-vs-add runs the paper's Fig. 1/2 study instead.")
     p.add_argument("models", nargs="*", metavar="MODEL", help="model specs (see above)")
     p.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"], choices=RUNTIMES,
-                   help="default: eager onnxruntime")
+                   help="default: eager onnxruntime; also channels_last torchscript compile mnn ncnn openvino litert")
     p.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts (default 1)")
     p.add_argument("--batch", nargs="+", type=int, default=[1], help="batch sizes (default 1)")
     p.add_argument("--img-size", nargs="+", type=int, default=[224], help="input sizes (default 224)")

@@ -52,22 +52,29 @@ def _cmd_export(args) -> int:
 
 def add_export(sub) -> None:
     from ..deploy import DEFAULT_RECIPE
+    from ..deploy.pipeline import FORMATS
 
-    p = sub.add_parser("export", help="export a model to ONNX (optionally int8) or TorchScript",
+    p = sub.add_parser("export", help="export a model to ONNX (optionally int8), TorchScript, MNN, ncnn, OpenVINO "
+                                      "or LiteRT",
                        description="Export the deploy form of a checkpoint (or of a registered model with random "
-                                   "weights) to ONNX — opset >= 17, dynamic batch axis, input 'input', output "
-                                   "'logits' — then run it with onnxruntime and compare with PyTorch (fails above "
-                                   "tolerance). --int8 adds a statically quantized model and reports its top-1 "
-                                   "change against fp32 on held-out images.")
+                                   "weights), run the exported model with its own runtime on random input and "
+                                   "compare with PyTorch: above tolerance it fails and removes the file(s). "
+                                   "onnx: opset >= 17, dynamic batch axis, input 'input', output 'logits', checked "
+                                   "with onnxruntime; --int8 adds a statically quantized model and reports its "
+                                   "top-1 change against fp32 on held-out images. Edge runtimes (static input "
+                                   "1x3xSIZExSIZE, fp32): mnn -> OUT.mnn; ncnn -> OUT (.param graph) + OUT with "
+                                   "suffix .bin, e.g. model.ncnn.param + model.ncnn.bin; openvino -> OUT.xml + "
+                                   "OUT.bin; litert -> OUT.tflite. Each needs its extra: pip install "
+                                   "'repghost[mnn]' (or ncnn, openvino, litert; edge for all).")
     p.add_argument("source", help="checkpoint path, or a model name such as repghostnet_100")
-    p.add_argument("out", help="output file (.onnx or .pt)")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("out", help="output file (.onnx, .pt, .mnn, .ncnn.param, .xml or .tflite)")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     p.add_argument("--img-size", type=int, default=224, help="example input size (default 224)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
     p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo", help="torch.onnx exporter")
     p.add_argument("--model", help="model name, for checkpoints without repghost metadata")
     p.add_argument("--num-classes", type=int, help="classes of a model built by name (default 1000)")
-    q = p.add_argument_group("int8")
+    q = p.add_argument_group("int8 (onnx only)")
     q.add_argument("--int8", action="store_true", help="also write OUT with suffix .int8.onnx")
     q.add_argument("--recipe", default=DEFAULT_RECIPE,
                    help=f"FORMAT[-nodw][-sSTRIDE], FORMAT qdq|qop (default {DEFAULT_RECIPE}: int8 from stride 16 on)")
@@ -75,4 +82,3 @@ def add_export(sub) -> None:
     q.add_argument("--num-calib", type=int, default=64, help="calibration images (default 64)")
     q.add_argument("--num-held-out", type=int, default=256, help="held-out images for the top-1 check (default 256)")
     p.set_defaults(func=_cmd_export)
-

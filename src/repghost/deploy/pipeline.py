@@ -19,14 +19,20 @@ from ..reparam import check_equivalence, is_deploy, reparameterize
 from .calib import load_split
 from .conversion import RTOL as REPARAM_RTOL
 from .conversion import ConvertError, load_any
+from .edge import EDGE_RUNTIMES, edge_runtime
 from .onnx_export import RTOL, Comparison, ExportError, compare_onnx, export_onnx, export_torchscript, op_counts
 from .quantize import DEFAULT_RECIPE, Int8Report, compare_int8, quantize
+
+#: ``repghost export --format`` choices: ONNX, TorchScript and every edge runtime.
+FORMATS = ("onnx", "torchscript", *EDGE_RUNTIMES)
 
 
 @dataclass
 class ExportReport:
     path: Path
     comparison: Comparison | None = None
+    runtime_version: str = ""
+    files: list[Path] = field(default_factory=list)
     ops: dict[str, int] = field(default_factory=dict)
     int8_path: Path | None = None
     int8: Int8Report | None = None
@@ -55,18 +61,24 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
            exporter: str = "dynamo", int8: bool = False, recipe: str = DEFAULT_RECIPE, calib: str = "digits",
            num_calib: int = 64, num_held_out: int = 256, model_name: str | None = None,
            num_classes: int | None = None, rtol: float = RTOL, log: Callable[[str], None] = print) -> ExportReport:
-    """Export ``source`` to ``out`` (ONNX or TorchScript), check it, optionally quantize to int8.
+    """Export ``source`` to ``out`` (ONNX, TorchScript or an edge runtime's format), check it,
+    optionally quantize to int8.
 
-    Raises :class:`ExportError` when the ONNX output differs from PyTorch beyond ``rtol`` (the file
-    is removed then), or when the graph of a RepGhostNet still holds BatchNormalization or Concat.
+    Raises :class:`ExportError` when the exported model's output differs from PyTorch beyond
+    ``rtol`` (the file is removed then), when the graph of a RepGhostNet still holds
+    BatchNormalization or Concat, and — before any work — when an edge runtime is not installed.
     """
-    if fmt not in ("onnx", "torchscript"):
-        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if int8 and fmt != "onnx":
         raise ValueError("--int8 quantizes the ONNX model; use --format onnx")
+    if fmt in EDGE_RUNTIMES:
+        edge_runtime(fmt).require(export=True)
     model = deploy_model(source, model_name, num_classes, img_size, log)
     out = Path(out)
     size = (1, 3, img_size, img_size)
+    if fmt in EDGE_RUNTIMES:
+        return export_edge(model, out, fmt, size, rtol, log)
     if fmt == "torchscript":
         path = export_torchscript(model, out, size)
         log(f"wrote {path} (traced, frozen)")
@@ -90,4 +102,24 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
         report.int8 = compare_int8(path, report.int8_path, split, recipe)
         log(f"wrote {report.int8_path}: calibrated on {len(split.calib)} images from {calib}")
         log(str(report.int8))
+    return report
+
+
+def export_edge(model: nn.Module, out: Path, runtime: str, input_size: tuple[int, ...], rtol: float = RTOL,
+                log: Callable[[str], None] = print) -> ExportReport:
+    """Export the deploy ``model`` for an edge ``runtime``, run it there on random input and compare
+    with PyTorch; above ``rtol`` every file it wrote is removed and :class:`ExportError` raised."""
+    rt = edge_runtime(runtime)
+    path = rt.export(model, out, input_size)
+    report = ExportReport(path, runtime_version=rt.version(), files=rt.files(path))
+    try:
+        report.comparison = rt.check(path, model, input_size, rtol=rtol)
+    except ExportError as err:
+        rt.remove(path)
+        raise ExportError(f"{err}; file removed") from err
+    log(f"wrote {', '.join(str(f) for f in report.files)} (static input {'x'.join(map(str, input_size))})")
+    log(f"{rt.label} ({report.runtime_version}) vs PyTorch (batch {input_size[0]}): {report.comparison}")
+    if not report.comparison.ok:
+        rt.remove(path)
+        raise ExportError(f"{rt.label} output differs from PyTorch: {report.comparison}; file removed")
     return report

@@ -1,0 +1,149 @@
+"""What every edge runtime module implements, and what they share.
+
+A runtime is one :class:`EdgeRuntime` subclass: ``export(model, path, input_size) -> path`` writes
+the runtime's file(s) from a deploy-form model, ``runner(path, threads) -> callable`` loads them
+and returns ``f(images) -> logits`` (NCHW float32 in, ``(N, classes)`` out), and the shared
+``check(path, model) -> Comparison`` runs that callable on random input against PyTorch with the
+tolerance policy of the ONNX export. The runtimes are optional dependencies: ``require`` turns a
+missing one into a one-line message naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..onnx_export import RTOL, Comparison, ExportError, export_onnx
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+class MissingRuntimeError(ExportError):
+    """An edge runtime (or its converter) is not installed; the message names the extra."""
+
+
+class Captured:
+    """What a converter or runtime printed while :func:`captured_output` was active."""
+
+    def __init__(self):
+        self.text = ""
+
+    def tail(self, lines: int = 5) -> str:
+        return " | ".join(line.strip() for line in self.text.strip().splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def captured_output() -> Iterator[Captured]:
+    """Collect everything printed to stdout / stderr — by Python and by C++ code writing to the file
+    descriptors directly (MNN, pnnx, the LiteRT converter) — so the CLI's output stays ours; the
+    text is kept for error messages."""
+    captured = Captured()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    python_level = io.StringIO()
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(python_level), contextlib.redirect_stderr(python_level):
+                yield captured
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            captured.text = sink.read().decode(errors="replace") + python_level.getvalue()
+
+
+class EdgeRuntime:
+    """One edge runtime. Subclasses set the class attributes and implement :meth:`export` and
+    :meth:`runner`."""
+
+    name: str = ""            # the --format / --runtimes choice
+    label: str = ""           # how reports name it
+    extra: str = ""           # pip install 'repghost[EXTRA]'
+    suffix: str = ""          # the usual file suffix of OUT
+    run_modules: tuple[str, ...] = ()      # what running an exported file imports
+    export_modules: tuple[str, ...] = ()   # what exporting additionally imports (converters)
+    distributions: tuple[str, ...] = ()    # the packages whose versions a report names
+
+    def require(self, export: bool = False) -> None:
+        """Raise :class:`MissingRuntimeError` when the runtime (or, for ``export``, its converter)
+        cannot be imported."""
+        for module in self.run_modules + (self.export_modules if export else ()):
+            try:
+                with captured_output():  # MNN prints its CPU features on import
+                    importlib.import_module(module)
+            except ImportError as err:
+                raise MissingRuntimeError(
+                    f"{self.label} is not installed ({module}: {err}); install it with: "
+                    f"pip install 'repghost[{self.extra}]'") from None
+
+    def version(self) -> str:
+        """``"pkg X.Y, pkg2 Z"`` for the installed packages of this runtime."""
+        found = []
+        for dist in self.distributions:
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                found.append(f"{dist} {metadata.version(dist)}")
+        return ", ".join(found) or "not installed"
+
+    def files(self, path: str | os.PathLike) -> list[Path]:
+        """Every file an export to ``path`` writes (a graph file may come with a weights file)."""
+        return [Path(path)]
+
+    def remove(self, path: str | os.PathLike) -> None:
+        for file in self.files(path):
+            file.unlink(missing_ok=True)
+
+    def export(self, model: nn.Module, path: str | os.PathLike,
+               input_size: Sequence[int] = (1, 3, 224, 224)) -> Path:
+        """Write the deploy-form ``model`` for this runtime with a static ``input_size``; return ``path``."""
+        raise NotImplementedError
+
+    def runner(self, path: str | os.PathLike, threads: int = 1) -> Runner:
+        """Load the exported file(s) for ``threads`` CPU threads; ``f(images) -> logits``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def check(self, path: str | os.PathLike, model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224),
+              rtol: float = RTOL, seed: int = 0) -> Comparison:
+        """Run the exported file and ``model`` on the same random input; the max error. A file the
+        runtime cannot load raises :class:`ExportError`."""
+        x = torch.randn(tuple(input_size), generator=torch.Generator().manual_seed(seed))
+        expected = model.eval()(x).numpy()
+        try:
+            got = self.runner(path)(x.numpy())
+        except ExportError:
+            raise
+        except Exception as err:  # each runtime raises its own types for an unreadable file
+            raise ExportError(f"{self.label} cannot run {path}: {type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[-1][:200] if str(err).strip() else ''}") from err
+        if got.shape != expected.shape:
+            raise ExportError(f"{self.label} output shape {got.shape} differs from PyTorch {expected.shape}")
+        return Comparison(max_abs=float(np.abs(got - expected).max()), scale=float(np.abs(expected).max()),
+                          rtol=rtol)
+
+
+def static_onnx(model: nn.Module, directory: str | os.PathLike, input_size: Sequence[int]) -> Path:
+    """An ONNX file of ``model`` with a static input shape, the input of the ONNX-based converters
+    (torch's dynamo exporter; the legacy one for models dynamo cannot trace)."""
+    path = Path(directory) / "model.onnx"
+    try:
+        return export_onnx(model, path, input_size, dynamic_batch=False)
+    except ExportError:
+        return export_onnx(model, path, input_size, dynamic_batch=False, exporter="legacy")
