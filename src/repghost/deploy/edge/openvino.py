@@ -1,6 +1,8 @@
 """OpenVINO (Intel).
 
-Export: the static-shape ONNX file → ``openvino.convert_model`` → IR: ``OUT`` (the ``.xml`` graph)
+Export: the static-shape ONNX file, read by the runtime's own ONNX frontend (``Core.read_model``;
+the ``ovc`` / ``convert_model`` path would also send usage telemetry from a forked process) → IR:
+``OUT`` (the ``.xml`` graph)
 and ``OUT`` with suffix ``.bin`` (weights, fp32: ``serialize`` writes the model as it is, without
 ``save_model``'s fp16 compression). Run: the CPU plugin with ``INFERENCE_PRECISION_HINT f32``
 (on CPUs with bf16 support the plugin's default is bf16, which would neither match PyTorch nor
@@ -47,7 +49,7 @@ class OpenVINORuntime(EdgeRuntime):
             ir_xml, ir_bin = Path(tmp) / "model.xml", Path(tmp) / "model.bin"  # OpenVINO insists on .xml
             with captured_output() as log:
                 try:
-                    ov.serialize(ov.convert_model(str(onnx_path)), str(ir_xml), str(ir_bin))
+                    ov.serialize(ov.Core().read_model(str(onnx_path)), str(ir_xml), str(ir_bin))
                 except Exception as err:
                     raise ExportError(f"OpenVINO conversion failed: {type(err).__name__}: {err} {log.tail()}") from err
             shutil.move(ir_xml, staged_xml)

@@ -1,0 +1,90 @@
+"""RepGhostNet vs GhostNet on the edge runtimes: batch 1, 224², 1 thread, fp32.
+
+Models: our RepGhostNet 0.5× / 1.0× / 1.3× and GhostNet 0.5× / 1.0× / 1.3× (deploy form), timm's
+MobileNetV3-Large 1.0×, and timm's ``repghostnet_100`` re-parameterized by its own
+``reparameterize_model`` (the reference our deploy export must not lose to). Runtimes: PyTorch
+eager, onnxruntime, MNN, ncnn, OpenVINO, LiteRT (each export checked against PyTorch first). The
+whole benchmark runs ``--repeats`` times (fresh exports each time); per run it reports the
+RepGhostNet / GhostNet latency ratio per runtime next to the paper's (MNN on an ARM phone, 1.0×:
+62.2 / 74.5 ms = 0.83), the fastest runtime for RepGhostNet, and ours / timm's repghostnet_100.
+Writes results/edge_runtimes.{json,csv,md,png} (last run's table) and edge_runtimes_summary.json.
+
+    python benchmarks/edge_runtimes.py [--runs 60] [--repeats 2] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from repghost.bench import BenchConfig, format_table, run_benchmark, write_results
+
+WIDTHS = ("050", "100", "130")
+MODELS = ([f"repghostnet_{w}@deploy" for w in WIDTHS] + [f"ghostnet_{w}@deploy" for w in WIDTHS]
+          + ["timm:mobilenetv3_large_100", "timm:repghostnet_100@deploy"])
+RUNTIMES = ["eager", "onnxruntime", "mnn", "ncnn", "openvino", "litert"]
+#: The paper's MNN latencies on an ARM phone at 1.0× (ms) and their ratio.
+PAPER_MNN_MS = {"repghostnet_100": 62.2, "ghostnet_100": 74.5}
+
+
+def medians(results) -> dict[tuple[str, str], float]:
+    return {(r.model, r.runtime): r.median_ms for r in results if r.median_ms is not None}
+
+
+def summarize(results) -> dict:
+    """The ratios the issue asks for, from one interleaved run."""
+    m = medians(results)
+    ratios = {rt: {w: m[(f"repghostnet_{w}", rt)] / m[(f"ghostnet_{w}", rt)] for w in WIDTHS
+                   if (f"repghostnet_{w}", rt) in m and (f"ghostnet_{w}", rt) in m} for rt in RUNTIMES}
+    vs_timm = {rt: m[("repghostnet_100", rt)] / m[("timm:repghostnet_100", rt)] for rt in RUNTIMES
+               if ("repghostnet_100", rt) in m and ("timm:repghostnet_100", rt) in m}
+    fastest = {f"repghostnet_{w}": min((m[(f"repghostnet_{w}", rt)], rt) for rt in RUNTIMES
+                                       if (f"repghostnet_{w}", rt) in m)[1] for w in WIDTHS}
+    errors = {f"{r.model} / {r.runtime}": r.error for r in results if r.error}
+    return dict(repghost_over_ghost=ratios, ours_over_timm_repghostnet_100=vs_timm, fastest_runtime=fastest,
+                medians_ms={f"{k[0]} / {k[1]}": v for k, v in m.items()}, errors=errors)
+
+
+def print_summary(runs: list[dict]) -> None:
+    paper = PAPER_MNN_MS["repghostnet_100"] / PAPER_MNN_MS["ghostnet_100"]
+    print(f"\nRepGhostNet / GhostNet latency (paper, MNN on an ARM phone, 1.0x: {paper:.2f}); one value per run")
+    for rt in RUNTIMES:
+        cells = [", ".join(f"{run['repghost_over_ghost'][rt].get(w, float('nan')):.2f}" for run in runs)
+                 for w in WIDTHS]
+        print(f"  {rt:12s} " + "  ".join(f"{w[0]}.{w[1:]}x: {c}" for w, c in zip(WIDTHS, cells, strict=True)))
+    print("ours (deploy export) / timm reparameterized repghostnet_100, per run:")
+    for rt in RUNTIMES:
+        print(f"  {rt:12s} " + ", ".join(f"{run['ours_over_timm_repghostnet_100'].get(rt, float('nan')):.3f}"
+                                         for run in runs))
+    print("fastest runtime for RepGhostNet, per run:", [run["fastest_runtime"] for run in runs])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=60, help="timed rounds per run")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=2, help="independent runs (fresh exports each)")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    config = BenchConfig(models=MODELS, runtimes=RUNTIMES, threads=[1], batch_sizes=[1], img_sizes=[224],
+                         warmup=args.warmup, runs=args.runs, progress=False)
+    runs, all_results = [], []
+    for repeat in range(args.repeats):
+        results = run_benchmark(config)
+        print(f"\nrun {repeat + 1} of {args.repeats}\n" + format_table(results), flush=True)
+        runs.append(summarize(results))
+        all_results.append(results)
+    print_summary(runs)
+    spread = {key: dict(min=min(r["medians_ms"][key] for r in runs), max=max(r["medians_ms"][key] for r in runs),
+                        median=statistics.median(r["medians_ms"][key] for r in runs))
+              for key in runs[0]["medians_ms"] if all(key in r["medians_ms"] for r in runs)}
+    paths = write_results(all_results[-1], args.out, config, name="edge_runtimes")
+    summary = Path(args.out) / "edge_runtimes_summary.json"
+    summary.write_text(json.dumps(dict(paper_mnn_ms=PAPER_MNN_MS, runs=runs, spread_ms=spread), indent=1))
+    print("wrote", ", ".join(map(str, [*paths.values(), summary])))
+
+
+if __name__ == "__main__":
+    main()
