@@ -126,6 +126,13 @@ def test_missing_extra_names_the_extra(tmp_path, monkeypatch, capsys, runtime):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bench_keeps_each_runtime_in_its_own_files(tmp_path):
+    from repghost.bench.runtimes import edge_export_path
+
+    files = [f for name, rt in EDGE_RUNTIMES.items() for f in rt.files(edge_export_path(tmp_path / "m.onnx", name, 1))]
+    assert len(set(files)) == len(files) == 6 and tmp_path / "m.onnx" not in files
+
+
 def test_int8_is_refused_for_edge_formats(tmp_path, capsys):
     assert main(["export", "repghostnet_050", str(tmp_path / "m.mnn"), "--format", "mnn", "--int8"]) == 1
     assert "--format onnx" in capsys.readouterr().err

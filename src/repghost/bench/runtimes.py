@@ -102,6 +102,13 @@ def _onnxruntime_runner(model, x, threads, device, path):
     return lambda: sess.run(None, feed)
 
 
+def edge_export_path(onnx_path: str | Path, runtime: str, batch: int) -> Path:
+    """Where the benchmark keeps ``runtime``'s static-shape export beside the ONNX cache file
+    (distinct for every runtime, weights files included)."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(f"{onnx_path.stem}_b{batch}{edge_runtime(runtime).suffix}")
+
+
 def _edge_runner(model, runtime, x, threads, device, onnx_path):
     from ..deploy.onnx_export import ExportError
 
@@ -109,7 +116,7 @@ def _edge_runner(model, runtime, x, threads, device, onnx_path):
         raise ValueError(f"{runtime} runs on the CPU here, not {device}")
     rt = edge_runtime(runtime)
     base = Path(onnx_path) if onnx_path else Path(tempfile.mkdtemp(prefix="repghost-bench-")) / "model.onnx"
-    path = base.with_name(f"{base.stem}_b{x.shape[0]}{rt.suffix}")
+    path = edge_export_path(base, runtime, x.shape[0])
     model = copy.deepcopy(model).cpu().eval()
     if not path.is_file():
         rt.export(model, path, tuple(x.shape))

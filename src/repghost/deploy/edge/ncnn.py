@@ -28,7 +28,7 @@ class NCNNRuntime(EdgeRuntime):
     name = "ncnn"
     label = "ncnn"
     extra = "ncnn"
-    suffix = ".param"
+    suffix = ".ncnn.param"
     run_modules = ("ncnn",)
     export_modules = ("pnnx",)
     distributions = ("ncnn", "pnnx")
