@@ -44,6 +44,9 @@ class Result:
     macs_m: float
     paper_top1: float | None
     error: str = ""
+    #: median process CPU time per call (all threads of this process): on a busy machine, the work
+    #: a call did without the waits other jobs impose on its wall time.
+    cpu_ms: float | None = None
 
 
 @dataclass
@@ -79,8 +82,12 @@ def environment() -> dict:
                 timm=timm.__version__, platform=platform.platform(), **edge_versions())
 
 
-def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, progress: bool, desc: str):
+def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, progress: bool, desc: str,
+                      cpu_times: dict | None = None):
+    """Wall times (ms) per runner; ``cpu_times``, when given, receives the process CPU times too."""
     times = {key: [] for key in runners}
+    cpu = cpu_times if cpu_times is not None else {}
+    cpu.update({key: [] for key in runners})
     for run in runners.values():
         for _ in range(warmup):
             run()
@@ -88,9 +95,10 @@ def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, prog
     for round_ in tqdm(range(runs), desc=desc, disable=not progress, leave=False):
         shift = round_ % len(keys)
         for key in keys[shift:] + keys[:shift]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             runners[key]()
             times[key].append((time.perf_counter() - start) * 1e3)
+            cpu[key].append((time.process_time() - start_cpu) * 1e3)
     return times
 
 
@@ -124,7 +132,8 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
                             runners.pop(key, None)
                             errors[key] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
                 desc = f"{threads} thread(s), batch {batch}, {size}²"
-                times = _time_interleaved(runners, config.warmup, config.runs, config.progress, desc)
+                cpu_times: dict = {}
+                times = _time_interleaved(runners, config.warmup, config.runs, config.progress, desc, cpu_times)
                 for spec in specs:
                     for runtime in config.runtimes:
                         key, cost = (spec.label, runtime), costs[spec.label]
@@ -135,7 +144,8 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
                             median_ms=float(np.median(t)) if t else None,
                             p90_ms=float(np.percentile(t, 90)) if t else None, runs=len(t or []),
                             params_m=cost.params / 1e6, macs_m=cost.macs / 1e6, paper_top1=spec.paper_top1,
-                            error=errors.get(key, "")))
+                            error=errors.get(key, ""),
+                            cpu_ms=float(np.median(cpu_times[key])) if t else None))
     return results
 
 
