@@ -126,6 +126,22 @@ def test_missing_extra_names_the_extra(tmp_path, monkeypatch, capsys, runtime):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_openvino_int8_with_nncf_reports_the_top1_change(tmp_path, capsys):
+    rt = _require("openvino")
+    pytest.importorskip("nncf")
+    model = randomize_bn(repghost.create_model("repghostnet_050", num_classes=10)).eval()
+    ckpt = repghost.save_checkpoint(model, tmp_path / "train.safetensors")
+    out = tmp_path / "m.xml"
+    assert main(["export", str(ckpt), str(out), "--format", "openvino", "--int8", "--img-size", "32",
+                 "--num-calib", "8", "--num-held-out", "24"]) == 0
+    text = capsys.readouterr().out
+    assert "int8 (NNCF) top-1 agrees with fp32" in text and "change" in text and "points" in text
+    int8 = tmp_path / "m.int8.xml"
+    assert 'type="FakeQuantize"' in int8.read_text() and 'type="FakeQuantize"' not in out.read_text()
+    logits = rt.runner(int8)(torch.randn(1, 3, 32, 32).numpy())
+    assert logits.shape == (1, 10) and bool(torch.isfinite(torch.from_numpy(logits)).all())
+
+
 def test_bench_keeps_each_runtime_in_its_own_files(tmp_path):
     from repghost.bench.runtimes import edge_export_path
 
@@ -147,4 +163,4 @@ def test_bench_times_an_edge_runtime(tmp_path, capsys, runtime="mnn"):
     data = json.loads((out / "latency.json").read_text())
     assert data["environment"][runtime] == rt.version()
     row = next(r for r in data["results"] if r["runtime"] == runtime)
-    assert row["error"] == "" and row["runs"] == 3 and row["median_ms"] > 0
+    assert row["error"] == "" and row["runs"] == 3 and row["median_ms"] > 0 and row["cpu_ms"] > 0

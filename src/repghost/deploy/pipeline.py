@@ -21,7 +21,7 @@ from .conversion import RTOL as REPARAM_RTOL
 from .conversion import ConvertError, load_any
 from .edge import EDGE_RUNTIMES, edge_runtime
 from .onnx_export import RTOL, Comparison, ExportError, compare_onnx, export_onnx, export_torchscript, op_counts
-from .quantize import DEFAULT_RECIPE, Int8Report, compare_int8, quantize
+from .quantize import DEFAULT_RECIPE, Int8Report, compare_int8, int8_report, quantize
 
 #: ``repghost export --format`` choices: ONNX, TorchScript and every edge runtime.
 FORMATS = ("onnx", "torchscript", *EDGE_RUNTIMES)
@@ -70,15 +70,26 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    if int8 and fmt != "onnx":
-        raise ValueError("--int8 quantizes the ONNX model; use --format onnx")
+    if int8 and fmt != "onnx" and not (fmt in EDGE_RUNTIMES and edge_runtime(fmt).int8_tool):
+        int8_formats = ["onnx", *(name for name, rt in EDGE_RUNTIMES.items() if rt.int8_tool)]
+        raise ValueError(f"--int8 is available for --format {' / '.join(int8_formats)}, not {fmt}")
     if fmt in EDGE_RUNTIMES:
         edge_runtime(fmt).require(export=True)
     model = deploy_model(source, model_name, num_classes, img_size, log)
     out = Path(out)
     size = (1, 3, img_size, img_size)
     if fmt in EDGE_RUNTIMES:
-        return export_edge(model, out, fmt, size, rtol, log)
+        report = export_edge(model, out, fmt, size, rtol, log)
+        if int8:
+            rt = edge_runtime(fmt)
+            split = load_split(calib, num_calib, num_held_out, img_size)
+            report.int8_path = rt.quantize(report.path, rt.int8_path(report.path), split.calib)
+            fp32, quantized = rt.predict(report.path, split.held_out), rt.predict(report.int8_path, split.held_out)
+            report.int8 = int8_report(fp32, quantized, split, rt.int8_tool, getattr(model, "num_classes", -1))
+            log(f"wrote {', '.join(map(str, rt.files(report.int8_path)))}: {rt.int8_tool}, calibrated on "
+                f"{len(split.calib)} images from {calib}")
+            log(str(report.int8))
+        return report
     if fmt == "torchscript":
         path = export_torchscript(model, out, size)
         log(f"wrote {path} (traced, frozen)")

@@ -168,6 +168,11 @@ def compare_int8(fp32_path, int8_path, split: ImageSplit, recipe: str = DEFAULT_
     the labels when the model has as many classes as the data."""
     fp32, int8 = _predict(fp32_path, split.held_out), _predict(int8_path, split.held_out)
     num_outputs = session(fp32_path).get_outputs()[0].shape[-1]
+    return int8_report(fp32, int8, split, recipe, num_outputs)
+
+
+def int8_report(fp32: np.ndarray, int8: np.ndarray, split: ImageSplit, recipe: str, num_outputs: int) -> Int8Report:
+    """The report from the fp32 and int8 top-1 predictions on ``split.held_out`` (any runtime)."""
     labelled = num_outputs == split.num_classes
     return Int8Report(
         recipe=recipe, agreement=float((fp32 == int8).mean()),

@@ -81,6 +81,7 @@ class EdgeRuntime:
     run_modules: tuple[str, ...] = ()      # what running an exported file imports
     export_modules: tuple[str, ...] = ()   # what exporting additionally imports (converters)
     distributions: tuple[str, ...] = ()    # the packages whose versions a report names
+    int8_tool: str = ""       # the runtime's own int8 quantizer, where one is wired in (see quantize)
 
     def require(self, export: bool = False) -> None:
         """Raise :class:`MissingRuntimeError` when the runtime (or, for ``export``, its converter)
@@ -118,6 +119,21 @@ class EdgeRuntime:
     def runner(self, path: str | os.PathLike, threads: int = 1) -> Runner:
         """Load the exported file(s) for ``threads`` CPU threads; ``f(images) -> logits``."""
         raise NotImplementedError
+
+    def int8_path(self, path: str | os.PathLike) -> Path:
+        """Where the int8 model of the export at ``path`` goes: ``NAME.int8SUFFIX`` beside it."""
+        path = Path(path)
+        return path.with_name(path.name[: -len(self.suffix)] + ".int8" + self.suffix) if path.name.endswith(
+            self.suffix) else path.with_name(path.stem + ".int8" + path.suffix)
+
+    def quantize(self, path: str | os.PathLike, out: str | os.PathLike, calib_images: np.ndarray) -> Path:
+        """Write an int8 model of the fp32 export at ``path`` to ``out``, calibrated on ``calib_images``."""
+        raise ValueError(f"int8 for {self.label} is not available (only onnx and openvino)")
+
+    def predict(self, path: str | os.PathLike, images: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Top-1 class of each image, one image at a time (the exports have a static batch of 1)."""
+        run = self.runner(path, threads)
+        return np.array([int(run(image[None]).argmax()) for image in images])
 
     @torch.no_grad()
     def check(self, path: str | os.PathLike, model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224),
