@@ -81,14 +81,7 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
     if fmt in EDGE_RUNTIMES:
         report = export_edge(model, out, fmt, size, rtol, log)
         if int8:
-            rt = edge_runtime(fmt)
-            split = load_split(calib, num_calib, num_held_out, img_size)
-            report.int8_path = rt.quantize(report.path, rt.int8_path(report.path), split.calib)
-            fp32, quantized = rt.predict(report.path, split.held_out), rt.predict(report.int8_path, split.held_out)
-            report.int8 = int8_report(fp32, quantized, split, rt.int8_tool, getattr(model, "num_classes", -1))
-            log(f"wrote {', '.join(map(str, rt.files(report.int8_path)))}: {rt.int8_tool}, calibrated on "
-                f"{len(split.calib)} images from {calib}")
-            log(str(report.int8))
+            quantize_edge(report, model, fmt, load_split(calib, num_calib, num_held_out, img_size), calib, log)
         return report
     if fmt == "torchscript":
         path = export_torchscript(model, out, size)
@@ -133,4 +126,18 @@ def export_edge(model: nn.Module, out: Path, runtime: str, input_size: tuple[int
     if not report.comparison.ok:
         rt.remove(path)
         raise ExportError(f"{rt.label} output differs from PyTorch: {report.comparison}; file removed")
+    return report
+
+
+def quantize_edge(report: ExportReport, model: nn.Module, runtime: str, split, calib: str,
+                  log: Callable[[str], None] = print) -> ExportReport:
+    """int8 by the runtime's own tool, calibrated on ``split.calib``; the top-1 change on
+    ``split.held_out`` as for onnxruntime's int8."""
+    rt = edge_runtime(runtime)
+    report.int8_path = rt.quantize(report.path, rt.int8_path(report.path), split.calib)
+    fp32, quantized = rt.predict(report.path, split.held_out), rt.predict(report.int8_path, split.held_out)
+    report.int8 = int8_report(fp32, quantized, split, rt.int8_tool, getattr(model, "num_classes", -1))
+    log(f"wrote {', '.join(map(str, rt.files(report.int8_path)))}: {rt.int8_tool}, calibrated on "
+        f"{len(split.calib)} images from {calib}")
+    log(str(report.int8))
     return report
