@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import io
 import os
 import sys
@@ -87,13 +88,14 @@ class EdgeRuntime:
         """Raise :class:`MissingRuntimeError` when the runtime (or, for ``export``, its converter)
         cannot be imported."""
         for module in self.run_modules + (self.export_modules if export else ()):
+            # find_spec, not import: importing is slow for some (litert_torch loads JAX and transformers)
             try:
-                with captured_output():  # MNN prints its CPU features on import
-                    importlib.import_module(module)
-            except ImportError as err:
-                raise MissingRuntimeError(
-                    f"{self.label} is not installed ({module}: {err}); install it with: "
-                    f"pip install 'repghost[{self.extra}]'") from None
+                found = sys.modules.get(module, False) is not None and importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                raise MissingRuntimeError(f"{self.label} is not installed (no module {module}); install it with: "
+                                          f"pip install 'repghost[{self.extra}]'")
 
     def version(self) -> str:
         """``"pkg X.Y, pkg2 Z"`` for the installed packages of this runtime."""

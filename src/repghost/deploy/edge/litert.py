@@ -1,13 +1,17 @@
 """LiteRT (Google's TensorFlow Lite runtime), with its PyTorch converter litert-torch.
 
 Export: ``litert_torch.convert`` (``torch.export`` → StableHLO → a ``.tflite`` flatbuffer, fp32,
-NCHW input as in PyTorch). Run: ``ai_edge_litert``'s ``Interpreter`` with its default XNNPACK CPU
-delegate and ``num_threads`` threads.
+NCHW input as in PyTorch), in a child interpreter so JAX never loads into the caller's.
+Run: ``ai_edge_litert``'s ``Interpreter`` with its default XNNPACK CPU delegate and
+``num_threads`` threads.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +23,18 @@ from torch import nn
 from ...io import atomic_path
 from ..onnx_export import ExportError
 from .base import EdgeRuntime, Runner, captured_output
+
+
+def _convert_main(argv: Sequence[str]) -> None:
+    """``python -m repghost.deploy.edge.litert MODEL_FILE OUT N C H W`` (run by :meth:`LiteRTRuntime.export`)."""
+    model_file, out, *shape = argv
+    # The file is the temporary one export() wrote a moment ago, not user input: a whole pickled module.
+    model = torch.load(model_file, weights_only=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import litert_torch
+
+        litert_torch.convert(model, (torch.randn(tuple(int(d) for d in shape)),)).export(out)
 
 
 class LiteRTRuntime(EdgeRuntime):
@@ -34,17 +50,16 @@ class LiteRTRuntime(EdgeRuntime):
                input_size: Sequence[int] = (1, 3, 224, 224)) -> Path:
         self.require(export=True)
         path = Path(path)
-        with captured_output() as log, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import litert_torch
-
-            try:
-                edge_model = litert_torch.convert(model.eval(), (torch.randn(tuple(input_size)),))
-                with atomic_path(path) as staged:
-                    edge_model.export(str(staged))
-            except Exception as err:
-                raise ExportError(f"LiteRT conversion failed: {type(err).__name__}: "
-                                  f"{str(err).strip().splitlines()[-1][:300]} {log.tail(2)}") from err
+        # litert-torch brings JAX, whose threads make any later fork() in this process unsafe
+        # (DataLoader workers, for one): convert in a child interpreter instead.
+        with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as staged:
+            model_file = Path(tmp) / "model.pt"
+            torch.save(model.eval(), model_file)
+            done = subprocess.run([sys.executable, "-m", __name__, str(model_file), str(staged),
+                                   *map(str, input_size)], capture_output=True, text=True)
+            if done.returncode != 0 or staged.stat().st_size == 0:
+                tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-2:])
+                raise ExportError(f"LiteRT conversion failed (exit {done.returncode}): {tail[-400:]}")
         return path
 
     def runner(self, path: str | os.PathLike, threads: int = 1) -> Runner:
@@ -63,3 +78,7 @@ class LiteRTRuntime(EdgeRuntime):
             return interpreter.get_tensor(output_index).copy()
 
         return run
+
+
+if __name__ == "__main__":
+    _convert_main(sys.argv[1:])
