@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..deploy.edge import EDGE_RUNTIMES, edge_runtime
 from ..profile import profile
 from ..progress import progress as progress_bar
 from .models import ModelSpec
@@ -43,6 +44,9 @@ class Result:
     macs_m: float
     paper_top1: float | None
     error: str = ""
+    #: median process CPU time per call (all threads of this process): on a busy machine, the work
+    #: a call did without the waits other jobs impose on its wall time.
+    cpu_ms: float | None = None
 
 
 @dataclass
@@ -65,6 +69,8 @@ def environment() -> dict:
     import onnxruntime
     import timm
 
+    from ..deploy.edge import edge_versions
+
     cpu = platform.processor()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -73,11 +79,15 @@ def environment() -> dict:
         pass
     return dict(date=time.strftime("%Y-%m-%d %H:%M"), cpu=cpu, logical_cpus=os.cpu_count(),
                 python=platform.python_version(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
-                timm=timm.__version__, platform=platform.platform())
+                timm=timm.__version__, platform=platform.platform(), **edge_versions())
 
 
-def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, progress: bool, desc: str):
+def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, progress: bool, desc: str,
+                      cpu_times: dict | None = None):
+    """Wall times (ms) per runner; ``cpu_times``, when given, receives the process CPU times too."""
     times = {key: [] for key in runners}
+    cpu = cpu_times if cpu_times is not None else {}
+    cpu.update({key: [] for key in runners})
     for run in runners.values():
         for _ in range(warmup):
             run()
@@ -85,9 +95,10 @@ def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, prog
     for round_ in progress_bar(range(runs), desc=desc, enabled=progress, leave=False, line=True, unit="round"):
         shift = round_ % len(keys)
         for key in keys[shift:] + keys[:shift]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             runners[key]()
             times[key].append((time.perf_counter() - start) * 1e3)
+            cpu[key].append((time.process_time() - start_cpu) * 1e3)
     return times
 
 
@@ -111,6 +122,8 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
     for runtime in config.runtimes:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be among {RUNTIMES}, got {runtime!r}")
+        if runtime in EDGE_RUNTIMES:  # a missing one is the user's to install, not a result per model
+            edge_runtime(runtime).require(export=True)
     specs = [ModelSpec.parse(m) for m in config.models]
     device = torch.device(config.device)
     models = {s.label: s.build(config.num_classes) for s in specs}
@@ -133,7 +146,8 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
                             runners.pop(key, None)
                             errors[key] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
                 desc = f"{threads} thread(s), batch {batch}, {size}²"
-                times = _time_interleaved(runners, config.warmup, config.runs, config.progress, desc)
+                cpu_times: dict = {}
+                times = _time_interleaved(runners, config.warmup, config.runs, config.progress, desc, cpu_times)
                 for spec in specs:
                     for runtime in config.runtimes:
                         key, cost = (spec.label, runtime), costs[spec.label]
@@ -144,7 +158,8 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
                             median_ms=float(np.median(t)) if t else None,
                             p90_ms=float(np.percentile(t, 90)) if t else None, runs=len(t or []),
                             params_m=cost.params / 1e6, macs_m=cost.macs / 1e6, paper_top1=spec.paper_top1,
-                            error=errors.get(key, "")))
+                            error=errors.get(key, ""),
+                            cpu_ms=float(np.median(cpu_times[key])) if t else None))
     return results
 
 

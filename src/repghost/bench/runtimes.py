@@ -9,6 +9,9 @@ Runtimes:
 - ``compile``: ``torch.compile`` (inductor), where it works on this machine.
 - ``onnxruntime``: ONNX export (dynamo exporter, legacy on failure) run by onnxruntime with full
   graph optimization.
+- ``mnn``, ``ncnn``, ``openvino``, ``litert``: the edge runtimes of :mod:`repghost.deploy.edge`
+  (CPU, fp32, ``threads`` threads), each from its own export with a static input shape; the export
+  is checked against PyTorch before it is timed, so a wrong model never gets a time.
 
 On CUDA every PyTorch call is bracketed by ``torch.cuda.synchronize()`` so the time is the
 kernels' time, not the launch's; onnxruntime's ``run`` returns host arrays, which already waits.
@@ -26,7 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-RUNTIMES = ("eager", "channels_last", "torchscript", "compile", "onnxruntime")
+from ..deploy.edge import EDGE_RUNTIMES, edge_runtime
+
+RUNTIMES = ("eager", "channels_last", "torchscript", "compile", "onnxruntime", *EDGE_RUNTIMES)
 
 
 def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
@@ -54,13 +59,16 @@ def make_runner(model: nn.Module, runtime: str, input_size: tuple[int, ...], thr
                 device: torch.device, onnx_path: str | Path | None = None) -> Callable[[], object]:
     """A zero-argument callable that runs ``model`` once under ``runtime`` on a fixed random input.
 
-    ``onnx_path`` caches the export: an existing file there is reused (its batch axis is dynamic).
+    ``onnx_path`` caches the export: an existing file there is reused (its batch axis is dynamic);
+    an edge runtime's export goes beside it, named after the batch size (its shape is static).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     x = torch.randn(input_size)
     if runtime == "onnxruntime":
         return _onnxruntime_runner(model, x, threads, device, onnx_path)
+    if runtime in EDGE_RUNTIMES:
+        return _edge_runner(model, runtime, x, threads, device, onnx_path)
     model, x = model.to(device).eval(), x.to(device)
     if runtime == "eager":
         return _synced(_torch_runner(model, x), device)
@@ -92,3 +100,28 @@ def _onnxruntime_runner(model, x, threads, device, path):
     sess = session(path, threads=threads, providers=providers)
     feed = {INPUT_NAME: np.ascontiguousarray(x.numpy())}
     return lambda: sess.run(None, feed)
+
+
+def edge_export_path(onnx_path: str | Path, runtime: str, batch: int) -> Path:
+    """Where the benchmark keeps ``runtime``'s static-shape export beside the ONNX cache file
+    (distinct for every runtime, weights files included)."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(f"{onnx_path.stem}_b{batch}{edge_runtime(runtime).suffix}")
+
+
+def _edge_runner(model, runtime, x, threads, device, onnx_path):
+    from ..deploy.onnx_export import ExportError
+
+    if device.type != "cpu":
+        raise ValueError(f"{runtime} runs on the CPU here, not {device}")
+    rt = edge_runtime(runtime)
+    base = Path(onnx_path) if onnx_path else Path(tempfile.mkdtemp(prefix="repghost-bench-")) / "model.onnx"
+    path = edge_export_path(base, runtime, x.shape[0])
+    model = copy.deepcopy(model).cpu().eval()
+    if not path.is_file():
+        rt.export(model, path, tuple(x.shape))
+    comparison = rt.check(path, model, tuple(x.shape))
+    if not comparison.ok:
+        raise ExportError(f"{rt.label} output differs from PyTorch: {comparison}")
+    run, images = rt.runner(path, threads), np.ascontiguousarray(x.numpy())
+    return lambda: run(images)

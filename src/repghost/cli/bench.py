@@ -9,6 +9,7 @@ from .args import COUNT, COUNT0, USAGE_ERROR, fail, model_name, output_dir
 
 def _cmd_bench(args) -> int:
     from ..bench import BenchConfig, format_table, run_benchmark, write_results
+    from ..deploy.edge import MissingRuntimeError
 
     if args.concat_vs_add:  # an alias of `repghost study concat-add`
         from ..study import concat_add
@@ -25,6 +26,8 @@ def _cmd_bench(args) -> int:
                              batch_sizes=args.batch, img_sizes=img_sizes, warmup=args.warmup, runs=args.runs,
                              device=args.device)
         results = run_benchmark(config)
+    except MissingRuntimeError as err:
+        return fail("bench", err)
     except ValueError as err:  # bad spec / runtime / unknown model
         return fail("bench", err, USAGE_ERROR)
     print(format_table(results))
@@ -84,11 +87,13 @@ def add_bench(sub) -> None:
                                    "--out. MODEL is [SOURCE:]NAME[@FORM]: SOURCE repghost (default) | timm | "
                                    "torchvision, FORM train (default) | deploy; e.g. repghostnet_100@deploy "
                                    "timm:ghostnet_100 timm:repghostnet_100@deploy torchvision:mobilenet_v3_large. "
-                                   "--concat-vs-add runs the paper's Fig. 1/2 study instead (= `repghost study "
-                                   "concat-add`).")
+                                   "Edge runtimes (mnn ncnn openvino litert; CPU, fp32) need their extras, e.g. "
+                                   "pip install 'repghost[edge]'; each export is checked against PyTorch before "
+                                   "it is timed. --concat-vs-add runs the paper's Fig. 1/2 study instead (= "
+                                   "`repghost study concat-add`).")
     p.add_argument("models", nargs="*", metavar="MODEL", type=_spec, help="model specs (see above)")
     p.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"], choices=RUNTIMES,
-                   help="default: eager onnxruntime")
+                   help="default: eager onnxruntime; also channels_last torchscript compile mnn ncnn openvino litert")
     p.add_argument("--threads", nargs="+", type=COUNT, default=[1], help="thread counts (default 1)")
     p.add_argument("--batch", nargs="+", type=COUNT, default=[1], help="batch sizes (default 1)")
     p.add_argument("--img-size", nargs="+", type=COUNT, default=None,

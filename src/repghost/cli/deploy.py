@@ -86,11 +86,12 @@ def _cmd_export(args) -> int:
     from ..checkpoint import CheckpointError
     from ..data import DataError
     from ..deploy import ConvertError, ExportError
-    from ..deploy.pipeline import export
+    from ..deploy.pipeline import export, int8_formats
     from ..preprocess import PreprocessError
 
-    if args.int8 and args.format != "onnx":
-        return fail("export", "--int8 quantizes the ONNX model; use --format onnx", USAGE_ERROR)
+    if args.int8 and args.format not in int8_formats():
+        return fail("export", f"--int8 is available for --format {' / '.join(int8_formats())}, not {args.format}",
+                    USAGE_ERROR)
     try:
         export(args.source, args.out, fmt=args.format, img_size=args.img_size, mean=args.mean, std=args.std,
                opset=args.opset, exporter=args.exporter, int8=args.int8, recipe=args.recipe, calib=args.calib,
@@ -105,22 +106,30 @@ def _cmd_export(args) -> int:
 
 def add_export(sub) -> None:
     from ..deploy import DEFAULT_RECIPE
+    from ..deploy.pipeline import FORMATS
 
-    p = sub.add_parser("export", help="export a model to ONNX (optionally int8) or TorchScript",
+    p = sub.add_parser("export", help="export a model to ONNX (optionally int8), TorchScript, MNN, ncnn, OpenVINO "
+                                      "or LiteRT",
                        description="Export the deploy form of a checkpoint (any file repghost writes, or an "
-                                   "official / timm one with --model) or of a registered model with random weights "
-                                   "to ONNX — opset >= 17, dynamic batch axis, input 'input', output 'logits' — "
-                                   "then run it with onnxruntime and compare with PyTorch (fails above tolerance). "
-                                   "The graph's input size and the int8 calibration follow the preprocessing the "
-                                   "checkpoint records (flags override), and the exported file carries it (ONNX "
-                                   "metadata, a TorchScript extra file). --int8 adds a statically quantized model "
-                                   "and reports its top-1 change against fp32 on held-out images. Exit codes: 2 bad "
-                                   "arguments, 1 failed; nothing is written when the arguments or data are bad.")
+                                   "official / timm one with --model) or of a registered model with random weights, "
+                                   "run the exported model with its own runtime on random input and compare with "
+                                   "PyTorch: above tolerance it fails and removes the file(s). The input size and "
+                                   "the int8 calibration follow the preprocessing the checkpoint records (flags "
+                                   "override), and every export carries it (ONNX metadata, a TorchScript extra "
+                                   "file, OUT.repghost.json beside an edge runtime's files). onnx: opset >= 17, "
+                                   "dynamic batch axis, input 'input', output 'logits', checked with onnxruntime; "
+                                   "--int8 adds a statically quantized model and reports its top-1 change against "
+                                   "fp32 on held-out images. Edge runtimes (static input 1x3xSIZExSIZE, fp32): "
+                                   "mnn -> OUT.mnn; ncnn -> OUT (.param graph) + OUT with suffix .bin, e.g. "
+                                   "model.ncnn.param + model.ncnn.bin; openvino -> OUT.xml + OUT.bin; litert -> "
+                                   "OUT.tflite. Each needs its extra: pip install 'repghost[mnn]' (or ncnn, "
+                                   "openvino, litert; edge for all). Exit codes: 2 bad arguments, 1 failed; nothing "
+                                   "is written when the arguments or data are bad.")
     p.add_argument("source", type=_source, help="checkpoint path, or a model name such as repghostnet_100")
-    p.add_argument("out", type=output_file, help="output file (.onnx or .pt)")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("out", type=output_file, help="output file (.onnx, .pt, .mnn, .ncnn.param, .xml or .tflite)")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     p.add_argument("--img-size", type=COUNT, default=None,
-                   help="input size of the graph (default: the checkpoint's recorded size, else 224)")
+                   help="input size (default: the checkpoint's recorded size, else 224)")
     p.add_argument("--mean", **mean_std("mean"), default=None, help="normalization mean (default: recorded)")
     p.add_argument("--std", **mean_std("std"), default=None, help="normalization std (default: recorded)")
     p.add_argument("--opset", type=Number(int, 17), default=18, help="ONNX opset, >= 17 (default 18)")
@@ -128,7 +137,7 @@ def add_export(sub) -> None:
     p.add_argument("--model", type=model_name, help="model name, for checkpoints without repghost metadata")
     p.add_argument("--num-classes", type=COUNT, help="classes of a model built by name (default 1000)")
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
-    q = p.add_argument_group("int8")
+    q = p.add_argument_group("int8 (onnx; openvino through NNCF)")
     q.add_argument("--int8", action="store_true", help="also write OUT with suffix .int8.onnx")
     q.add_argument("--recipe", type=_recipe, default=DEFAULT_RECIPE,
                    help=f"FORMAT[-nodw][-sSTRIDE], FORMAT qdq|qop (default {DEFAULT_RECIPE}: int8 from stride 16 on)")

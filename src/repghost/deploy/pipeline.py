@@ -18,10 +18,12 @@ from pathlib import Path
 from torch import nn
 
 from ..checkpoint import LoadedModel
+from ..io import atomic_write_json
 from ..models import create_model, list_models
 from ..preprocess import METADATA_KEY, Preprocess
 from .calib import ImageSplit, describe, load_split
 from .conversion import ConvertError, file_metadata, fold_checked, load_any
+from .edge import EDGE_RUNTIMES, edge_runtime
 from .onnx_export import (
     RTOL,
     Comparison,
@@ -32,9 +34,10 @@ from .onnx_export import (
     op_counts,
     set_onnx_metadata,
 )
-from .quantize import DEFAULT_RECIPE, Int8Report, compare_int8, quantize
+from .quantize import DEFAULT_RECIPE, Int8Report, compare_int8, int8_report, quantize
 
-FORMATS = ("onnx", "torchscript")
+#: ``repghost export --format`` choices: ONNX, TorchScript and every edge runtime.
+FORMATS = ("onnx", "torchscript", *EDGE_RUNTIMES)
 
 
 @dataclass
@@ -42,9 +45,16 @@ class ExportReport:
     path: Path
     preprocess: Preprocess
     comparison: Comparison | None = None
+    runtime_version: str = ""
+    files: list[Path] = field(default_factory=list)
     ops: dict[str, int] = field(default_factory=dict)
     int8_path: Path | None = None
     int8: Int8Report | None = None
+
+
+def int8_formats() -> list[str]:
+    """The export formats ``--int8`` works with: onnx, and the edge runtimes with an int8 tool."""
+    return ["onnx", *(name for name, rt in EDGE_RUNTIMES.items() if rt.int8_tool)]
 
 
 def open_source(source: str, model_name: str | None = None, num_classes: int | None = None,
@@ -77,16 +87,20 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
            recipe: str = DEFAULT_RECIPE, calib: str | None = None, num_calib: int = 64,
            num_held_out: int | None = None, model_name: str | None = None, num_classes: int | None = None,
            use_ema: bool = False, rtol: float = RTOL, log: Callable[[str], None] = print) -> ExportReport:
-    """Export ``source`` to ``out`` (ONNX or TorchScript), check it, optionally quantize to int8.
+    """Export ``source`` to ``out`` (ONNX, TorchScript or an edge runtime's format), check it,
+    optionally quantize to int8.
 
-    Raises :class:`ExportError` when the ONNX output differs from PyTorch beyond ``rtol`` (the file
-    is removed then), or when the graph of a RepGhostNet still holds BatchNormalization or Concat.
+    Raises :class:`ExportError` when the exported model's output differs from PyTorch beyond
+    ``rtol`` (the file is removed then), when the graph of a RepGhostNet still holds
+    BatchNormalization or Concat, and — before any work — when an edge runtime is not installed.
     ``calib`` defaults to the data the source was trained on (else the built-in digits).
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if int8 and fmt != "onnx":
-        raise ValueError("--int8 quantizes the ONNX model; use --format onnx")
+    if int8 and fmt not in int8_formats():
+        raise ValueError(f"--int8 is available for --format {' / '.join(int8_formats())}, not {fmt}")
+    if fmt in EDGE_RUNTIMES:
+        edge_runtime(fmt).require(export=True)
     loaded = open_source(source, model_name, num_classes, use_ema, log)
     preprocess = resolve_preprocess(loaded, source, log, input_size=img_size, mean=mean, std=std)
     log(f"preprocessing: {preprocess.describe()}")
@@ -96,6 +110,15 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
     props = export_metadata(model, loaded, preprocess)
     out = Path(out)
     size = (1, 3, preprocess.input_size, preprocess.input_size)
+    if fmt in EDGE_RUNTIMES:
+        report = export_edge(model, out, fmt, size, preprocess, rtol, log)
+        # These formats hold no metadata of ours: the contract goes in a file beside the model.
+        sidecar = atomic_write_json(report.path.with_name(report.path.name + ".repghost.json"), props)
+        report.files.append(sidecar)
+        log(f"wrote {sidecar} (model name, preprocessing, classes)")
+        if split is not None:
+            quantize_edge(report, model, fmt, split, loaded.classes, log)
+        return report
     if fmt == "torchscript":
         path = export_torchscript(model, out, size, extra_files={f"{k}.json": v for k, v in props.items()})
         log(f"wrote {path} (traced, frozen)")
@@ -137,3 +160,37 @@ def _add_int8(report: ExportReport, loaded: LoadedModel, props: dict, split: Ima
     report.int8_path, report.int8 = int8_path, compare_int8(report.path, int8_path, split, recipe, loaded.classes)
     log(f"wrote {int8_path}: calibrated on {describe(split)}")
     log(str(report.int8))
+
+
+def export_edge(model: nn.Module, out: Path, runtime: str, input_size: tuple[int, ...], preprocess: Preprocess,
+                rtol: float = RTOL, log: Callable[[str], None] = print) -> ExportReport:
+    """Export the deploy ``model`` for an edge ``runtime``, run it there on random input and compare
+    with PyTorch; above ``rtol`` every file it wrote is removed and :class:`ExportError` raised."""
+    rt = edge_runtime(runtime)
+    path = rt.export(model, out, input_size)
+    report = ExportReport(path, preprocess, runtime_version=rt.version(), files=rt.files(path))
+    try:
+        report.comparison = rt.check(path, model, input_size, rtol=rtol)
+    except ExportError as err:
+        rt.remove(path)
+        raise ExportError(f"{err}; file removed") from err
+    log(f"wrote {', '.join(str(f) for f in report.files)} (static input {'x'.join(map(str, input_size))})")
+    log(f"{rt.label} ({report.runtime_version}) vs PyTorch (batch {input_size[0]}): {report.comparison}")
+    if not report.comparison.ok:
+        rt.remove(path)
+        raise ExportError(f"{rt.label} output differs from PyTorch: {report.comparison}; file removed")
+    return report
+
+
+def quantize_edge(report: ExportReport, model: nn.Module, runtime: str, split: ImageSplit,
+                  model_classes: list[str] | None = None, log: Callable[[str], None] = print) -> ExportReport:
+    """int8 by the runtime's own tool, calibrated on ``split.calib``; the top-1 change on
+    ``split.held_out`` as for onnxruntime's int8."""
+    rt = edge_runtime(runtime)
+    report.int8_path = rt.quantize(report.path, rt.int8_path(report.path), split.calib)
+    fp32, quantized = rt.predict(report.path, split.held_out), rt.predict(report.int8_path, split.held_out)
+    report.int8 = int8_report(fp32, quantized, split, rt.int8_tool, getattr(model, "num_classes", -1),
+                              model_classes)
+    log(f"wrote {', '.join(map(str, rt.files(report.int8_path)))}: {rt.int8_tool}, calibrated on {describe(split)}")
+    log(str(report.int8))
+    return report

@@ -173,6 +173,12 @@ def compare_int8(fp32_path, int8_path, split: ImageSplit, recipe: str = DEFAULT_
     else by count, which the report then says it assumed)."""
     fp32, int8 = _predict(fp32_path, split.held_out), _predict(int8_path, split.held_out)
     num_outputs = session(fp32_path).get_outputs()[0].shape[-1]
+    return int8_report(fp32, int8, split, recipe, num_outputs, model_classes)
+
+
+def int8_report(fp32: np.ndarray, int8: np.ndarray, split: ImageSplit, recipe: str, num_outputs: int,
+                model_classes: list[str] | None = None) -> Int8Report:
+    """The report from the fp32 and int8 top-1 predictions on ``split.held_out`` (any runtime)."""
     if model_classes is not None:
         labelled = list(model_classes) == list(split.classes)
         note = "" if labelled else "the model's classes are not the data's: accuracy not reported"

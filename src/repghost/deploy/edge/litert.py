@@ -1,0 +1,84 @@
+"""LiteRT (Google's TensorFlow Lite runtime), with its PyTorch converter litert-torch.
+
+Export: ``litert_torch.convert`` (``torch.export`` → StableHLO → a ``.tflite`` flatbuffer, fp32,
+NCHW input as in PyTorch), in a child interpreter so JAX never loads into the caller's.
+Run: ``ai_edge_litert``'s ``Interpreter`` with its default XNNPACK CPU delegate and
+``num_threads`` threads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...io import atomic_path
+from ..onnx_export import ExportError
+from .base import EdgeRuntime, Runner, captured_output
+
+
+def _convert_main(argv: Sequence[str]) -> None:
+    """``python -m repghost.deploy.edge.litert MODEL_FILE OUT N C H W`` (run by :meth:`LiteRTRuntime.export`)."""
+    model_file, out, *shape = argv
+    # The file is the temporary one export() wrote a moment ago, not user input: a whole pickled module.
+    model = torch.load(model_file, weights_only=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import litert_torch
+
+        litert_torch.convert(model, (torch.randn(tuple(int(d) for d in shape)),)).export(out)
+
+
+class LiteRTRuntime(EdgeRuntime):
+    name = "litert"
+    label = "LiteRT"
+    extra = "litert"
+    suffix = ".tflite"
+    run_modules = ("ai_edge_litert.interpreter",)
+    export_modules = ("litert_torch",)
+    distributions = ("ai-edge-litert", "litert-torch")
+
+    def export(self, model: nn.Module, path: str | os.PathLike,
+               input_size: Sequence[int] = (1, 3, 224, 224)) -> Path:
+        self.require(export=True)
+        path = Path(path)
+        # litert-torch brings JAX, whose threads make any later fork() in this process unsafe
+        # (DataLoader workers, for one): convert in a child interpreter instead.
+        with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as staged:
+            model_file = Path(tmp) / "model.pt"
+            torch.save(model.eval(), model_file)
+            done = subprocess.run([sys.executable, "-m", __name__, str(model_file), str(staged),
+                                   *map(str, input_size)], capture_output=True, text=True)
+            if done.returncode != 0 or staged.stat().st_size == 0:
+                tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-2:])
+                raise ExportError(f"LiteRT conversion failed (exit {done.returncode}): {tail[-400:]}")
+        return path
+
+    def runner(self, path: str | os.PathLike, threads: int = 1) -> Runner:
+        self.require()
+        from ai_edge_litert.interpreter import Interpreter
+
+        with captured_output():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
+        input_index = interpreter.get_input_details()[0]["index"]
+        output_index = interpreter.get_output_details()[0]["index"]
+
+        def run(images: np.ndarray) -> np.ndarray:
+            interpreter.set_tensor(input_index, np.ascontiguousarray(images, dtype=np.float32))
+            interpreter.invoke()
+            return interpreter.get_tensor(output_index).copy()
+
+        return run
+
+
+if __name__ == "__main__":
+    _convert_main(sys.argv[1:])
