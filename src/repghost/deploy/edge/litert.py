@@ -26,10 +26,10 @@ from .base import EdgeRuntime, Runner, captured_output
 
 
 def _convert_main(argv: Sequence[str]) -> None:
-    """``python -m repghost.deploy.edge.litert MODEL_FILE OUT N C H W`` (run by :meth:`LiteRTRuntime.export`)."""
-    model_file, out, *shape = argv
-    # The file is the temporary one export() wrote a moment ago, not user input: a whole pickled module.
-    model = torch.load(model_file, weights_only=False)
+    """``python -m repghost.deploy.edge.litert PROGRAM_FILE OUT N C H W`` (run by :meth:`LiteRTRuntime.export`)."""
+    program_file, out, *shape = argv
+    # torch.export's own format (graph + weights), not a pickle: nothing in it runs on loading.
+    model = torch.export.load(program_file).module()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import litert_torch
@@ -53,9 +53,10 @@ class LiteRTRuntime(EdgeRuntime):
         # litert-torch brings JAX, whose threads make any later fork() in this process unsafe
         # (DataLoader workers, for one): convert in a child interpreter instead.
         with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as staged:
-            model_file = Path(tmp) / "model.pt"
-            torch.save(model.eval(), model_file)
-            done = subprocess.run([sys.executable, "-m", __name__, str(model_file), str(staged),
+            program_file = Path(tmp) / "model.pt2"
+            example = torch.randn(tuple(input_size))
+            torch.export.save(torch.export.export(model.eval(), (example,)), program_file)
+            done = subprocess.run([sys.executable, "-m", __name__, str(program_file), str(staged),
                                    *map(str, input_size)], capture_output=True, text=True)
             if done.returncode != 0 or staged.stat().st_size == 0:
                 tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-2:])
