@@ -168,14 +168,15 @@ def fit(space: SearchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence
 def fit_directory(out_dir: str | os.PathLike, space: SearchSpace, test_fraction: float = 0.2,
                   seed: int = 0) -> FitResult:
     """:func:`fit` on the median latencies of a sampling directory (see :mod:`.sampling`)."""
-    from .sampling import META_FILE, read_records
+    from .sampling import META_FILE, latencies, read_records
 
     records = read_records(out_dir, space)
     if len(records) < 2:
         raise ValueError(f"{out_dir} holds {len(records)} timed architecture(s); sample more before fitting")
     timing = json.loads((Path(out_dir) / META_FILE).read_text()).get("timing", {})
-    return fit(space, [r["arch"] for r in records], [r["median_ms"] for r in records], test_fraction, seed,
-               timing=dict(timing, architectures=len(records)))
+    y, how = latencies(records)
+    return fit(space, [r["arch"] for r in records], y, test_fraction, seed,
+               timing=dict(timing, architectures=len(records), **how))
 
 
 def plot_fit(result: FitResult, path: str | os.PathLike, title: str = "") -> Path:
