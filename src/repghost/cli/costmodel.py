@@ -42,7 +42,10 @@ def _cmd_fit(args) -> int:
         return _error(str(err))
     out = Path(args.out or Path(args.dir) / "costmodel.json")
     result.model.save(out)
-    png = plot_fit(result, out.with_suffix(".png"), title=f"latency cost model ({result.model.timing})")
+    t = result.model.timing
+    png = plot_fit(result, out.with_suffix(".png"),
+                   title=f"{t.get('runtime')}, {t.get('threads')} thread(s), batch {t.get('batch')}, "
+                         f"{t.get('img_size')}², n={t.get('architectures')}")
     m = result.model.metrics
     print(f"{m['features_kept']} of {m['features_total']} features vary; "
           f"fit on {result.train['n']}, held out {result.test['n']}")
