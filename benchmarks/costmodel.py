@@ -33,7 +33,7 @@ from repghost import create_model, reparameterize
 from repghost.bench import environment
 from repghost.bench.latency import _time_interleaved
 from repghost.bench.runtimes import make_runner
-from repghost.costmodel.fit import fidelity, fit, plot_fit
+from repghost.costmodel.fit import fidelity, fit, plot_fit, split_indices
 from repghost.costmodel.sampling import TimingSettings, latencies, read_records, sample, time_archs
 from repghost.costmodel.space import SearchSpace
 from repghost.deploy import export_onnx
@@ -131,17 +131,10 @@ def main() -> None:
     plot_fit(result, out / "costmodel.png",
              title=f"cost model, onnxruntime {args.threads} thread, {args.img_size}², n={len(archs)}")
 
-    # Learning curve: the same held-out set, fewer training architectures.
-    n_test = result.test["n"]
-    curve = {}
-    order = np.random.default_rng(0).permutation(len(archs))
-    test_idx, train_pool = order[:n_test], order[n_test:]
-    for n_train in (100, 200, 400, 800, len(train_pool)):
-        if n_train > len(train_pool):
-            continue
-        idx = np.concatenate([test_idx, train_pool[:n_train]])
-        sub = fit(space, [archs[i] for i in idx], y[idx], test_fraction=n_test / len(idx), seed=0)
-        curve[n_train] = sub.test
+    # Learning curve: the same held-out set as the fit above, the first n of its training architectures.
+    train_idx, test_idx = split_indices(len(archs), args.test_fraction, 0)
+    curve = {n: fit(space, archs, y, split=(train_idx[:n], test_idx)).test
+             for n in sorted({100, 200, 400, 600, len(train_idx)}) if n <= len(train_idx)}
 
     md_measured = time_mobiledets(settings, Path(tempfile.mkdtemp(prefix="repghost-mobiledets-")))
     predicted_cpu = float(result.model.predict(space, [cpu_arch])[0])
