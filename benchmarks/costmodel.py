@@ -46,7 +46,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--n", type=int, default=1000, help="random architectures to time (≥ 300)")
-    p.add_argument("--samples", default=str(RESULTS / "costmodel_ref"), help="sampling directory")
+    p.add_argument("--samples", default=str(RESULTS / "costmodel_samples"), help="sampling directory")
     p.add_argument("--reference", default="mobiledet_cpu", help="reference architecture ('none': raw medians)")
     p.add_argument("--out", default=str(RESULTS), help="where costmodel.{json,md,png} go")
     p.add_argument("--warmup", type=int, default=3)
