@@ -4,7 +4,9 @@
    Tucker / RepGhost choices) with ``repghost.costmodel.sample`` into ``--samples`` (resumable: an
    interrupted run continues, nothing on disk is re-timed), plus ``mobiledet_cpu`` itself.
 2. Re-times ``--retime`` of those architectures (and mobiledet_cpu) in two more passes, to measure
-   how much one architecture's median moves run to run — that noise bounds any fit's r².
+   how much one architecture's latency moves run to run — that noise bounds any fit's r². Both the raw
+   medians and the reference-relative latencies (``--reference``, see ``repghost.costmodel.sampling``)
+   are compared.
 3. Fits the linear model on a seeded 80 % of the random architectures and reports r², MAPE and
    Kendall's τ on the other 20 %, plus held-out r² for smaller training sets (a learning curve).
 4. Predicted vs measured for the MobileDets: mobiledet_cpu is expressible in the space (held out of
@@ -31,8 +33,8 @@ from repghost import create_model, reparameterize
 from repghost.bench import environment
 from repghost.bench.latency import _time_interleaved
 from repghost.bench.runtimes import make_runner
-from repghost.costmodel.fit import fidelity, fit, plot_fit
-from repghost.costmodel.sampling import TimingSettings, read_records, sample, time_archs
+from repghost.costmodel.fit import fidelity, fit, plot_fit, split_indices
+from repghost.costmodel.sampling import TimingSettings, latencies, read_records, sample, time_archs
 from repghost.costmodel.space import SearchSpace
 from repghost.deploy import export_onnx
 from repghost.models.mobiledet import MOBILEDETS
@@ -45,6 +47,7 @@ def parse_args():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--n", type=int, default=1000, help="random architectures to time (≥ 300)")
     p.add_argument("--samples", default=str(RESULTS / "costmodel_samples"), help="sampling directory")
+    p.add_argument("--reference", default="mobiledet_cpu", help="reference architecture ('none': raw medians)")
     p.add_argument("--out", default=str(RESULTS), help="where costmodel.{json,md,png} go")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--runs", type=int, default=10)
@@ -64,12 +67,16 @@ def sampling_span(records: list[dict]) -> dict:
                 minutes=span / 60, seconds_per_arch=span / max(1, len(records) - 1))
 
 
-def retime(space, archs, settings) -> list[list[float]]:
-    """Two more passes over ``archs``: their medians per pass."""
-    passes = []
-    for _ in range(2):
-        passes.append([r["median_ms"] for r in time_archs(space, archs, settings, progress=False)])
-    return passes
+def retime(space, archs, settings) -> list[list[dict]]:
+    """Two more passes over ``archs``: their records per pass."""
+    return [list(time_archs(space, archs, settings, progress=False)) for _ in range(2)]
+
+
+def as_ms(records: list[dict], how: dict) -> np.ndarray:
+    """The fitted latency of ``records`` on the sampling run's scale (raw medians without a reference)."""
+    if how["target"] == "rel_to_ref":
+        return np.array([r["rel_to_ref"] for r in records]) * how["reference_ms"]
+    return np.array([r["median_ms"] for r in records])
 
 
 def noise(first: np.ndarray, second: np.ndarray) -> dict:
@@ -96,7 +103,7 @@ def main() -> None:
     out = Path(args.out)
     space = SearchSpace()
     settings = TimingSettings(threads=args.threads, img_size=args.img_size, warmup=args.warmup, runs=args.runs,
-                              chunk=args.chunk)
+                              chunk=args.chunk, reference=None if args.reference == "none" else args.reference)
     cpu_arch = space.from_model_name("mobiledet_cpu")
     started = time.perf_counter()
     summary = sample(space, args.samples, args.n, seed=0, settings=settings, extra={"mobiledet_cpu": cpu_arch})
@@ -106,43 +113,40 @@ def main() -> None:
     random_records = [r for r in records if "index" in r and r["index"] < args.n]
     named = {r["name"]: r for r in records if "name" in r}
     archs = [r["arch"] for r in random_records]
-    y = np.array([r["median_ms"] for r in random_records])
+    y, how = latencies(random_records)
 
     # Run-to-run noise: the first `retime` random architectures and mobiledet_cpu, two more passes.
     subset = [tuple(a) for a in archs[: args.retime]] + [cpu_arch]
+    first = random_records[: args.retime] + [named["mobiledet_cpu"]]
     pass2, pass3 = retime(space, subset, settings)
-    first = np.array([r["median_ms"] for r in random_records[: args.retime]] + [named["mobiledet_cpu"]["median_ms"]])
-    variation = dict(sampling_vs_pass2=noise(first, np.array(pass2)), pass2_vs_pass3=noise(np.array(pass2),
-                                                                                            np.array(pass3)))
+    raw = {"median_ms": lambda recs: np.array([r["median_ms"] for r in recs])}
+    measures = {**raw, how["target"]: lambda recs: as_ms(recs, how)}
+    pairs = ((("sampling", first), ("pass 2", pass2)), (("pass 2", pass2), ("pass 3", pass3)))
+    variation = {f"{name}: {a} vs {b}": noise(measure(x), measure(z))
+                 for name, measure in measures.items() for (a, x), (b, z) in pairs}
 
     result = fit(space, archs, y, test_fraction=args.test_fraction, seed=0,
-                 timing=dict(settings.identity(), architectures=len(archs)))
+                 timing=dict(settings.identity(), architectures=len(archs), **how))
     result.model.save(out / "costmodel_model.json")
     plot_fit(result, out / "costmodel.png",
              title=f"cost model, onnxruntime {args.threads} thread, {args.img_size}², n={len(archs)}")
 
-    # Learning curve: the same held-out set, fewer training architectures.
-    n_test = result.test["n"]
-    curve = {}
-    order = np.random.default_rng(0).permutation(len(archs))
-    test_idx, train_pool = order[:n_test], order[n_test:]
-    for n_train in (100, 200, 400, 800, len(train_pool)):
-        if n_train > len(train_pool):
-            continue
-        idx = np.concatenate([test_idx, train_pool[:n_train]])
-        sub = fit(space, [archs[i] for i in idx], y[idx], test_fraction=n_test / len(idx), seed=0)
-        curve[n_train] = sub.test
+    # Learning curve: the same held-out set as the fit above, the first n of its training architectures.
+    train_idx, test_idx = split_indices(len(archs), args.test_fraction, 0)
+    curve = {n: fit(space, archs, y, split=(train_idx[:n], test_idx)).test
+             for n in sorted({100, 200, 400, 600, len(train_idx)}) if n <= len(train_idx)}
 
     md_measured = time_mobiledets(settings, Path(tempfile.mkdtemp(prefix="repghost-mobiledets-")))
     predicted_cpu = float(result.model.predict(space, [cpu_arch])[0])
     mobiledets = {name: dict(measured_ms=md_measured[name], predicted_ms=None,
                              note="not expressible: other skeleton / stem / activation") for name in MOBILEDETS}
-    mobiledets["mobiledet_cpu"].update(predicted_ms=predicted_cpu, sampled_ms=named["mobiledet_cpu"]["median_ms"],
-                                       retimed_ms=[pass2[-1], pass3[-1]], note="held out of the fit")
+    mobiledets["mobiledet_cpu"].update(predicted_ms=predicted_cpu, sampled_ms=float(as_ms([first[-1]], how)[0]),
+                                       retimed_ms=as_ms([pass2[-1], pass3[-1]], how).tolist(),
+                                       note="held out of the fit")
 
     report = dict(environment=environment(), settings=settings.identity() | dict(warmup=args.warmup, runs=args.runs,
                                                                                 chunk=args.chunk),
-                  architectures=len(archs), sampling=sampling_span(random_records),
+                  architectures=len(archs), target=how, sampling=sampling_span(random_records),
                   wall_seconds_this_run=time.perf_counter() - started,
                   latency_ms=dict(min=float(y.min()), median=float(np.median(y)), max=float(y.max())),
                   variation=variation, fit=result.model.metrics, learning_curve=curve, mobiledets=mobiledets,
@@ -162,10 +166,13 @@ def main() -> None:
         lines.append(f"| {split} | {m['n']} | {m['r2']:.4f} | {m['mape']:.2f} | {m['kendall_tau']:.4f} |")
     lines += ["", "| training archs | held-out r² | MAPE % | τ |", "|---|---|---|---|"]
     lines += [f"| {n} | {m['r2']:.4f} | {m['mape']:.2f} | {m['kendall_tau']:.4f} |" for n, m in curve.items()]
-    lines += ["", "| MobileDet | measured ms | predicted ms | note |", "|---|---|---|---|"]
+    lines += ["", "| MobileDet | measured ms (4 interleaved) | sampled / re-timed ms (fit target) | predicted ms "
+              "| note |", "|---|---|---|---|---|"]
     for name, v in mobiledets.items():
         pred = f"{v['predicted_ms']:.2f}" if v["predicted_ms"] is not None else "–"
-        lines.append(f"| {name} | {v['measured_ms']:.2f} | {pred} | {v['note']} |")
+        sampled = (f"{v['sampled_ms']:.2f} / " + " / ".join(f"{t:.2f}" for t in v["retimed_ms"])
+                   if "sampled_ms" in v else "–")
+        lines.append(f"| {name} | {v['measured_ms']:.2f} | {sampled} | {pred} | {v['note']} |")
     (out / "costmodel.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

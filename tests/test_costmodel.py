@@ -9,7 +9,7 @@ import pytest
 from repghost import check_equivalence, create_model, is_deploy, profile, reparameterize
 from repghost.cli import main
 from repghost.costmodel.fit import CostModel, CostModelError, feature_names, features, fit
-from repghost.costmodel.sampling import RECORDS_FILE, TimingSettings, read_records, sample
+from repghost.costmodel.sampling import RECORDS_FILE, TimingSettings, latencies, read_records, sample
 from repghost.costmodel.space import SearchSpace, SpaceError
 
 from conftest import randomize_bn
@@ -112,8 +112,12 @@ def test_sample_fit_save_load_predict_and_resume(space, tmp_path):
     assert path.read_text().startswith(text)  # what was on disk was never re-timed
     assert sample(space, out, 5, seed=0, settings=TINY, progress=False)["timed"] == 0
 
-    archs = [r["arch"] for r in read_records(out, space)]
-    result = fit(space, archs, [r["median_ms"] for r in read_records(out, space)], test_fraction=0.4)
+    records = read_records(out, space)
+    assert all(r["rel_to_ref"] > 0 and r["ref_median_ms"] > 0 for r in records)  # mobiledet_cpu ran in each round
+    y, how = latencies(records)
+    assert how["target"] == "rel_to_ref" and np.allclose(y, [r["rel_to_ref"] * how["reference_ms"] for r in records])
+    archs = [r["arch"] for r in records]
+    result = fit(space, archs, y, test_fraction=0.4)
     saved = result.model.save(tmp_path / "model.json")
     loaded = CostModel.load(saved, space)
     assert np.allclose(loaded.predict(space, archs), result.model.predict(space, archs))
@@ -130,6 +134,14 @@ def test_sampling_refuses_another_space_or_other_settings(space, tmp_path):
     with pytest.raises(SpaceError, match="belongs to search space"):
         sample(space, out, 2, settings=TINY, progress=False)
     assert (out / RECORDS_FILE).read_text() == before
+
+
+def test_raw_timings_without_a_reference_and_no_mixing():
+    raw = [dict(median_ms=2.0), dict(median_ms=3.0)]
+    y, how = latencies(raw)
+    assert how == dict(target="median_ms") and list(y) == [2.0, 3.0]
+    with pytest.raises(SpaceError, match="mix"):
+        latencies([*raw, dict(median_ms=1.0, rel_to_ref=0.5, ref_median_ms=2.0)])
 
 
 def test_cost_model_file_refusals(space, tmp_path):

@@ -19,7 +19,8 @@ def _cmd_sample(args) -> int:
     space = SearchSpace()
     try:
         settings = TimingSettings(runtime=args.runtime, threads=args.threads, batch=args.batch, img_size=args.img_size,
-                                  warmup=args.warmup, runs=args.runs, chunk=args.chunk)
+                                  warmup=args.warmup, runs=args.runs, chunk=args.chunk,
+                                  reference=None if args.reference == "none" else args.reference)
         extra = {spec: space.load_arch(spec) for spec in args.arch}
         summary = sample(space, args.out, args.n, seed=args.seed, settings=settings, extra=extra,
                          progress=not args.quiet)
@@ -41,7 +42,10 @@ def _cmd_fit(args) -> int:
         return _error(str(err))
     out = Path(args.out or Path(args.dir) / "costmodel.json")
     result.model.save(out)
-    png = plot_fit(result, out.with_suffix(".png"), title=f"latency cost model ({result.model.timing})")
+    t = result.model.timing
+    png = plot_fit(result, out.with_suffix(".png"),
+                   title=f"{t.get('runtime')}, {t.get('threads')} thread(s), batch {t.get('batch')}, "
+                         f"{t.get('img_size')}², n={t.get('architectures')}")
     m = result.model.metrics
     print(f"{m['features_kept']} of {m['features_total']} features vary; "
           f"fit on {result.train['n']}, held out {result.test['n']}")
@@ -86,7 +90,8 @@ def add_costmodel(sub) -> None:
                         description="Build N seeded random architectures (plus any --arch), fold them, export "
                                     "and time them (warm-up, chunks of --chunk models run interleaved, median). "
                                     "One JSON line per architecture is appended to OUT/records.jsonl as soon as "
-                                    "its chunk is timed; re-running continues where it stopped and never re-times "
+                                    "its chunk is timed (with the time relative to --reference run in the same "
+                                    "rounds); re-running continues where it stopped and never re-times "
                                     "an architecture already on disk. A directory of another space or other "
                                     "timing settings is refused.")
     s.add_argument("--out", required=True, help="sampling directory")
@@ -101,6 +106,9 @@ def add_costmodel(sub) -> None:
     s.add_argument("--warmup", type=int, default=3, help="untimed runs per architecture")
     s.add_argument("--runs", type=int, default=10, help="timed runs per architecture (median kept)")
     s.add_argument("--chunk", type=int, default=8, help="architectures timed interleaved together")
+    s.add_argument("--reference", default="mobiledet_cpu",
+                   help="architecture run in every round of every chunk; records keep the time relative to it, "
+                        "which cancels the machine's drift ('none': raw medians only)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_sample)
 

@@ -141,15 +141,20 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
 
 
 def fit(space: SearchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence[float],
-        test_fraction: float = 0.2, seed: int = 0, timing: dict | None = None) -> FitResult:
-    """Least-squares fit on a random ``1 - test_fraction`` of the architectures; fidelity on the rest."""
+        test_fraction: float = 0.2, seed: int = 0, timing: dict | None = None,
+        split: tuple[Sequence[int], Sequence[int]] | None = None) -> FitResult:
+    """Least-squares fit on a random ``1 - test_fraction`` of the architectures; fidelity on the rest.
+    ``split`` gives the (train, held-out) indices explicitly instead."""
     y = np.asarray(latency_ms, dtype=float)
     if len(y) != len(archs):
         raise ValueError(f"{len(archs)} architectures but {len(y)} latencies")
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise ValueError("latencies must be finite and positive")
     x_all = features(space, archs)
-    train, test = split_indices(len(y), test_fraction, seed)
+    if split is None:
+        train, test = split_indices(len(y), test_fraction, seed)
+    else:
+        train, test = (np.asarray(s, dtype=int) for s in split)
     varying = np.flatnonzero(x_all[train].min(axis=0) != x_all[train].max(axis=0))
     x_train = np.column_stack([x_all[train][:, varying], np.ones(len(train))])
     solution, *_ = np.linalg.lstsq(x_train, y[train], rcond=None)
@@ -168,14 +173,15 @@ def fit(space: SearchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence
 def fit_directory(out_dir: str | os.PathLike, space: SearchSpace, test_fraction: float = 0.2,
                   seed: int = 0) -> FitResult:
     """:func:`fit` on the median latencies of a sampling directory (see :mod:`.sampling`)."""
-    from .sampling import META_FILE, read_records
+    from .sampling import META_FILE, latencies, read_records
 
     records = read_records(out_dir, space)
     if len(records) < 2:
         raise ValueError(f"{out_dir} holds {len(records)} timed architecture(s); sample more before fitting")
     timing = json.loads((Path(out_dir) / META_FILE).read_text()).get("timing", {})
-    return fit(space, [r["arch"] for r in records], [r["median_ms"] for r in records], test_fraction, seed,
-               timing=dict(timing, architectures=len(records)))
+    y, how = latencies(records)
+    return fit(space, [r["arch"] for r in records], y, test_fraction, seed,
+               timing=dict(timing, architectures=len(records), **how))
 
 
 def plot_fit(result: FitResult, path: str | os.PathLike, title: str = "") -> Path:

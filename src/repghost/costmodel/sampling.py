@@ -11,6 +11,13 @@ Architectures are timed in chunks: each chunk's models are built in deploy form 
 exported, warmed up, then run interleaved round by round by the benchmark harness
 (:mod:`repghost.bench`), so a slow drift of the machine hits all of them alike; the record keeps
 the median and every run.
+
+On a shared machine the speed itself drifts (other jobs come and go), by several × over a long
+sampling run, and a median alone then measures the machine's load as much as the architecture.
+With a ``reference`` architecture (default: ``mobiledet_cpu``) every chunk also runs the reference
+in each round, and each record keeps ``rel_to_ref``: the median over rounds of its time divided by
+the reference's time in the same round. :func:`latencies` turns that back into milliseconds at the
+reference's median speed over the whole directory.
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ class TimingSettings:
     img_size: int = 320
     warmup: int = 3
     runs: int = 10
-    chunk: int = 4
+    chunk: int = 8
+    reference: str | None = "mobiledet_cpu"
 
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
@@ -61,7 +69,8 @@ class TimingSettings:
 
     #: Settings that change what a timing means; the others (warm-up, runs, chunk) may vary between resumes.
     def identity(self) -> dict:
-        return dict(runtime=self.runtime, threads=self.threads, batch=self.batch, img_size=self.img_size)
+        return dict(runtime=self.runtime, threads=self.threads, batch=self.batch, img_size=self.img_size,
+                    reference=self.reference)
 
 
 def _open_directory(space: SearchSpace, out_dir: Path, settings: TimingSettings) -> None:
@@ -147,36 +156,66 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
+def _runner(space: SearchSpace, arch: Sequence[str], settings: TimingSettings, onnx_path: Path):
+    """(runner, cost) of ``arch`` in deploy form under ``settings.runtime``."""
+    size = (settings.batch, 3, settings.img_size, settings.img_size)
+    deployed = reparameterize(space.build(arch).eval())
+    cost = profile(deployed, (1, 3, settings.img_size, settings.img_size))
+    onnx_path.unlink(missing_ok=True)
+    if settings.runtime == "onnxruntime":
+        # The legacy exporter is several times faster than dynamo on these plain conv nets.
+        try:
+            export_onnx(deployed, onnx_path, size, exporter="legacy")
+        except ExportError:
+            export_onnx(deployed, onnx_path, size)
+    return make_runner(deployed, settings.runtime, size, settings.threads, torch.device("cpu"), onnx_path), cost
+
+
 def time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: TimingSettings,
                progress: bool = True, workdir: str | os.PathLike | None = None) -> Iterator[dict]:
     """Time ``archs`` (deploy form) chunk by chunk; yields one record per architecture as each
-    chunk finishes: ``arch``, ``median_ms``, ``times_ms``, ``params``, ``macs`` and timing info."""
+    chunk finishes: ``arch``, ``median_ms``, ``times_ms``, ``params``, ``macs``, timing info, and
+    with a reference ``rel_to_ref`` and the reference's ``ref_median_ms`` in that chunk."""
     torch.set_num_threads(settings.threads)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="repghost-costmodel-"))
-    size = (settings.batch, 3, settings.img_size, settings.img_size)
+    reference = None
+    if settings.reference:
+        reference, _ = _runner(space, space.load_arch(settings.reference), settings, workdir / "reference.onnx")
     bar = tqdm(total=len(archs), desc="timing architectures", disable=not progress, unit="arch")
     for chunk in _chunks(list(archs), settings.chunk):
         runners, costs, started = {}, {}, time.time()
         for i, arch in enumerate(chunk):
-            deployed = reparameterize(space.build(arch).eval())
-            costs[i] = profile(deployed, (1, 3, settings.img_size, settings.img_size))
-            onnx_path = workdir / f"arch{i}.onnx"
-            onnx_path.unlink(missing_ok=True)
-            if settings.runtime == "onnxruntime":
-                # The legacy exporter is several times faster than dynamo on these plain conv nets.
-                try:
-                    export_onnx(deployed, onnx_path, size, exporter="legacy")
-                except ExportError:
-                    export_onnx(deployed, onnx_path, size)
-            runners[i] = make_runner(deployed, settings.runtime, size, settings.threads, torch.device("cpu"),
-                                     onnx_path)
+            runners[i], costs[i] = _runner(space, arch, settings, workdir / f"arch{i}.onnx")
+        if reference is not None:
+            runners["reference"] = reference
         times = _time_interleaved(runners, settings.warmup, settings.runs, False, "")
         for i, arch in enumerate(chunk):
             bar.update(1)
-            yield dict(arch=list(arch), median_ms=float(np.median(times[i])), times_ms=[round(t, 4) for t in times[i]],
-                       params=costs[i].params, macs=costs[i].macs, warmup=settings.warmup, runs=settings.runs,
-                       chunk=len(chunk), timed_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)))
+            record = dict(arch=list(arch), median_ms=float(np.median(times[i])),
+                          times_ms=[round(t, 4) for t in times[i]], params=costs[i].params, macs=costs[i].macs,
+                          warmup=settings.warmup, runs=settings.runs, chunk=len(chunk),
+                          timed_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)))
+            if reference is not None:
+                # Round r of every runner ran back to back: the ratio cancels what the machine did then.
+                ref = np.asarray(times["reference"])
+                record.update(rel_to_ref=float(np.median(np.asarray(times[i]) / ref)),
+                              ref_median_ms=float(np.median(ref)))
+            yield record
     bar.close()
+
+
+def latencies(records: Sequence[dict]) -> tuple[np.ndarray, dict]:
+    """The latency (ms) to fit for each record, and how it was obtained.
+
+    With reference timings: ``rel_to_ref`` × the median of the chunks' reference medians (the
+    reference's typical speed over the run); otherwise the raw medians.
+    """
+    if records and all("rel_to_ref" in r for r in records):
+        scale = float(np.median([r["ref_median_ms"] for r in records]))
+        return np.array([r["rel_to_ref"] for r in records]) * scale, dict(target="rel_to_ref", reference_ms=scale)
+    if any("rel_to_ref" in r for r in records):
+        raise SpaceError("records mix reference-relative and raw timings; use one directory per setting")
+    return np.array([r["median_ms"] for r in records]), dict(target="median_ms")
 
 
 def sample(space: SearchSpace, out_dir: str | os.PathLike, n: int, seed: int = 0,
