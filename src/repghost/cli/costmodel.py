@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from .args import COUNT, COUNT0, Number, fail, input_dir, input_file, output_dir, output_file
+
 
 def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
+    return fail("costmodel", message)
 
 
 def _cmd_sample(args) -> int:
@@ -94,18 +95,18 @@ def add_costmodel(sub) -> None:
                                     "rounds); re-running continues where it stopped and never re-times "
                                     "an architecture already on disk. A directory of another space or other "
                                     "timing settings is refused.")
-    s.add_argument("--out", required=True, help="sampling directory")
-    s.add_argument("--n", type=int, default=300, help="architectures 0…N-1 of the seeded random sequence")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, type=output_dir, help="sampling directory")
+    s.add_argument("--n", type=COUNT, default=300, help="architectures 0…N-1 of the seeded random sequence")
+    s.add_argument("--seed", type=COUNT0, default=0)
     s.add_argument("--arch", action="append", default=[], metavar="ARCH",
                    help="also time this architecture (JSON file or mobiledet_cpu); repeatable")
     s.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--batch", type=int, default=1)
-    s.add_argument("--img-size", type=int, default=320)
-    s.add_argument("--warmup", type=int, default=3, help="untimed runs per architecture")
-    s.add_argument("--runs", type=int, default=10, help="timed runs per architecture (median kept)")
-    s.add_argument("--chunk", type=int, default=8, help="architectures timed interleaved together")
+    s.add_argument("--threads", type=COUNT, default=1)
+    s.add_argument("--batch", type=COUNT, default=1)
+    s.add_argument("--img-size", type=Number(int, 32), default=320)
+    s.add_argument("--warmup", type=COUNT0, default=3, help="untimed runs per architecture")
+    s.add_argument("--runs", type=COUNT, default=10, help="timed runs per architecture (median kept)")
+    s.add_argument("--chunk", type=COUNT, default=8, help="architectures timed interleaved together")
     s.add_argument("--reference", default="mobiledet_cpu",
                    help="architecture run in every round of every chunk; records keep the time relative to it, "
                         "which cancels the machine's drift ('none': raw medians only)")
@@ -118,15 +119,15 @@ def add_costmodel(sub) -> None:
                                     "type; constant features dropped) on a seeded random split; reports r², MAPE "
                                     "and Kendall's τ on the held-out architectures; writes the model JSON and a "
                                     "predicted-vs-measured PNG beside it.")
-    f.add_argument("dir", help="sampling directory (from `costmodel sample`)")
-    f.add_argument("--out", default=None, help="model JSON (default DIR/costmodel.json)")
-    f.add_argument("--test-fraction", type=float, default=0.2)
-    f.add_argument("--seed", type=int, default=0, help="split seed")
+    f.add_argument("dir", type=input_dir, help="sampling directory (from `costmodel sample`)")
+    f.add_argument("--out", default=None, type=output_file, help="model JSON (default DIR/costmodel.json)")
+    f.add_argument("--test-fraction", type=Number(float, 0.0, 0.9, exclusive=True), default=0.2)
+    f.add_argument("--seed", type=COUNT0, default=0, help="split seed")
     f.set_defaults(func=_cmd_fit)
 
     r = cmds.add_parser("predict", help="predicted latency of an architecture",
                         description="Predict the latency of ARCH (an architecture JSON file, or mobiledet_cpu — "
                                     "the MobileDet expressible in this space) with a fitted cost model.")
-    r.add_argument("model", help="cost model JSON (from `costmodel fit`)")
+    r.add_argument("model", type=input_file, help="cost model JSON (from `costmodel fit`)")
     r.add_argument("arch", help="architecture JSON file or a MobileDet name")
     r.set_defaults(func=_cmd_predict)
