@@ -31,6 +31,7 @@ def test_res50_study(tmp_path, capsys):
     [claim] = data["claims"]
     assert "RepGhost-Res50 s=2 faster than Ghost-Res50 s=4 (eager, batch 1)" == claim["claim"]
     assert "22%" in claim["paper"] and "44%" in claim["paper"]
+    assert claim["measured"].startswith("median: ") and "; min: " in claim["measured"]
     assert "| ghost_resnet50_s4 |" in capsys.readouterr().out
 
 

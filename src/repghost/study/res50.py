@@ -65,23 +65,26 @@ def run(ratios: Sequence[int] = RATIOS, batch_sizes: Sequence[int] = (1, 32), ru
         plot=_plot)
 
 
-def speedups(rows: list[dict]) -> dict[tuple[str, int], float]:
+def speedups(rows: list[dict], key: str = "median_ms") -> dict[tuple[str, int], float]:
     """``1 − t(RepGhost-Res50 s=2) / t(Ghost-Res50 s=4)`` per (runtime, batch): the paper's "% faster"."""
     out = {}
     for row in rows:
-        if row["model"] != CLAIM_FAST or row["median_ms"] is None:
+        if row["model"] != CLAIM_FAST or row[key] is None:
             continue
         slow = next((r for r in rows if r["model"] == CLAIM_SLOW and r["runtime"] == row["runtime"]
-                     and r["batch"] == row["batch"] and r["median_ms"] is not None), None)
+                     and r["batch"] == row["batch"] and r[key] is not None), None)
         if slow is not None:
-            out[row["runtime"], row["batch"]] = 1 - row["median_ms"] / slow["median_ms"]
+            out[row["runtime"], row["batch"]] = 1 - row[key] / slow[key]
     return out
 
 
 def _claims(rows: list[dict]) -> list[Claim]:
+    """Decided on medians (the project's convention); the fastest rounds' ratio is shown beside them."""
     paper = "; ".join(f"{v:.0%} faster ({k})" for k, v in PAPER_SPEEDUP.items())
-    return [Claim(claim=f"RepGhost-Res50 s=2 faster than Ghost-Res50 s=4 ({runtime}, batch {batch})",
-                  paper=paper, measured=faster_or_slower(gain), holds=gain > 0)
+    by_min = speedups(rows, "min_ms")
+    return [Claim(claim=f"RepGhost-Res50 s=2 faster than Ghost-Res50 s=4 ({runtime}, batch {batch})", paper=paper,
+                  measured=f"median: {faster_or_slower(gain)}; min: {faster_or_slower(by_min[runtime, batch])}",
+                  holds=gain > 0)
             for (runtime, batch), gain in speedups(rows).items()]
 
 
