@@ -47,6 +47,8 @@ class Result:
     #: median process CPU time per call (all threads of this process): on a busy machine, the work
     #: a call did without the waits other jobs impose on its wall time.
     cpu_ms: float | None = None
+    #: fastest round: on a shared machine, the time least hit by preemption (medians can be bimodal there)
+    min_ms: float | None = None
 
 
 @dataclass
@@ -105,15 +107,15 @@ def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, prog
 def time_modules(modules: dict[str, torch.nn.Module], runtime: str, input_size: tuple[int, ...], threads: int = 1,
                  warmup: int = 10, runs: int = 50, progress: bool = True, device: str = "cpu") -> dict[str, dict]:
     """Time already-built models (e.g. trained checkpoints) under one runtime, interleaved like
-    :func:`run_benchmark`. Returns ``label -> {median_ms, p90_ms, runs, times_ms}``."""
+    :func:`run_benchmark`. Returns ``label -> {median_ms, p90_ms, min_ms, runs, times_ms}``."""
     torch.set_num_threads(threads)
     onnx_dir = Path(tempfile.mkdtemp(prefix="repghost-bench-"))
     runners = {label: make_runner(m, runtime, tuple(input_size), threads, torch.device(device),
                                   onnx_dir / f"{i}.onnx")
                for i, (label, m) in enumerate(modules.items())}
     times = _time_interleaved(runners, warmup, runs, progress, f"{runtime}, batch {input_size[0]}")
-    return {label: dict(median_ms=float(np.median(t)), p90_ms=float(np.percentile(t, 90)), runs=len(t), times_ms=t)
-            for label, t in times.items()}
+    return {label: dict(median_ms=float(np.median(t)), p90_ms=float(np.percentile(t, 90)), min_ms=float(np.min(t)),
+                        runs=len(t), times_ms=t) for label, t in times.items()}
 
 
 def run_benchmark(config: BenchConfig) -> list[Result]:
@@ -158,7 +160,7 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
                             median_ms=float(np.median(t)) if t else None,
                             p90_ms=float(np.percentile(t, 90)) if t else None, runs=len(t or []),
                             params_m=cost.params / 1e6, macs_m=cost.macs / 1e6, paper_top1=spec.paper_top1,
-                            error=errors.get(key, ""),
+                            error=errors.get(key, ""), min_ms=float(np.min(t)) if t else None,
                             cpu_ms=float(np.median(cpu_times[key])) if t else None))
     return results
 

@@ -118,7 +118,7 @@ def add_study(sub) -> None:
     s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="default onnxruntime")
     s.add_argument("--img-size", type=int, default=224, help="input size (default 224)")
     s.add_argument("--models", nargs="+", default=None, help="a subset of the figure's models (default all)")
-    _timing_args(s, warmup=5, runs=30)
+    _timing_args(s, warmup=5, runs=100)
     s.set_defaults(func=_cmd_figure1)
 
     s = studies.add_parser("concat-add", help="Concat vs Add operator time in GhostNet 1.0× (paper Fig. 1, 2)",

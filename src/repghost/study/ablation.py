@@ -53,7 +53,8 @@ def model_for_width(width: float) -> str:
 def check_variants(variants: Sequence[str]) -> list[str]:
     bad = [v for v in variants if v not in VARIANTS]
     if bad or not variants:
-        raise ValueError(f"unknown variant {bad[0] if bad else '()'}; choose from {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown variant {repr(bad[0]) if bad else '(none given)'}; choose from "
+                         f"{', '.join(VARIANTS)}")
     return list(dict.fromkeys(variants))
 
 

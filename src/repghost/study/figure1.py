@@ -47,7 +47,7 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
-def run(runtime: str = "onnxruntime", threads: int = 1, img_size: int = 224, warmup: int = 5, runs: int = 30,
+def run(runtime: str = "onnxruntime", threads: int = 1, img_size: int = 224, warmup: int = 5, runs: int = 100,
         models: Sequence[str] | None = None, progress: bool = True) -> StudyResult:
     """Time every model of the figure (or ``models``, a subset of :data:`PAPER_POINTS`) at batch 1."""
     check_runtime(runtime)
@@ -64,16 +64,18 @@ def run(runtime: str = "onnxruntime", threads: int = 1, img_size: int = 224, war
         family, label, paper_ms, top1 = PAPER_POINTS[m]
         r = results[m]
         rows.append(dict(model=m, family=family, width=label, params_m=r.params_m, macs_m=r.macs_m,
-                         median_ms=r.median_ms, p90_ms=r.p90_ms, paper_phone_ms=paper_ms, paper_top1=top1,
+                         median_ms=r.median_ms, p90_ms=r.p90_ms, min_ms=r.min_ms, paper_phone_ms=paper_ms,
+                         paper_top1=top1,
                          error=r.error))
-    ours = {row["model"]: row["median_ms"] for row in rows}
-    claims = [_claim(text, fast, slow, ours) for text, fast, slow in HEADLINES if fast in ours and slow in ours]
+    claims = [_claim(text, fast, slow, {r["model"]: r for r in rows}) for text, fast, slow in HEADLINES
+              if fast in models and slow in models]
     return StudyResult(
         name="figure1", title=f"Accuracy–latency (paper Fig. 1): {runtime}, {threads} thread(s), batch 1, "
                               f"{img_size}², deploy form",
         columns=[Column("family", "family"), Column("width", "width"), Column("model", "model"),
                  Column("params_m", "params M", ".2f"), Column("macs_m", "MACs M", ".1f"),
                  Column("median_ms", "our median ms", ".2f"), Column("p90_ms", "our p90 ms", ".2f"),
+                 Column("min_ms", "our min ms", ".2f"),
                  Column("paper_phone_ms", "paper phone ms", ".1f"), Column("paper_top1", "paper top-1 %", ".1f")],
         rows=rows, claims=claims,
         notes=["y = the paper's ImageNet top-1 (not retrained here); x = latency measured on this machine.",
@@ -83,16 +85,19 @@ def run(runtime: str = "onnxruntime", threads: int = 1, img_size: int = 224, war
         plot=_plot)
 
 
-def _claim(text: str, fast: str, slow: str, ours: dict) -> Claim:
+def _claim(text: str, fast: str, slow: str, rows: dict) -> Claim:
+    """Decided on medians (the project's convention); the fastest rounds' ratio is shown beside them."""
     paper_fast, paper_slow = PAPER_POINTS[fast][2], PAPER_POINTS[slow][2]
     paper = f"{paper_fast:.1f} vs {paper_slow:.1f} ms: {faster_or_slower(1 - paper_fast / paper_slow)}"
-    if ours[fast] is None or ours[slow] is None:
+    a, b = rows[fast], rows[slow]
+    if a["median_ms"] is None or b["median_ms"] is None:
         return Claim(text, paper, "not measured (runtime failed)", None)
-    gain = 1 - ours[fast] / ours[slow]
-    measured = f"{ours[fast]:.2f} vs {ours[slow]:.2f} ms: {faster_or_slower(gain)}"
-    comparable = "comparable latency" in text
-    # "faster" claims hold when we are faster at all; "comparable latency" when within ±10 %.
-    holds = abs(gain) <= 0.10 if comparable else gain > 0
+    gain = 1 - a["median_ms"] / b["median_ms"]
+    measured = (f"median {a['median_ms']:.2f} vs {b['median_ms']:.2f} ms: {faster_or_slower(gain)}; "
+                f"min {a['min_ms']:.2f} vs {b['min_ms']:.2f} ms: {faster_or_slower(1 - a['min_ms'] / b['min_ms'])}")
+    # A "faster" claim holds when the model is faster here at all. A "comparable latency" claim (more
+    # accuracy at about the same cost) holds unless the model is more than 10 % slower here.
+    holds = gain >= -0.10 if "comparable latency" in text else gain > 0
     return Claim(text, paper, measured, holds)
 
 

@@ -49,6 +49,7 @@ def run(ratios: Sequence[int] = RATIOS, batch_sizes: Sequence[int] = (1, 32), ru
         cost = costs[r.model]
         rows.append(dict(model=r.model, runtime=r.runtime, batch=r.batch, threads=r.threads,
                          params_m=cost.params / 1e6, macs_g=cost.macs / 1e9, median_ms=r.median_ms, p90_ms=r.p90_ms,
+                         min_ms=r.min_ms,
                          ms_per_image=r.median_ms / r.batch if r.median_ms is not None else None, runs=r.runs,
                          error=r.error))
     claims = _claims(rows) if CLAIM_FAST in names and CLAIM_SLOW in names else []
@@ -56,30 +57,34 @@ def run(ratios: Sequence[int] = RATIOS, batch_sizes: Sequence[int] = (1, 32), ru
         name="res50", title=f"Ghost-Res50 vs RepGhost-Res50, {img_size}², {threads} thread(s), deploy form",
         columns=[Column("model", "model"), Column("params_m", "params M", ".2f"), Column("macs_g", "MACs G", ".3f"),
                  Column("runtime", "runtime"), Column("batch", "batch"), Column("median_ms", "median ms", ".1f"),
-                 Column("p90_ms", "p90 ms", ".1f"), Column("ms_per_image", "ms / image", ".2f")],
+                 Column("p90_ms", "p90 ms", ".1f"), Column("min_ms", "min ms", ".1f"),
+                 Column("ms_per_image", "median ms / image", ".2f")],
         rows=rows, claims=claims, notes=[PARAMS_NOTE],
         meta=dict(environment=environment(), ratios=ratios, batch_sizes=list(batch_sizes), runtimes=list(runtimes),
                   threads=threads, img_size=img_size, warmup=warmup, runs=runs),
         plot=_plot)
 
 
-def speedups(rows: list[dict]) -> dict[tuple[str, int], float]:
+def speedups(rows: list[dict], key: str = "median_ms") -> dict[tuple[str, int], float]:
     """``1 − t(RepGhost-Res50 s=2) / t(Ghost-Res50 s=4)`` per (runtime, batch): the paper's "% faster"."""
     out = {}
     for row in rows:
-        if row["model"] != CLAIM_FAST or row["median_ms"] is None:
+        if row["model"] != CLAIM_FAST or row[key] is None:
             continue
         slow = next((r for r in rows if r["model"] == CLAIM_SLOW and r["runtime"] == row["runtime"]
-                     and r["batch"] == row["batch"] and r["median_ms"] is not None), None)
+                     and r["batch"] == row["batch"] and r[key] is not None), None)
         if slow is not None:
-            out[row["runtime"], row["batch"]] = 1 - row["median_ms"] / slow["median_ms"]
+            out[row["runtime"], row["batch"]] = 1 - row[key] / slow[key]
     return out
 
 
 def _claims(rows: list[dict]) -> list[Claim]:
+    """Decided on medians (the project's convention); the fastest rounds' ratio is shown beside them."""
     paper = "; ".join(f"{v:.0%} faster ({k})" for k, v in PAPER_SPEEDUP.items())
-    return [Claim(claim=f"RepGhost-Res50 s=2 faster than Ghost-Res50 s=4 ({runtime}, batch {batch})",
-                  paper=paper, measured=faster_or_slower(gain), holds=gain > 0)
+    by_min = speedups(rows, "min_ms")
+    return [Claim(claim=f"RepGhost-Res50 s=2 faster than Ghost-Res50 s=4 ({runtime}, batch {batch})", paper=paper,
+                  measured=f"median: {faster_or_slower(gain)}; min: {faster_or_slower(by_min[runtime, batch])}",
+                  holds=gain > 0)
             for (runtime, batch), gain in speedups(rows).items()]
 
 
