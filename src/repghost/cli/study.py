@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from .args import COUNT, COUNT0, POSITIVE, USAGE_ERROR, fail, output_dir
+
 
 def report(run: Callable, out_dir: str, **kwargs) -> int:
     """Run a study, print its table and write its files; bad input → exit 2 before any work."""
@@ -15,8 +17,7 @@ def report(run: Callable, out_dir: str, **kwargs) -> int:
     try:
         result = run(**kwargs)
     except (ValueError, DataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail("study", err, USAGE_ERROR)
     except StudyInterrupted as err:
         print(f"stopped: {err}", file=sys.stderr)
         return 130
@@ -63,10 +64,10 @@ def _cmd_concat_add(args) -> int:
 
 def _timing_args(p, warmup: int, runs: int, threads: bool = True) -> None:
     if threads:
-        p.add_argument("--threads", type=int, default=1, help="compute threads (default 1)")
-    p.add_argument("--warmup", type=int, default=warmup, help=f"warm-up runs per model (default {warmup})")
-    p.add_argument("--runs", type=int, default=runs, help=f"timed rounds, models interleaved (default {runs})")
-    p.add_argument("--out", default="study-results", help="output directory (default study-results)")
+        p.add_argument("--threads", type=COUNT, default=1, help="compute threads (default 1)")
+    p.add_argument("--warmup", type=COUNT0, default=warmup, help=f"warm-up runs per model (default {warmup})")
+    p.add_argument("--runs", type=COUNT, default=runs, help=f"timed rounds, models interleaved (default {runs})")
+    p.add_argument("--out", default="study-results", type=output_dir, help="output directory (default study-results)")
 
 
 def add_study(sub) -> None:
@@ -83,11 +84,11 @@ def add_study(sub) -> None:
                            description="Ghost-Res50 and RepGhost-Res50 at each ratio s, deploy form: params, MACs "
                                        "and latency per runtime and batch size, and the paper's claim (RepGhost-"
                                        "Res50 s=2 faster than Ghost-Res50 s=4: 22 %% MNN, 44 %% TensorRT b32).")
-    s.add_argument("--ratios", nargs="+", type=int, default=list(RATIOS), help="ratios s (default 2 4)")
-    s.add_argument("--batch", nargs="+", type=int, default=[1, 32], help="batch sizes (default 1 32)")
+    s.add_argument("--ratios", nargs="+", type=COUNT, default=list(RATIOS), help="ratios s (default 2 4)")
+    s.add_argument("--batch", nargs="+", type=COUNT, default=[1, 32], help="batch sizes (default 1 32)")
     s.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"], choices=RUNTIMES,
                    help="default: eager onnxruntime")
-    s.add_argument("--img-size", type=int, default=224, help="input size (default 224)")
+    s.add_argument("--img-size", type=COUNT, default=224, help="input size (default 224)")
     _timing_args(s, warmup=3, runs=20)
     s.set_defaults(func=_cmd_res50)
 
@@ -98,16 +99,16 @@ def add_study(sub) -> None:
                                        "running the same command again resumes and skips finished runs. "
                                        f"Variants: {', '.join(VARIANTS)}.")
     s.add_argument("--data", default=None, help="ImageFolder root with train/ and val/ (default: built-in digits)")
-    s.add_argument("--width", type=float, default=0.5, help="RepGhostNet width (default 0.5)")
-    s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    s.add_argument("--width", type=POSITIVE, default=0.5, help="RepGhostNet width (default 0.5)")
+    s.add_argument("--seeds", nargs="+", type=COUNT0, default=[0, 1, 2], help="seeds (default 0 1 2)")
     s.add_argument("--variants", nargs="+", default=list(VARIANTS), metavar="VARIANT",
                    help=f"subset of: {', '.join(VARIANTS)} (default all)")
     s.add_argument("--recipe", default=None, help="training recipe name or YAML (default: digits without --data, "
                                                   "the model's ImageNet recipe with it)")
-    s.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    s.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
+    s.add_argument("--epochs", type=COUNT, default=None, help="override the recipe's epochs")
+    s.add_argument("--batch-size", type=COUNT, default=None, help="override the recipe's batch size")
     s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="latency runtime (default onnxruntime)")
-    s.add_argument("--latency-size", type=int, default=224, help="input size for latency (default 224)")
+    s.add_argument("--latency-size", type=COUNT, default=224, help="input size for latency (default 224)")
     _timing_args(s, warmup=5, runs=30)
     s.set_defaults(func=_cmd_ablation)
 
@@ -116,7 +117,7 @@ def add_study(sub) -> None:
                                        "against the paper's ImageNet top-1, beside the paper's phone latency; "
                                        "answers the headline claims with the ratios measured here.")
     s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="default onnxruntime")
-    s.add_argument("--img-size", type=int, default=224, help="input size (default 224)")
+    s.add_argument("--img-size", type=COUNT, default=224, help="input size (default 224)")
     s.add_argument("--models", nargs="+", default=None, help="a subset of the figure's models (default all)")
     _timing_args(s, warmup=5, runs=100)
     s.set_defaults(func=_cmd_figure1)
@@ -124,8 +125,8 @@ def add_study(sub) -> None:
     s = studies.add_parser("concat-add", help="Concat vs Add operator time in GhostNet 1.0× (paper Fig. 1, 2)",
                            description="Profile ghostnet_100 (Concat) and ghostnet_add_100 (Add) per operator with "
                                        "onnxruntime at each batch size.")
-    s.add_argument("--batch", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32], help="default 1 2 4 8 16 32")
-    s.add_argument("--img-size", type=int, default=224, help="input size (default 224)")
+    s.add_argument("--batch", nargs="+", type=COUNT, default=[1, 2, 4, 8, 16, 32], help="default 1 2 4 8 16 32")
+    s.add_argument("--img-size", type=COUNT, default=224, help="input size (default 224)")
     s.add_argument("--ort-opt-level", default="basic", choices=("disable", "basic", "extended", "all"),
                    help="onnxruntime graph optimization (default basic: keeps Concat/Add nodes)")
     _timing_args(s, warmup=3, runs=10)
