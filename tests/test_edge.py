@@ -58,7 +58,8 @@ def test_export_of_repghostnet_matches_pytorch(exported):
     rt, model, report, lines = exported
     assert report.comparison.ok and report.comparison.max_rel <= 1e-4
     assert all(f.is_file() and f.stat().st_size > 0 for f in report.files)
-    assert report.runtime_version in lines[-1] and "OK" in lines[-1]
+    assert any(report.runtime_version in line and "OK" in line for line in lines)
+    assert json.loads(report.sidecar.read_text())["repghost_model"] == "repghostnet_050"  # the contract beside it
     # An independent run of the file on fresh input, against the *train-form* source model.
     assert _max_rel_error(model, rt.runner(report.path, threads=1), seed=7) <= 1e-4
     if rt.name == "ncnn":  # its blobs have no batch axis: a batch runs image by image

@@ -50,6 +50,7 @@ class ExportReport:
     ops: dict[str, int] = field(default_factory=dict)
     int8_path: Path | None = None
     int8: Int8Report | None = None
+    sidecar: Path | None = None     # edge formats: the contract, in a JSON file beside the model
 
 
 def int8_formats() -> list[str]:
@@ -113,9 +114,8 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
     if fmt in EDGE_RUNTIMES:
         report = export_edge(model, out, fmt, size, preprocess, rtol, log)
         # These formats hold no metadata of ours: the contract goes in a file beside the model.
-        sidecar = atomic_write_json(report.path.with_name(report.path.name + ".repghost.json"), props)
-        report.files.append(sidecar)
-        log(f"wrote {sidecar} (model name, preprocessing, classes)")
+        report.sidecar = atomic_write_json(report.path.with_name(report.path.name + ".repghost.json"), props)
+        log(f"wrote {report.sidecar} (model name, preprocessing, classes)")
         if split is not None:
             quantize_edge(report, model, fmt, split, loaded.classes, log)
         return report
