@@ -74,7 +74,9 @@ def test_export_of_ghostnet_by_name_matches_pytorch(tmp_path, capsys, runtime):
     printed = capsys.readouterr().out
     assert f"{rt.label} ({rt.version()}) vs PyTorch" in printed and "OK" in printed
     assert all(f.is_file() for f in rt.files(out))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.name for f in rt.files(out))  # no side files
+    # No side files: the runtime's own files and the contract beside them.
+    expected = [*(f.name for f in rt.files(out)), f"{out.name}.repghost.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)
 
 
 def test_truncated_file_is_refused(exported, tmp_path):
@@ -146,8 +148,8 @@ def test_bench_keeps_each_runtime_in_its_own_files(tmp_path):
 
 
 def test_int8_is_refused_for_edge_formats(tmp_path, capsys):
-    assert main(["export", "repghostnet_050", str(tmp_path / "m.mnn"), "--format", "mnn", "--int8"]) == 1
-    assert "--format onnx" in capsys.readouterr().err
+    assert main(["export", "repghostnet_050", str(tmp_path / "m.mnn"), "--format", "mnn", "--int8"]) == 2  # usage
+    assert "--format onnx" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
 
 
 def test_bench_times_an_edge_runtime(tmp_path, capsys, runtime="mnn"):
