@@ -86,6 +86,7 @@ def assert_same_detections(a: list[dict], b: list[dict]) -> None:
     ("maskrcnn", "repghostnet_050", True),
     ("ssdlite", "repghostnet_058", True),
     ("retinanet", "ghostnet_050", True),
+    ("retinanet", "repghost_resnet50_s4", True),
 ])
 def test_reparameterized_detector_gives_the_same_detections(model, backbone, frozen_bn):
     # Fewer Mask R-CNN detections: its 256-wide mask head dominates the test's time otherwise.
@@ -168,7 +169,7 @@ def test_trainable_stages():
             assert any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
     with pytest.raises(ValueError, match="trainable_stages"):
         build_body("repghostnet_050", (2, 3, 4), trainable_stages=6)
-    with pytest.raises(ValueError, match="not a RepGhostNet, GhostNet or MobileDet"):
+    with pytest.raises(ValueError, match="not a RepGhostNet, GhostNet, MobileDet or \(Rep\)Ghost-Res50 model"):
         build_body("resnet50", (2, 3, 4))
 
 

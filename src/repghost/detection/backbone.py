@@ -25,7 +25,7 @@ from ..models import create_model
 from ..models.family import FEATURE_BLOCKS
 
 #: Backbones this module builds detectors on (RepGhostNet, GhostNet for comparison, MobileDets).
-BACKBONE_PATTERNS = ("repghostnet_*", "ghostnet_*", "mobiledet_*")
+BACKBONE_PATTERNS = ("repghostnet_*", "ghostnet_*", "mobiledet_*", "ghost_resnet50*", "repghost_resnet50*")
 NUM_STAGES = len(FEATURE_BLOCKS)
 
 
@@ -51,8 +51,8 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
 def stage_modules(body: nn.Module) -> list[list[nn.Module]]:
     """The body's modules grouped into the five stages that end at strides 2, 4, 8, 16, 32
     (the stem belongs to stage 1). Stages the body was truncated before come back empty."""
-    # MobileDets end a stage at every block group; the Ghost family says which groups end one.
-    feature_blocks = getattr(body, "feature_blocks", FEATURE_BLOCKS)
+    # Every family on the shared skeleton records the block each stride level ends at (-1: the stem).
+    feature_blocks = body.stage_ends
     stages: list[list[nn.Module]] = [[body.stem]] + [[] for _ in range(NUM_STAGES - 1)]
     for idx, block in enumerate(body.blocks):
         stage = next(s for s, last in enumerate(feature_blocks) if idx <= last)
@@ -85,7 +85,7 @@ def build_body(backbone: str, out_indices: Sequence[int], pretrained: str | os.P
     freeze, used to load a deploy detector checkpoint.
     """
     if not any(fnmatch.fnmatch(backbone, p) for p in BACKBONE_PATTERNS):
-        raise ValueError(f"backbone {backbone!r} is not a RepGhostNet, GhostNet or MobileDet model "
+        raise ValueError(f"backbone {backbone!r} is not a RepGhostNet, GhostNet, MobileDet or (Rep)Ghost-Res50 model "
                          f"(patterns: {', '.join(BACKBONE_PATTERNS)})")
     body = create_model(backbone, features_only=True, out_indices=tuple(out_indices), deploy=deploy)
     if pretrained is not None:

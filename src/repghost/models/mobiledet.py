@@ -111,9 +111,6 @@ class MobileDet(StagedNet):
             info.append(dict(num_chs=prev_chs, reduction=2 ** (level + 1), module=f"blocks.{level}"))
         self.blocks = nn.Sequential(*blocks)
         self.num_features = prev_chs
-        #: ``blocks`` indices whose output is the last map at strides 2, 4, 8, 16, 32 (every stage
-        #: ends one; the detection backbone groups modules into stages by it).
-        self.feature_blocks = tuple(range(len(stages)))
         self.feature_info = info
         if features_only:
             self.init_features(out_indices)
