@@ -344,6 +344,9 @@ def open_model(path: str | os.PathLike, model_name: str | None = None, num_class
         meta = _repghost_metadata(path)
         if meta is not None:
             _check_name(path, meta["model_name"], model_name)
+            if use_ema:
+                raise CheckpointError(f"{path} holds one set of weights (the best ones, EMA or not, were saved); "
+                                      "--ema applies to training checkpoints (last.pt / best.pt)")
             kwargs = {**meta["model_kwargs"], **model_kwargs}
             kwargs.setdefault("deploy", meta["form"] == "deploy")
             model = create_model(meta["model_name"], **kwargs)

@@ -119,7 +119,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
                               f"{_short(raw.classes)}; accuracy would be meaningless")
     if n_classes and len(raw.classes) > n_classes:
         raise CheckpointError(f"the model has {n_classes} classes but {raw.root} has {len(raw.classes)}")
-    if reparam:
+    if reparam and not is_deploy(model):
         model = reparameterize(model)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if isinstance(model, nn.Module) and any(True for _ in model.parameters()):
