@@ -328,6 +328,7 @@ class LoadedModel:
     classes: list[str] | None = None
     data: str | None = None         # the data it was trained on, when recorded
     kind: str = ""                  # "repghost safetensors", "repghost training checkpoint", "state dict"
+    notes: tuple[str, ...] = ()     # what a user should know about the weights chosen
 
 
 def open_model(path: str | os.PathLike, model_name: str | None = None, num_classes: int | None = None,
@@ -415,8 +416,13 @@ def _open_training_checkpoint(path: Path, state: dict, model_name, use_ema: bool
                                 interpolation=cfg["val_interpolation"], crop_pct=cfg["crop_pct"])
     except (PreprocessError, KeyError) as err:
         raise CheckpointError(f"{path}: malformed preprocessing settings in its config ({err})") from None
+    best = state.get("best") or {}
+    notes = ()
+    if not use_ema and best.get("source") == "ema":
+        notes = (f"{path.name} holds raw and EMA weights and its best score ({best.get('top1', 0):.2f} %) came from "
+                 "the EMA ones; these are the raw weights (pass --ema for the EMA ones)",)
     return LoadedModel(model.eval(), preprocess, state.get("classes"), cfg.get("data"),
-                       "repghost training checkpoint")
+                       "repghost training checkpoint", notes)
 
 
 def load_model(path: str | os.PathLike, **overrides) -> nn.Module:

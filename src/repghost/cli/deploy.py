@@ -22,6 +22,8 @@ def _cmd_convert(args) -> int:
                          use_ema=args.ema, img_size=args.img_size)
     except ConvertError as err:
         return fail("convert", err)
+    for note in result.notes:
+        print(f"note: {note}")
     if result.check is None:
         print(f"{result.model_name}: already in deploy form; copied")
     else:

@@ -29,6 +29,7 @@ class ConvertResult:
     model_name: str
     check: FoldCheck
     preprocess: Preprocess | None
+    notes: tuple[str, ...] = ()
 
 
 def load_any(path: str | os.PathLike, model_name: str | None = None, num_classes: int | None = None,
@@ -77,4 +78,4 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, model_name: str | No
     deployed, check = fold_checked(loaded, img_size)
     extra = file_metadata(loaded, converted_from=str(src))
     save_checkpoint(deployed, dst, metadata=extra, preprocess=loaded.preprocess)
-    return ConvertResult(dst, getattr(loaded.model, "model_name", ""), check, loaded.preprocess)
+    return ConvertResult(dst, getattr(loaded.model, "model_name", ""), check, loaded.preprocess, loaded.notes)

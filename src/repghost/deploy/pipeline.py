@@ -103,6 +103,8 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
     if fmt in EDGE_RUNTIMES:
         edge_runtime(fmt).require(export=True)
     loaded = open_source(source, model_name, num_classes, use_ema, log)
+    for note in loaded.notes:
+        log(f"note: {note}")
     preprocess = resolve_preprocess(loaded, source, log, input_size=img_size, mean=mean, std=std)
     log(f"preprocessing: {preprocess.describe()}")
     model, _ = fold_checked(loaded, preprocess.input_size, log)

@@ -100,6 +100,9 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     path = Path(path)
     loaded = open_for_eval(path, use_ema=use_ema, model_name=model_name)
     model, recorded = loaded.model, loaded.preprocess
+    for note in loaded.notes:
+        if log is not None:
+            log(f"note: {note}")
     if recorded is None and loaded.kind == "ONNX":
         if img_size is None or mean is None or std is None:
             raise CheckpointError(f"{path} records no preprocessing (not exported by repghost); give --img-size, "
