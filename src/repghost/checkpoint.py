@@ -341,6 +341,8 @@ def open_model(path: str | os.PathLike, model_name: str | None = None, num_class
     """
     path = Path(path)
     raw = read_checkpoint_file(path)
+    if num_classes is not None:  # a self-describing file still takes an explicit override
+        model_kwargs = {**model_kwargs, "num_classes": num_classes}
     if file_kind(path) == "safetensors":
         meta = _repghost_metadata(path)
         if meta is not None:
@@ -361,10 +363,8 @@ def open_model(path: str | os.PathLike, model_name: str | None = None, num_class
         raise CheckpointError(f"{path} was not written by repghost, so it does not name its model; "
                               "pass the model name (--model repghostnet_100, ...)")
     state = to_our_layout(unwrap_state_dict(raw, use_ema=use_ema))
-    if num_classes is None and "classifier.weight" in state:
-        num_classes = state["classifier.weight"].shape[0]
-    if num_classes is not None:
-        model_kwargs["num_classes"] = num_classes
+    if "num_classes" not in model_kwargs and "classifier.weight" in state:
+        model_kwargs["num_classes"] = state["classifier.weight"].shape[0]
     deploy = state_dict_form(state) == "deploy" or is_partially_folded(state)
     model = create_model(model_name, deploy=deploy, **model_kwargs)
     load_state_into(model, state, str(path))
