@@ -26,7 +26,7 @@ from torch import nn
 
 from .io import atomic_path
 from .layers.fuse import fold_bn_tensors
-from .models import create_model
+from .models import UnknownModelError, create_model, resolve_model_name
 from .preprocess import METADATA_KEY as PREPROCESS_KEY
 from .preprocess import Preprocess, PreprocessError
 from .reparam import is_deploy
@@ -381,7 +381,13 @@ def _repghost_metadata(path: Path) -> dict | None:
 
 
 def _check_name(path, recorded: str, given: str | None) -> None:
-    if given is not None and given != recorded:
+    if given is None or given == recorded:
+        return
+    try:
+        given = resolve_model_name(given)  # a searched architecture's file names its inline name
+    except UnknownModelError:
+        pass
+    if given != recorded:
         raise CheckpointError(f"{path} holds a {recorded} model, not {given}; drop --model (the file names its model)")
 
 

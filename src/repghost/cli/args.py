@@ -98,12 +98,14 @@ def output_dir(text: str) -> str:
 
 
 def model_name(text: str) -> str:
-    """A registered model name."""
-    from ..models import list_models
+    """A registered model name, or a searched architecture's file or inline name: parsed to the name the
+    model will carry (a file's inline name, so nothing recorded depends on the file)."""
+    from ..models import UnknownModelError, resolve_model_name
 
-    if text not in list_models():
-        raise argparse.ArgumentTypeError(f"unknown model {text!r}; available models: {', '.join(list_models())}")
-    return text
+    try:
+        return resolve_model_name(text)
+    except UnknownModelError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def mean_std(kind: str):

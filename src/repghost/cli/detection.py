@@ -57,7 +57,8 @@ def add_det_train(sub) -> None:
     defaults = TrainConfig(output="")
     p.add_argument("--model", choices=DETECTORS, default="retinanet", help="detector")
     p.add_argument("--backbone", default=None, type=model_name,
-                   help="repghostnet_*, ghostnet_* or mobiledet_* (default: repghostnet_100; synthetic: see above)")
+                   help="repghostnet_*, ghostnet_* or mobiledet_*, or a searched architecture's JSON file "
+                        "(default: repghostnet_100; synthetic: see above)")
     p.add_argument("--pretrained", default=None, metavar="CKPT", type=checkpoint_file,
                    help="classification checkpoint for the backbone (ours, official RepGhost or timm layout)")
     p.add_argument("--frozen-bn", action=argparse.BooleanOptionalAction, default=None,

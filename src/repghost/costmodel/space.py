@@ -8,7 +8,10 @@ or 5 and expansion 4 or 8, or a Tucker layer with kernel 3 or 5 and input / outp
 architecture with CPU's choices *is* ``mobiledet_cpu``.
 
 An architecture is a tuple of choice names (one per searchable layer); on disk it is JSON with the
-space's id and fingerprint, so files from another space are refused instead of misread.
+space's id and fingerprint, so files from another space are refused instead of misread. As a model
+name (:meth:`SearchSpace.arch_name`) it is ``mobiledet_search:<fingerprint>:<layer>,<layer>,...``:
+:func:`repghost.create_model` takes that name or the file, and the model records the name, so a
+checkpoint rebuilds it without the file.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,10 +27,12 @@ import numpy as np
 from torch import nn
 
 from ..layers.mobiledet import LayerCfg
-from ..models.mobiledet import MOBILEDETS, MobileDet
+from ..models.mobiledet import MOBILEDETS, mobiledet_builder
 
 SPACE_ID = "mobiledet_cpu_skeleton/v1"
 ARCH_FORMAT = "repghost-costmodel-arch/1"
+#: What a searched architecture's model name starts with (then ``:<fingerprint>:<layer>,<layer>,...``).
+ARCH_NAME_PREFIX = "mobiledet_search"
 
 
 class SpaceError(ValueError):
@@ -116,13 +121,16 @@ class SearchSpace:
         rng = np.random.default_rng([seed, index])
         return tuple(self.choice_names[i] for i in rng.integers(len(self.choices), size=self.num_layers))
 
-    def validate(self, arch: Sequence[str]) -> tuple[str, ...]:
-        arch = tuple(arch)
+    def validate(self, arch: Sequence[str], source: str = "") -> tuple[str, ...]:
+        """``arch`` as a tuple, or :class:`SpaceError` saying what is wrong, after ``source`` (where it came from)."""
+        arch, where = tuple(arch), f"{source}: " if source else ""
         if len(arch) != self.num_layers:
-            raise SpaceError(f"an architecture of {SPACE_ID} has {self.num_layers} layers, got {len(arch)}")
+            raise SpaceError(f"{where}an architecture of {SPACE_ID} has {self.num_layers} layers, got {len(arch)}")
+        if not all(isinstance(a, str) for a in arch):
+            raise SpaceError(f"{where}layer choices are names (strings), got {arch!r}")
         unknown = sorted({a for a in arch if a not in self._by_name})
         if unknown:
-            raise SpaceError(f"unknown layer choice(s) {', '.join(map(repr, unknown))}; "
+            raise SpaceError(f"{where}unknown layer choice(s) {', '.join(map(repr, unknown))}; "
                              f"choose from {', '.join(self.choice_names)}")
         return arch
 
@@ -136,10 +144,30 @@ class SearchSpace:
             start += length
         return stages
 
+    def builder(self, arch: Sequence[str]) -> Callable[..., nn.Module]:
+        """``arch``'s builder, as a registered MobileDet's: what :func:`repghost.create_model` calls."""
+        return mobiledet_builder(self.stages(arch), self.stem_chs, self.act, self.se)
+
     def build(self, arch: Sequence[str], deploy: bool = False, **kwargs) -> nn.Module:
-        """``arch`` as a :class:`MobileDet`; by default headless (``num_classes=0``: pooled C5)."""
+        """``arch`` as a :class:`MobileDet` (``features_only``: :class:`MobileDetFeatures`); by default
+        headless (``num_classes=0``: pooled C5)."""
         kwargs.setdefault("num_classes", 0)
-        return MobileDet(self.stages(arch), self.stem_chs, self.act, self.se, deploy=deploy, **kwargs)
+        return self.builder(arch)(deploy=deploy, **kwargs)
+
+    def arch_name(self, arch: Sequence[str]) -> str:
+        """``arch`` as a self-describing model name for :func:`repghost.create_model`."""
+        return f"{ARCH_NAME_PREFIX}:{self.fingerprint}:{','.join(self.validate(arch))}"
+
+    def from_arch_name(self, name: str) -> tuple[str, ...]:
+        """The architecture an :meth:`arch_name` names, or :class:`SpaceError` saying why it is not one of this
+        space's (another fingerprint, unknown layers)."""
+        prefix, _, rest = name.partition(":")
+        fingerprint, sep, layers = rest.partition(":")
+        if prefix != ARCH_NAME_PREFIX or not sep:
+            raise SpaceError(f"{name!r} is not a searched architecture's name "
+                             f"({ARCH_NAME_PREFIX}:<fingerprint>:<layer>,<layer>,...)")
+        self.check_fingerprint(dict(space=SPACE_ID, fingerprint=fingerprint), f"model {name!r}")
+        return self.validate(layers.split(","), f"model {name!r}")
 
     def from_model_name(self, name: str) -> tuple[str, ...]:
         """A registered MobileDet as an architecture of this space, or :class:`SpaceError` saying why not."""
@@ -173,7 +201,7 @@ class SearchSpace:
         self.check_fingerprint(data, source)
         if not isinstance(data.get("layers"), list):
             raise SpaceError(f"{source}: 'layers' must be a list of layer choices")
-        return self.validate(data["layers"])
+        return self.validate(data["layers"], source)
 
     def check_fingerprint(self, data: dict, source: str) -> None:
         if data.get("space") != SPACE_ID or data.get("fingerprint") != self.fingerprint:
@@ -181,9 +209,11 @@ class SearchSpace:
                              f"{data.get('fingerprint')!r}), not {SPACE_ID!r} ({self.fingerprint})")
 
     def load_arch(self, spec: str | os.PathLike) -> tuple[str, ...]:
-        """An architecture from a JSON file, or a registered MobileDet's name."""
+        """An architecture from a JSON file, its :meth:`arch_name`, or a registered MobileDet's name."""
         if str(spec) in MOBILEDETS:
             return self.from_model_name(str(spec))
+        if str(spec).startswith(f"{ARCH_NAME_PREFIX}:"):
+            return self.from_arch_name(str(spec))
         path = Path(spec)
         if not path.is_file():
             raise SpaceError(f"{spec}: neither an architecture file nor one of {', '.join(MOBILEDETS)}")
@@ -192,3 +222,17 @@ class SearchSpace:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise SpaceError(f"{path}: not valid JSON ({err})") from err
         return self.arch_from_json(data, str(path))
+
+
+def searched_model(spec: str) -> tuple[str, Callable[..., nn.Module]] | None:
+    """The model name and builder of a searched architecture given as its file or its :meth:`~SearchSpace.arch_name`
+    (``None`` when ``spec`` is neither: not a file, no ``.json`` suffix, no prefix); :class:`SpaceError` when it is
+    one but not of this space, or not an architecture at all."""
+    path = Path(spec)
+    if not (spec.startswith(f"{ARCH_NAME_PREFIX}:") or path.is_file()):
+        if path.suffix == ".json":
+            raise SpaceError(f"architecture file not found: {spec}")
+        return None
+    space = SearchSpace()
+    arch = space.load_arch(spec)
+    return space.arch_name(arch), space.builder(arch)

@@ -21,12 +21,28 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 
 from ..checkpoint import load_checkpoint
-from ..models import create_model
+from ..costmodel.space import searched_model
+from ..models import create_model, list_models
 from ..models.family import FEATURE_BLOCKS
 
-#: Backbones this module builds detectors on (RepGhostNet, GhostNet for comparison, MobileDets).
+#: Backbones this module builds detectors on (RepGhostNet, GhostNet for comparison, MobileDets; searched
+#: architectures' inline names start with ``mobiledet_`` too).
 BACKBONE_PATTERNS = ("repghostnet_*", "ghostnet_*", "mobiledet_*", "ghost_resnet50*", "repghost_resnet50*")
 NUM_STAGES = len(FEATURE_BLOCKS)
+
+
+def backbone_name(spec: str | os.PathLike) -> str:
+    """The name of the body ``spec`` builds: a backbone's name as it is, a searched architecture's file or
+    inline name as the inline name (so nothing recorded needs the file); ``ValueError`` saying what is
+    expected otherwise."""
+    name = os.fspath(spec)
+    # A SpaceError (a ValueError) names the file when it is no architecture of the search space.
+    found = None if name in list_models() else searched_model(name)
+    name = found[0] if found else name
+    if not any(fnmatch.fnmatch(name, p) for p in BACKBONE_PATTERNS):
+        raise ValueError(f"backbone {name!r} is not a RepGhostNet, GhostNet, MobileDet or (Rep)Ghost-Res50 model "
+                         f"(patterns: {', '.join(BACKBONE_PATTERNS)}) or a searched architecture's file")
+    return name
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -82,12 +98,9 @@ def build_body(backbone: str, out_indices: Sequence[int], pretrained: str | os.P
     preferred) loaded before anything is frozen. ``frozen_bn`` (default: on when pretrained) turns
     every BN into FrozenBatchNorm2d; ``trainable_stages`` (default: 3 when pretrained, else all 5)
     freezes the early stages. A ``deploy`` body is the re-parameterized architecture: nothing to
-    freeze, used to load a deploy detector checkpoint.
+    freeze, used to load a deploy detector checkpoint. ``backbone`` may be a searched architecture's file.
     """
-    if not any(fnmatch.fnmatch(backbone, p) for p in BACKBONE_PATTERNS):
-        raise ValueError(f"backbone {backbone!r} is not a RepGhostNet, GhostNet, MobileDet or (Rep)Ghost-Res50 model "
-                         f"(patterns: {', '.join(BACKBONE_PATTERNS)})")
-    body = create_model(backbone, features_only=True, out_indices=tuple(out_indices), deploy=deploy)
+    body = create_model(backbone_name(backbone), features_only=True, out_indices=tuple(out_indices), deploy=deploy)
     if pretrained is not None:
         load_checkpoint(body, pretrained, use_ema=True)
     if deploy:

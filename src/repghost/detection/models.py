@@ -21,7 +21,7 @@ from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from ..reparam import reparameterize
-from .backbone import BackboneWithFPN, SSDLiteBackbone, build_body
+from .backbone import BackboneWithFPN, SSDLiteBackbone, backbone_name, build_body
 
 DETECTORS = ("retinanet", "maskrcnn", "ssdlite")
 
@@ -37,6 +37,8 @@ class DetectorConfig:
 
     ``num_classes`` counts the background, as torchvision does: K object classes → K + 1.
     ``min_size`` / ``max_size`` default to the paper's COCO setting (800 / 1333; SSDLite 320).
+    ``backbone`` may be a searched architecture's file; it is kept as its inline name, so the checkpoint
+    does not depend on the file.
     """
 
     model: str = "retinanet"
@@ -54,6 +56,7 @@ class DetectorConfig:
             raise ValueError(f"unknown detector {self.model!r}; choose one of {', '.join(DETECTORS)}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes counts the background and must be ≥ 2, got {self.num_classes}")
+        self.backbone = backbone_name(self.backbone)
         default_min, default_max = DEFAULT_SIZES[self.model]
         self.min_size = self.min_size or default_min
         self.max_size = self.max_size or max(default_max, self.min_size)

@@ -2,7 +2,14 @@
 
 from . import ghostnet, mobiledet, repghostnet, resnet  # noqa: F401  (registration side effect)
 from .family import GhostFamilyFeatures, GhostFamilyNet
-from .registry import UnknownModelError, create_model, list_models, register_model
+from .registry import (
+    UnknownModelError,
+    create_model,
+    list_models,
+    register_model,
+    resolve_model_name,
+    short_model_name,
+)
 
 __all__ = ["GhostFamilyFeatures", "GhostFamilyNet", "UnknownModelError", "create_model", "list_models",
-           "register_model"]
+           "register_model", "resolve_model_name", "short_model_name"]

@@ -125,13 +125,20 @@ class MobileDetFeatures(FeaturesOnlyForward, MobileDet):
         super().__init__(*args, features_only=True, **kwargs)
 
 
-def _register(name: str):
-    stages, stem_chs, act, se = MOBILEDETS[name]
+def mobiledet_builder(stages: Sequence[Sequence[LayerCfg]], stem_chs: int, act: str, se: bool):
+    """The ``create_model`` builder of a stage table: :class:`MobileDetFeatures` with ``features_only``,
+    else :class:`MobileDet` (the registered MobileDets and searched architectures alike)."""
 
     def builder(features_only: bool = False, **kwargs):
         cls = MobileDetFeatures if features_only else MobileDet
         return cls(stages, stem_chs, act, se, **kwargs)
 
+    return builder
+
+
+def _register(name: str):
+    stages, stem_chs, act, se = MOBILEDETS[name]
+    builder = mobiledet_builder(stages, stem_chs, act, se)
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"MobileDet-{name.split('_', 1)[1].upper()} backbone ({act}{', SE' if se else ''})."
     register_model(builder)

@@ -1,8 +1,11 @@
-"""Model names live here, once: ``register_model`` fills the table, ``create_model`` reads it."""
+"""Model names live here, once: ``register_model`` fills the table, ``create_model`` reads it (and
+resolves searched architectures, whose names :mod:`repghost.costmodel.space` defines)."""
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import os
 from collections.abc import Callable
 
 from torch import nn
@@ -27,8 +30,39 @@ class UnknownModelError(ValueError):
     pass
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model, e.g. ``create_model("repghostnet_100", num_classes=10)``.
+def resolve_model(spec: str | os.PathLike) -> tuple[str, Callable[..., nn.Module]]:
+    """The model name and builder of ``spec``: a registered name, or a searched architecture (see
+    :mod:`repghost.costmodel.space`) given as its JSON file or its inline name. Either way a searched
+    architecture's name is the inline one, so nothing that records it depends on the file."""
+    spec = os.fspath(spec)
+    if spec in _MODELS:
+        return spec, _MODELS[spec]
+    from ..costmodel.space import SpaceError, searched_model  # lazy: the cost model builds on the models
+
+    try:
+        found = searched_model(spec)
+    except SpaceError as err:
+        raise UnknownModelError(str(err)) from None
+    if found is None:
+        raise UnknownModelError(f"unknown model {spec!r}; available models: {', '.join(list_models())}")
+    return found
+
+
+def resolve_model_name(spec: str | os.PathLike) -> str:
+    """The name :func:`create_model` gives the model of ``spec`` (checked: :class:`UnknownModelError` if none)."""
+    return resolve_model(spec)[0]
+
+
+def short_model_name(name: str) -> str:
+    """``name`` short enough for a directory name: an inline name (``kind:details``, a searched
+    architecture's) becomes its kind and a hash of the details; a registered name stays as it is."""
+    kind, sep, details = name.partition(":")
+    return f"{kind}-{hashlib.sha256(details.encode()).hexdigest()[:8]}" if sep else name
+
+
+def create_model(name: str | os.PathLike, **kwargs) -> nn.Module:
+    """Build a registered model, e.g. ``create_model("repghostnet_100", num_classes=10)``, or a searched
+    architecture from its file or inline name (:func:`resolve_model`).
 
     Common keyword arguments: ``num_classes``, ``in_chans``, ``drop_rate``, ``deploy``,
     ``global_pool``, ``features_only``, ``out_indices`` and, as timm, ``feature_cls`` (one of
@@ -36,14 +70,13 @@ def create_model(name: str, **kwargs) -> nn.Module:
     The model remembers ``name`` and ``kwargs`` (``model.model_name``, ``model.model_kwargs``) so
     a checkpoint can rebuild it.
     """
-    if name not in _MODELS:
-        raise UnknownModelError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+    name, builder = resolve_model(name)
     builder_kwargs = dict(kwargs)
     feature_cls = builder_kwargs.pop("feature_cls", "list")
     if feature_cls == "list":
-        model = _MODELS[name](**builder_kwargs)
+        model = builder(**builder_kwargs)
     else:
-        model = _timm_features(_MODELS[name], feature_cls, builder_kwargs)
+        model = _timm_features(builder, feature_cls, builder_kwargs)
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     return model

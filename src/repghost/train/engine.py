@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import DataError, SampleDataset, build_datasets, build_loader, build_transform, describe_data
 from ..io import atomic_torch_save
-from ..models import create_model
+from ..models import create_model, resolve_model_name, short_model_name
 from ..preprocess import Preprocess
 from ..progress import progress, write
 from ..reparam import FoldCheck, reparameterize, verify_fold
@@ -169,6 +169,8 @@ class Trainer:
         if len(raw["train"]) < global_batch:
             raise DataError(f"{len(raw['train'])} training images is less than one global batch ({global_batch})")
         _seed_all(cfg.seed)  # same initial weights on every rank
+        # A searched architecture's file is recorded as its inline name: the run does not need the file.
+        self.cfg = cfg = replace(cfg, model=resolve_model_name(cfg.model))
         model = create_model(cfg.model, num_classes=self.num_classes, drop_rate=cfg.drop_rate, **cfg.model_kwargs)
 
         self.run_dir = Path(resume).parent if resume else self._new_run_dir()
@@ -223,7 +225,7 @@ class Trainer:
 
     # -- setup helpers ---------------------------------------------------------------------
     def _new_run_dir(self) -> Path:
-        name = self.cfg.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{self.cfg.model}"
+        name = self.cfg.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{short_model_name(self.cfg.model)}"
         run_dir = Path(self.cfg.output) / name
         if self.dist.is_main:
             if (run_dir / "last.pt").exists():
