@@ -63,6 +63,25 @@ POSITIVE = Number(float, 0.0, exclusive=True)
 FRACTION = Number(float, 0.0, 1.0)
 
 
+class Negative(Number):
+    """A strictly negative number (a penalty weight such as the search's τ)."""
+
+    def __init__(self):
+        super().__init__(float, -math.inf)
+
+    def problem(self, value) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -math.inf < value < 0:
+            return f"expected {self._describe()}, got {value!r}"
+        return None
+
+    def _describe(self) -> str:
+        return "a number < 0"
+
+
+#: strictly negative weights
+NEGATIVE = Negative()
+
+
 
 #: counts and sizes: 1, 2, ...
 COUNT = Number(int, 1)

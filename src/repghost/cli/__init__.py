@@ -9,12 +9,12 @@ from __future__ import annotations
 import sys
 
 from .. import __version__
-from . import bench, costmodel, deploy, detection, models, study, train
+from . import bench, costmodel, deploy, detection, models, search, study, train
 from .args import Parser
 
 COMMANDS = [models.add_models, train.add_train, train.add_eval, deploy.add_convert, deploy.add_export,
             bench.add_bench, study.add_study, detection.add_det_train, detection.add_det_eval,
-            costmodel.add_costmodel]
+            costmodel.add_costmodel, search.add_search]
 
 
 def build_parser() -> Parser:

@@ -180,14 +180,16 @@ class CocoDetection(Dataset):
 
     Targets are what torchvision detectors take: ``boxes`` (xyxy, float), ``labels`` (1…K, the
     categories in id order), ``image_id``, and ``masks`` (N×H×W uint8) when ``masks=True``.
-    ``train=True`` drops images without annotations and flips horizontally at random.
+    ``train=True`` drops images without annotations and flips horizontally at random (``flip=False``:
+    the caller flips, e.g. the architecture search, whose flips are a function of the step).
     ``self.coco`` indexes the cleaned annotations, which evaluation scores against.
     """
 
     def __init__(self, ann_file: str | os.PathLike, images_root: str | os.PathLike, train: bool = False,
-                 masks: bool = False, skip_missing_images: bool = False):
+                 masks: bool = False, skip_missing_images: bool = False, flip: bool | None = None):
         self.ann_file, self.images_root = Path(ann_file), Path(images_root)
         self.train, self.masks = train, masks
+        self.flip = train if flip is None else flip
         data = _read_json(self.ann_file)
         cleaned, self.report = validate_annotations(data, self.images_root, str(self.ann_file),
                                                     skip_missing_images, drop_empty=train)
@@ -252,7 +254,7 @@ class CocoDetection(Dataset):
         except UnreadableImage as err:
             return None, err.path
         target = self.target(image_id)
-        if self.train and torch.rand(()) < 0.5:
+        if self.flip and torch.rand(()) < 0.5:
             image, target = hflip(image, target)
         return image, target
 

@@ -99,15 +99,20 @@ def build_detector(config: DetectorConfig, pretrained: str | os.PathLike | None 
         backbone = BackboneWithFPN(body, config.fpn_channels, LastLevelMaxPool())
         model = MaskRCNN(backbone, config.num_classes, **sizes, **detector_kwargs)
     else:
-        backbone = SSDLiteBackbone(body)
-        anchors = DefaultBoxGenerator([[2, 3] for _ in backbone.out_channels], min_ratio=0.2, max_ratio=0.95)
-        head = SSDLiteHead(backbone.out_channels, anchors.num_anchors_per_location(), config.num_classes,
-                           partial(nn.BatchNorm2d, eps=0.001, momentum=0.03))
-        defaults = dict(score_thresh=0.001, nms_thresh=0.55, detections_per_img=300, topk_candidates=300)
-        model = SSD(backbone, anchors, (config.min_size, config.min_size), config.num_classes, head=head,
-                    **{**defaults, **detector_kwargs})
+        model = build_ssdlite(body, config.num_classes, config.min_size, **detector_kwargs)
     model.detector_config = config
     return model
+
+
+def build_ssdlite(body: nn.Module, num_classes: int, image_size: int, **detector_kwargs) -> SSD:
+    """torchvision's SSD with SSDLite's extra layers and head on ``body`` (maps at strides 16 and 32):
+    six anchors per location, square ``image_size`` input."""
+    backbone = SSDLiteBackbone(body)
+    anchors = DefaultBoxGenerator([[2, 3] for _ in backbone.out_channels], min_ratio=0.2, max_ratio=0.95)
+    head = SSDLiteHead(backbone.out_channels, anchors.num_anchors_per_location(), num_classes,
+                       partial(nn.BatchNorm2d, eps=0.001, momentum=0.03))
+    defaults = dict(score_thresh=0.001, nms_thresh=0.55, detections_per_img=300, topk_candidates=300)
+    return SSD(backbone, anchors, (image_size, image_size), num_classes, head=head, **{**defaults, **detector_kwargs})
 
 
 def detector_body(model: nn.Module) -> nn.Module:

@@ -71,7 +71,7 @@ class TrainResult:
     equivalence: FoldCheck | None   # how the deploy file relates to the best train-form weights
 
 
-class _StopFlag:
+class StopFlag:
     """Ctrl-C (SIGINT) or SIGTERM (what torchrun and schedulers send) asks the loop to stop at the
     next step and save a resumable checkpoint; a second signal aborts at once."""
 
@@ -289,7 +289,7 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg, interrupted = self.cfg, False
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while self.epoch < cfg.epochs and not interrupted:
                 train_stats = self._train_epoch(stop)
                 if train_stats is None:
@@ -313,7 +313,7 @@ class Trainer:
         sampler.set_start(self.step_in_epoch * self.cfg.batch_size)
         return iter(self.train_loader)
 
-    def _train_epoch(self, stop: _StopFlag) -> dict | None:
+    def _train_epoch(self, stop: StopFlag) -> dict | None:
         """One epoch (or its remainder). Returns its stats, or ``None`` when interrupted."""
         cfg = self.cfg
         self.ddp.train()

@@ -1,0 +1,93 @@
+"""`repghost search`: TuNAS latency-aware architecture search for an SSDLite detector."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .args import COUNT, USAGE_ERROR, fail, input_dir, input_file, output_dir
+
+#: Flags that map one-to-one onto :class:`repghost.search.SearchConfig` fields (type: the field's limit).
+TUNABLE = {
+    "steps": "search steps in all (warm-up included)",
+    "warmup_fraction": "share of the steps that only train the super-network (controller frozen, uniform sampling)",
+    "batch_size": "images per process per step (the held-out minibatch has the same size)",
+    "lr": "super-network SGD learning rate (linear warm-up, then cosine to 0)",
+    "lr_warmup_steps": "steps of the learning-rate warm-up",
+    "momentum": "super-network SGD momentum",
+    "weight_decay": "super-network weight decay",
+    "clip_grad": "clip the super-network's gradient norm to this",
+    "tau": "τ < 0, the weight of the latency penalty |c/T - 1| in the reward",
+    "controller_lr": "controller (Adam) learning rate",
+    "baseline_momentum": "decay of the reward's moving-average baseline",
+    "reward_fraction": "share of the training split held out to score architectures for the controller",
+    "seed": "seed of everything random (init, minibatches, flips, sampling)",
+    "log_every": "log a line (and a history record) every N steps",
+    "checkpoint_every": "save the resumable OUTPUT/search.pt every N steps",
+    "workers": "data loader workers per process",
+}
+
+
+def _cmd_search(args) -> int:
+    from ..checkpoint import CheckpointError
+    from ..detection.data import DetectionDataError
+    from ..detection.engine import DataConfig
+    from ..search import SearchConfig, SearchError, run_search
+
+    data = DataConfig(root=args.data, train_split=args.train_split, skip_missing_images=args.skip_missing_images)
+    options = {name: getattr(args, name) for name in TUNABLE}
+    try:
+        config = SearchConfig(output=args.output, costmodel=args.costmodel, target_ms=args.target_ms, data=data,
+                              img_size=args.img_size or (320 if args.data else 128), threads=args.threads,
+                              device=args.device, measure=args.measure, resume=args.resume, **options)
+        result = run_search(config)
+    except SearchError as err:  # the command line must change (cost model, target, data, resume state)
+        return fail("search", err, USAGE_ERROR)
+    except (CheckpointError, DetectionDataError, FloatingPointError, OSError) as err:
+        return fail("search", err)
+    return 130 if result.interrupted else 0
+
+
+def add_search(sub) -> None:
+    from ..search import SearchConfig
+
+    fields = {f.name: f for f in dataclasses.fields(SearchConfig)}
+    p = sub.add_parser(
+        "search", help="latency-aware architecture search (TuNAS) for an SSDLite detector",
+        description="Search the cost model's space (MobileDet-CPU's skeleton; IBN / Fused / Tucker / RepGhost "
+                    "per layer) for the SSDLite backbone that best trades detection quality against the cost "
+                    "model's latency, as MobileDets did: a one-shot super-network trained on one sampled "
+                    "architecture per step, and a REINFORCE controller rewarded with Q + τ·|c/T - 1| "
+                    "(Q = exp(-held-out detection loss), c the predicted latency, T --target-ms) after a warm-up. "
+                    "Writes OUTPUT/search.pt (resumable with --resume; Ctrl-C saves at the end of the step), "
+                    "history.json, and at the end arch.json (for det-train --backbone / create_model) and "
+                    "report.md. Without --data it runs on the built-in synthetic set at 128². Under torchrun "
+                    "every process trains its share of each minibatch. Exit codes: 0 done, 2 bad arguments "
+                    "(a cost model of another space, an unreachable target, a missing data root: nothing "
+                    "trained or written), 1 failed, 130 interrupted.")
+    p.add_argument("--target-ms", required=True, type=fields["target_ms"].metadata["limit"],
+                   help="latency target T, in the cost model's unit (ms under its runtime, threads and input size)")
+    p.add_argument("--costmodel", required=True, type=input_file, metavar="MODEL.json",
+                   help="latency cost model from `repghost costmodel fit`")
+    p.add_argument("--output", required=True, type=output_dir, help="search directory")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None, metavar="ROOT", type=input_dir,
+                   help="COCO-layout dataset root (default: the built-in synthetic set in OUTPUT/synthetic)")
+    g.add_argument("--train-split", default="train", help="split to search on, e.g. train2017 (default train)")
+    g.add_argument("--skip-missing-images", action="store_true",
+                   help="skip (and count) images whose files are missing instead of stopping")
+    g.add_argument("--img-size", type=fields["img_size"].metadata["limit"], default=None,
+                   help="square detector input (default: 320 with --data, 128 on the synthetic set)")
+    g = p.add_argument_group("search")
+    for name, text in TUNABLE.items():
+        default = fields[name].default
+        g.add_argument(f"--{name.replace('_', '-')}", type=fields[name].metadata["limit"], default=default,
+                       help=f"{text} (default {default:g})")
+    g = p.add_argument_group("run")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from OUTPUT/search.pt (same settings; threads, workers, device, logging and "
+                        "checkpointing may change)")
+    g.add_argument("--no-measure", dest="measure", action="store_false",
+                   help="do not time the result on this machine (e.g. when the cost model is another device's)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    g.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_cmd_search)

@@ -1,0 +1,240 @@
+"""The latency-aware architecture search: controller, reward, super-network, resume and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from repghost import create_model, reparameterize
+from repghost.cli import main
+from repghost.costmodel.fit import CostModel, feature_names
+from repghost.costmodel.space import SearchSpace
+from repghost.deploy import compare_onnx, export_onnx
+from repghost.detection.engine import DataConfig
+from repghost.detection.models import DetectorConfig, build_detector, detector_body, reparameterize_detector
+from repghost.reparam import verify_fold
+from repghost.search import Controller, LinearCost, SearchConfig, SuperNet, absolute_reward, run_search
+from repghost.search.engine import CHECKPOINT_FILE, StepBatches
+
+SPACE = SearchSpace()
+
+
+@pytest.fixture(scope="module")
+def cost_model(tmp_path_factory) -> str:
+    """A linear cost model of this space: every layer choice costs what its MACs at 320² suggest
+    (deterministic, positive), so cheap and dear architectures differ as on a device."""
+    rng = np.random.default_rng(0)
+    names = feature_names(SPACE)
+    weights = rng.uniform(0.05, 1.0, len(names)).tolist()
+    path = tmp_path_factory.mktemp("cost") / "costmodel.json"
+    CostModel(SPACE.fingerprint, names, weights, 1.0, timing=dict(runtime="onnxruntime", threads=1, batch=1,
+                                                                   img_size=320)).save(path)
+    return str(path)
+
+
+def _index(arch) -> list[int]:
+    return [SPACE.choice_names.index(name) for name in arch]
+
+
+# -- controller and reward -------------------------------------------------------------------------
+def test_absolute_reward_penalises_a_miss_in_either_direction():
+    assert absolute_reward(0.5, 10.0, 10.0, -0.1) == 0.5
+    assert absolute_reward(0.5, 8.0, 10.0, -0.1) == pytest.approx(0.48)
+    assert absolute_reward(0.5, 12.0, 10.0, -0.1) == pytest.approx(0.48)
+
+
+def test_controller_moves_toward_the_choice_a_toy_reward_favours():
+    controller = Controller(num_layers=6, num_choices=5, lr=0.05, seed=0)
+    for _ in range(400):
+        choices = controller.sample()
+        controller.update(choices, reward=float(np.mean([c == 3 for c in choices])))
+    probs = controller.probs
+    assert probs.shape == (6, 5)
+    assert torch.all(probs[:, 3] > 0.6), probs[:, 3]            # from 0.2 each at the start
+    assert controller.most_likely() == [3] * 6
+    assert controller.entropy() < np.log(5) * 0.8
+
+
+@pytest.mark.parametrize("target", [6.0, 16.0])
+def test_latency_term_pulls_sampled_latency_to_the_target(cost_model, target):
+    cost = LinearCost(CostModel.load(cost_model, SPACE), SPACE)
+    controller = Controller(SPACE.num_layers, len(SPACE.choice_names), seed=1)
+    sampled = []
+    for _ in range(1500):
+        choices = controller.sample()
+        sampled.append(cost(choices))
+        controller.update(choices, absolute_reward(0.3, sampled[-1], target, -0.07))
+    start, end = np.mean(sampled[:100]), np.mean(sampled[-200:])
+    assert abs(start - target) / target > 0.2          # the uniform start is far from both targets
+    assert abs(end - target) / target < 0.05, (start, end)
+
+
+def test_linear_cost_is_the_cost_model_and_knows_its_extremes(cost_model):
+    model = CostModel.load(cost_model, SPACE)
+    cost = LinearCost(model, SPACE)
+    archs = [SPACE.sample(3, i) for i in range(50)]
+    np.testing.assert_allclose([cost(_index(a)) for a in archs], model.predict(SPACE, archs), rtol=1e-12)
+    low, cheapest = cost.cheapest
+    high, dearest = cost.dearest
+    assert low == pytest.approx(cost(cheapest)) and high == pytest.approx(cost(dearest))
+    assert all(low <= cost(_index(a)) <= high for a in archs)
+
+
+def test_controller_state_round_trips_sampling_included():
+    a = Controller(4, 3, seed=5)
+    for _ in range(10):
+        a.update(a.sample(), 1.0)
+    b = Controller(4, 3, seed=99)
+    b.load_state_dict(a.state_dict())
+    assert [a.sample() for _ in range(5)] == [b.sample() for _ in range(5)]
+
+
+# -- super-network -----------------------------------------------------------------------------------
+def test_supernet_path_is_the_architecture_it_selects():
+    net = SuperNet(SPACE).eval()
+    arch = SPACE.sample(0, 4)
+    net.set_arch(arch)
+    alone = SPACE.build(arch, features_only=True, out_indices=(3, 4)).eval()
+    alone.load_state_dict(net.path_state_dict(arch))
+    x = torch.randn(1, 3, 64, 64)
+    for got, want in zip(net(x), alone(x), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_step_batches_are_a_function_of_the_step():
+    pool = list(range(10, 40))
+    whole = StepBatches(pool, 4, (0, 0), 0, 20)
+    resumed = StepBatches(pool, 4, (0, 0), 11, 20)
+    assert list(whole)[11:] == list(resumed)
+    ranks = [StepBatches(pool, 4, (0, 0), 3, 4, rank, 2).batch(3) for rank in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == sorted(whole.batch(3)) and not set(ranks[0]) & set(ranks[1])
+
+
+# -- a whole (tiny) search --------------------------------------------------------------------------
+def _config(tmp_path, cost_model, name, **overrides) -> SearchConfig:
+    values = dict(output=str(tmp_path / name), costmodel=cost_model, target_ms=9.0, steps=8, warmup_fraction=0.25,
+                  batch_size=2, img_size=64, log_every=2, checkpoint_every=100, measure=False,
+                  data=DataConfig(synthetic_dir=str(tmp_path / "data"), synthetic_train=20, synthetic_val=4,
+                                  synthetic_size=64))
+    return SearchConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, cost_model):
+    """A finished tiny search (8 steps, 2 of them warm-up)."""
+    return run_search(_config(tmp_path_factory.mktemp("search"), cost_model, "whole", measure=True))
+
+
+def test_killed_and_resumed_search_reproduces_the_uninterrupted_one(tmp_path, cost_model, whole):
+
+    def interrupt(search):
+        if search.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)   # what Ctrl-C sends: stop after this step, with a checkpoint
+
+    cut = run_search(_config(tmp_path, cost_model, "cut"), callback=interrupt)
+    assert cut.interrupted and cut.steps_done == 5
+    assert not (tmp_path / "cut" / "arch.json").exists()
+    resumed = run_search(_config(tmp_path, cost_model, "cut", resume=True))
+    assert not resumed.interrupted and resumed.steps_done == 8
+    assert resumed.arch == whole.arch and resumed.history == whole.history
+    a = torch.load(whole.output / CHECKPOINT_FILE, weights_only=True)
+    b = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)
+    assert torch.equal(a["controller"]["logits"], b["controller"]["logits"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    result = json.loads((tmp_path / "cut" / "arch.json").read_text())
+    assert SPACE.arch_from_json(result) == whole.arch
+    assert result["predicted_ms"] == pytest.approx(whole.predicted_ms)
+    assert sum(result["choice_counts"].values()) == SPACE.num_layers
+    assert (tmp_path / "cut" / "report.md").read_text().count("\n| ") == SPACE.num_layers + 1
+    measured = json.loads((whole.output / "arch.json").read_text())["measured"]   # timed as the cost model was
+    assert measured["measured_ms"] == whole.measured_ms > 0 and measured["reference_measured_ms"] > 0
+    assert (measured["runtime"], measured["threads"], measured["img_size"]) == ("onnxruntime", 1, 320)
+
+
+def test_resume_refuses_other_settings(tmp_path, cost_model):
+    run_search(_config(tmp_path, cost_model, "run", steps=2))
+    with pytest.raises(ValueError, match="settings differ.*tau"):
+        run_search(_config(tmp_path, cost_model, "run", steps=2, tau=-0.5, resume=True))
+    with pytest.raises(ValueError, match="exists; pass --resume"):
+        run_search(_config(tmp_path, cost_model, "run", steps=2))
+
+
+# -- bad input fails before any training, nothing written ------------------------------------------
+def _search(tmp_path, cost_model, *extra) -> list[str]:
+    return ["search", "--costmodel", cost_model, "--output", str(tmp_path / "out"), *extra]
+
+
+def test_cost_model_of_another_space_is_refused(tmp_path, cost_model, capsys):
+    data = json.loads(open(cost_model).read())
+    data["fingerprint"] = "0123456789abcdef"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    assert main(["search", "--costmodel", str(other), "--output", str(tmp_path / "out"), "--target-ms", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "belongs to search space" in err and "repghost costmodel fit" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("target,side", [("0.5", "below the cheapest"), ("500", "above the dearest")])
+def test_unreachable_target_is_refused_with_the_reachable_range(tmp_path, cost_model, capsys, target, side):
+    assert main(_search(tmp_path, cost_model, "--target-ms", target)) == 2
+    err = capsys.readouterr().err.strip()
+    assert side in err and "choose a target in that range" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_root_is_refused(tmp_path, cost_model, capsys):
+    assert main(_search(tmp_path, cost_model, "--target-ms", "9", "--data", str(tmp_path / "coco"))) == 2
+    assert "--data" in capsys.readouterr().err
+    (tmp_path / "coco").mkdir()
+    with pytest.raises(ValueError, match="has no annotations/instances_train.json"):
+        run_search(_config(tmp_path, cost_model, "out", data=DataConfig(root=str(tmp_path / "coco"))))
+    assert not (tmp_path / "out").exists()
+
+
+def test_found_architecture_rebuilds_trains_a_step_folds_and_exports(whole, tmp_path):
+    arch_file = whole.output / "arch.json"
+    detector = build_detector(DetectorConfig(model="ssdlite", backbone=str(arch_file), num_classes=4, min_size=64))
+    assert detector_body(detector).model_name == SPACE.arch_name(whole.arch)
+    images = [torch.rand(3, 64, 64) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 48.0]]), "labels": torch.tensor([1])} for _ in range(2)]
+    optimizer = torch.optim.SGD(detector.parameters(), lr=0.01)
+    before = detector_body(detector).stem.conv.weight.detach().clone()
+    loss = sum(detector.train()(images, targets).values())
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss) and not torch.equal(before, detector_body(detector).stem.conv.weight)
+    detector.eval()
+    deployed = reparameterize_detector(detector)
+    check = verify_fold(detector_body(detector), detector_body(deployed), (1, 3, 64, 64))
+    assert check.ok, check
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in detector_body(deployed).modules())
+    classifier = reparameterize(create_model(str(arch_file), num_classes=10).eval())
+    path = export_onnx(classifier, tmp_path / "found.onnx", (1, 3, 96, 96), exporter="legacy")
+    result = compare_onnx(classifier, path, (2, 3, 96, 96))
+    assert result.ok, str(result)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path, cost_model):
+    """Every rank trains its share of the minibatch on the same sampled path; rank 0 alone writes."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "repghost",
+           "search", "--costmodel", cost_model, "--target-ms", "9", "--output", str(tmp_path / "ddp"), "--steps", "4",
+           "--batch-size", "2", "--img-size", "64", "--log-every", "2", "--threads", "1", "--no-measure"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "ddp" / "arch.json").read_text())
+    assert len(SPACE.arch_from_json(result)) == SPACE.num_layers and result["search"]["steps"] == 4
+    assert proc.stdout.count("architecture:") == 1          # rank 0 logs and writes
+    state = torch.load(tmp_path / "ddp" / CHECKPOINT_FILE, weights_only=True)
+    assert state["step"] == 4 and [h["step"] for h in state["history"]] == [2, 4]
