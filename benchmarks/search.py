@@ -35,6 +35,7 @@ from repghost.costmodel.space import SearchSpace
 from repghost.deploy.onnx_export import export_onnx
 from repghost.profile import profile
 from repghost.reparam import reparameterize
+from repghost.search.engine import short_choice
 
 HERE = Path(__file__).resolve().parent
 COSTMODEL = HERE / "results" / "costmodel_model.json"
@@ -79,7 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "search")
     parser.add_argument("--costmodel", type=Path, default=COSTMODEL)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="training seeds")
+    parser.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=None, help="search steps (default: the search's default)")
     parser.add_argument("--passes", type=int, default=2, help="latency passes")
     parser.add_argument("--runs", type=int, default=50, help="timed rounds per latency pass")
@@ -104,23 +106,26 @@ def main() -> None:
     target = summary["target_ms"]
     print(f"target: mobiledet_cpu measured {summary['target_passes_ms']} ms → T = {target} ms", flush=True)
 
-    # 2. the default search.
-    search_dir = out / "run"
-    if not (search_dir / "arch.json").exists():
-        cmd = [*cli, "search", "--target-ms", str(target), "--costmodel", str(args.costmodel),
-               "--output", str(search_dir)]
-        if args.steps:
-            cmd += ["--steps", str(args.steps)]
-        if (search_dir / "search.pt").exists():
-            cmd.append("--resume")
-        started = time.time()
-        run(cmd)
-        summary["search_seconds"] = round(time.time() - started)
-        summary_path.write_text(json.dumps(summary, indent=1))
-    found = json.loads((search_dir / "arch.json").read_text())
+    # 2. the default search, once per --search-seeds.
+    found = {}
+    for search_seed in args.search_seeds:
+        label = "searched" if search_seed == 0 else f"searched_s{search_seed}"
+        search_dir = out / ("run" if search_seed == 0 else f"run_seed{search_seed}")
+        if not (search_dir / "arch.json").exists():
+            cmd = [*cli, "search", "--target-ms", str(target), "--costmodel", str(args.costmodel),
+                   "--output", str(search_dir), "--seed", str(search_seed)]
+            if args.steps:
+                cmd += ["--steps", str(args.steps)]
+            if (search_dir / "search.pt").exists():
+                cmd.append("--resume")
+            started = time.time()
+            run(cmd)
+            summary.setdefault("search_seconds", {})[label] = round(time.time() - started)
+            summary_path.write_text(json.dumps(summary, indent=1))
+        found[label] = search_dir / "arch.json"
 
     # 3. the three detectors, same recipe, each seed.
-    backbones = {"searched": str(search_dir / "arch.json"), "mobiledet_cpu": "mobiledet_cpu",
+    backbones = {**{label: str(path) for label, path in found.items()}, "mobiledet_cpu": "mobiledet_cpu",
                  "repghostnet_050": "repghostnet_050"}
     results: dict[str, list[dict]] = {label: [] for label in backbones}
     for label, backbone in backbones.items():
@@ -154,10 +159,13 @@ def main() -> None:
                          AP50=float(np.mean([r["AP50"] for r in results[label]])),
                          latency_ms=float(np.median(latency[label])), latency_passes_ms=latency[label],
                          backbone_params=detector_params, macs_320=profile(model, (1, 3, 320, 320)).macs))
+    searches = {label: json.loads(path.read_text()) for label, path in found.items()}
     report = dict(target_ms=target, target_passes_ms=summary["target_passes_ms"],
-                  search_seconds=summary.get("search_seconds"), found=dict(
-                      layers=found["layers"], choice_counts=found["choice_counts"],
-                      predicted_ms=found["predicted_ms"], measured=found.get("measured")),
+                  search_seconds=summary.get("search_seconds"),
+                  found={label: dict(layers=a["layers"], choice_counts=a["choice_counts"],
+                                     predicted_ms=a["predicted_ms"], measured=a.get("measured"),
+                                     probabilities=[d["probability"] for d in a["layer_details"]])
+                         for label, a in searches.items()},
                   rows=rows, seeds=args.seeds)
     (out / "results.json").write_text(json.dumps(report, indent=1))
     with open(out / "results.csv", "w", newline="") as f:
@@ -169,8 +177,11 @@ def main() -> None:
                              f"{r['AP50']:.2f}", f"{r['latency_ms']:.2f}",
                              " / ".join(f"{t:.2f}" for t in r["latency_passes_ms"]), r["backbone_params"],
                              r["macs_320"]])
-    lines = [f"Target T = {target} ms (mobiledet_cpu measured {summary['target_passes_ms']} ms). Found "
-             f"architecture: {found['choice_counts']}, predicted {found['predicted_ms']:.2f} ms.", "",
+    lines = [f"Target T = {target} ms (mobiledet_cpu measured {summary['target_passes_ms']} ms)."]
+    for label, a in searches.items():
+        lines.append(f"- {label}: {a['choice_counts']}, predicted {a['predicted_ms']:.2f} ms; "
+                     + " ".join(short_choice(name) for name in a["layers"]))
+    lines += ["",
              "| SSDLite backbone | AP (mean; per seed) | AP50 | body latency, ms (median; per pass) | params "
              "| MACs @320 |",
              "|---|---|---|---|---|---|"]

@@ -23,6 +23,7 @@ from repghost.detection.models import DetectorConfig, build_detector, detector_b
 from repghost.reparam import verify_fold
 from repghost.search import Controller, LinearCost, SearchConfig, SuperNet, absolute_reward, run_search
 from repghost.search.engine import CHECKPOINT_FILE, StepBatches
+from repghost.search.quality import held_out_quality
 
 SPACE = SearchSpace()
 
@@ -95,6 +96,35 @@ def test_controller_state_round_trips_sampling_included():
     b = Controller(4, 3, seed=99)
     b.load_state_dict(a.state_dict())
     assert [a.sample() for _ in range(5)] == [b.sample() for _ in range(5)]
+
+
+def test_quality_proxy_is_a_bounded_soft_recall_beside_ssd_own_loss():
+    detector = build_detector(DetectorConfig(model="ssdlite", backbone="mobiledet_cpu", num_classes=3, min_size=64))
+    images = [torch.rand(3, 64, 64) for _ in range(3)]
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 40.0, 44.0], [30.0, 20.0, 60.0, 60.0]]),
+                "labels": torch.tensor([1, 2])} for _ in range(2)]
+    targets.append({"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})  # no object
+    detector.train()
+    quality, loss, objects = held_out_quality(detector, images, targets)
+    assert objects == 4 and 0.0 <= quality <= 1.0
+    assert loss == pytest.approx(float(sum(detector(images, targets).values())), rel=1e-5)
+    # All confidence on the background: nothing is found. All on class 1: only class-1 objects can be.
+    assert _confident_quality(detector, images, targets, 0) < 1e-6
+    assert 0.0 < _confident_quality(detector, images, targets, 1) <= 0.5 + 1e-6
+
+
+def _confident_quality(detector, images, targets, label: int) -> float:
+    """Q when every anchor is sure of class ``label`` (classification weights 0, that class's bias 30)
+    and predicts its own box (regression 0: the decoded box is the anchor)."""
+    with torch.no_grad():
+        for block in detector.head.regression_head.module_list:
+            block[-1].weight.zero_()
+            block[-1].bias.zero_()
+        for block in detector.head.classification_head.module_list:
+            block[-1].weight.zero_()
+            block[-1].bias.zero_()
+            block[-1].bias.view(-1, 3)[:, label] = 30.0
+    return held_out_quality(detector, images, targets)[0]
 
 
 # -- super-network -----------------------------------------------------------------------------------

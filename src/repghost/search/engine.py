@@ -12,13 +12,10 @@ During the warm-up (the first ``warmup_fraction`` of the steps) only the weights
 architectures drawn from the controller's initial, uniform distribution, so every choice gets
 trained before its reward counts.
 
-**Quality proxy** ``Q = exp(−L)``, with ``L`` the detection loss (SSD's classification + box
-regression) of the sampled path on a held-out minibatch. COCO mAP on one minibatch of a partly
-trained one-shot network is too coarse and too noisy (a handful of objects, AP quantized) and
-costs NMS and a COCO evaluation per step; the loss is what the weights are trained on, and
-``exp(−L)`` puts it in (0, 1] like the accuracy TuNAS rewards, so τ keeps its meaning (reward per
-relative miss of the target). The held-out minibatches come from a fixed share of the *training*
-split that the weights never see; the validation split is left for evaluating the result.
+**Quality proxy** ``Q``: the sampled path's soft recall at IoU 0.5 on a held-out minibatch, in
+[0, 1] like the accuracy TuNAS rewards (see :mod:`.quality` for what it is and why not mAP or the
+loss). The held-out minibatches come from a fixed share of the *training* split that the weights
+never see; the validation split is left for evaluating the result.
 
 **Exact resume.** Every source of randomness is either a function of (seed, step) — which images
 form a minibatch, which are flipped — or saved in the checkpoint (controller generator, torch's
@@ -59,6 +56,7 @@ from ..progress import progress, write
 from ..train.distributed import any_rank, init_distributed
 from ..train.engine import StopFlag
 from .controller import Controller, LinearCost, absolute_reward
+from .quality import held_out_quality
 from .supernet import SuperNet
 
 CHECKPOINT_FORMAT = "repghost-search/1"
@@ -297,24 +295,25 @@ class Search:
         return choices, loss.item()
 
     @torch.no_grad()
-    def score(self, choices: Sequence[int], images, targets) -> float:
-        """The held-out detection loss of ``choices`` (averaged over ranks)."""
+    def score(self, choices: Sequence[int], images, targets) -> tuple[float, float]:
+        """``(Q, held-out loss)`` of ``choices`` on this minibatch (pooled over ranks): see :mod:`.quality`."""
         self.supernet.set_arch_indices(choices)
-        self.model.train()  # torchvision's SSD returns its losses only in training mode
+        self.model.train()  # BN on the batch's statistics, as the path trains
         with _FrozenBatchStats(self.model):
-            loss = sum(self.model(*self._to_device(images, targets)).values())
+            quality, loss, objects = held_out_quality(self.model, *self._to_device(images, targets))
         if self.world_size > 1:
-            loss = loss.detach().reshape(1)
-            dist.all_reduce(loss)
-            loss = loss / self.world_size
-        return float(loss)
+            pooled = torch.tensor([quality * objects, float(objects), loss], dtype=torch.float64,
+                                  device=self.device)
+            dist.all_reduce(pooled)
+            found, objects, loss_sum = pooled.tolist()
+            quality, loss = (found / objects if objects else 0.0), loss_sum / self.world_size
+        return quality, loss
 
     def train_controller(self, images, targets) -> dict:
         choices = self.controller.sample()
         if not images:
             return {}
-        held_out_loss = self.score(choices, images, targets)
-        quality = math.exp(-held_out_loss)
+        quality, held_out_loss = self.score(choices, images, targets)
         cost = self.cost(choices)
         reward = absolute_reward(quality, cost, self.config.target_ms, self.config.tau)
         advantage = self.controller.update(choices, reward)
@@ -477,10 +476,14 @@ def _format_record(entry: dict, steps: int) -> str:
     parts = [f"step {entry['step']}/{steps} [{entry['phase']}]",
              f"train loss {entry.get('train_loss', float('nan')):.3f}"]
     if "reward" in entry:
-        parts += [f"held-out loss {entry['held_out_loss']:.3f}", f"reward {entry['reward']:.4f}",
+        parts += [f"held-out Q {entry['quality']:.4f}", f"loss {entry['held_out_loss']:.3f}",
+                  f"reward {entry['reward']:.4f}",
                   f"sampled {entry['sampled_ms']:.2f} ms"]
-    parts += [f"entropy {entry['entropy']:.2f}", f"most likely {entry['most_likely_ms']:.2f} ms:",
-              " ".join(short_choice(name) for name in entry["most_likely"])]
+    if entry["phase"] == "warm-up":
+        parts.append("controller uniform until the warm-up ends")
+    else:
+        parts += [f"entropy {entry['entropy']:.2f}", f"most likely {entry['most_likely_ms']:.2f} ms:",
+                  " ".join(short_choice(name) for name in entry["most_likely"])]
     if entry["skipped_images"]:
         parts.append(f"skipped {entry['skipped_images']} unreadable image(s)")
     return "  ".join(parts)
