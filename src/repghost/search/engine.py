@@ -53,7 +53,7 @@ from ..detection.synthetic import annotation_path, image_dir
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..limits import COUNT, COUNT0, NEGATIVE, POSITIVE, Number
 from ..progress import progress, write
-from ..train.distributed import any_rank, init_distributed
+from ..train.distributed import any_rank, cleanup, init_distributed
 from ..train.engine import StopFlag
 from .controller import Controller, LinearCost, absolute_reward
 from .quality import held_out_quality
@@ -454,10 +454,13 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
     save()
     if interrupted:
         log(f"interrupted at step {search.step}: resume with the same command and --resume")
-        return SearchResult(out, search.most_likely(), cost(search.controller.most_likely()), None, search.step,
-                            True, search.history)
-    log(f"search finished in {time.time() - started:.0f} s")
-    return _finish(search, cost_model, config, out, info.is_main)
+        result = SearchResult(out, search.most_likely(), cost(search.controller.most_likely()), None, search.step,
+                              True, search.history)
+    else:
+        log(f"search finished in {time.time() - started:.0f} s")
+        result = _finish(search, cost_model, config, out, info.is_main)
+    cleanup(info)
+    return result
 
 
 def _log_record(search: Search, window: list[dict]) -> dict:
