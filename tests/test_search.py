@@ -269,3 +269,9 @@ def test_torchrun_two_cpu_processes(tmp_path, cost_model):
     assert proc.stdout.count("architecture:") == 1          # rank 0 logs and writes
     state = torch.load(tmp_path / "ddp" / CHECKPOINT_FILE, weights_only=True)
     assert state["step"] == 4 and [h["step"] for h in state["history"]] == [2, 4]
+
+
+def test_too_few_held_out_images_for_a_minibatch_is_refused(tmp_path, cost_model):
+    with pytest.raises(ValueError, match=r"4 held-out images \(--reward-fraction.*--batch-size"):
+        run_search(_config(tmp_path, cost_model, "out", batch_size=8))
+    assert not (tmp_path / "out" / CHECKPOINT_FILE).exists()

@@ -184,9 +184,9 @@ class StepBatches(torch.utils.data.Sampler):
     ``start…stop-1``: resuming at any step gives the same minibatches as running through."""
 
     def __init__(self, pool: Sequence[int], global_batch: int, seed: Sequence[int], start: int, stop: int,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, what: str = "images"):
         if len(pool) < global_batch:
-            raise SearchError(f"{len(pool)} images for a global minibatch of {global_batch}; use a smaller "
+            raise SearchError(f"{len(pool)} {what} for a global minibatch of {global_batch}; use a smaller "
                               "--batch-size or more data")
         self.pool, self.global_batch, self.seed = np.asarray(pool), global_batch, list(seed)
         self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
@@ -406,13 +406,15 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
     if resume_state is not None:
         search.load_state_dict(resume_state)
         log(f"resumed {ckpt} at step {search.step}")
-    out.mkdir(parents=True, exist_ok=True)
     start = search.step
     train_batches = _loader(dataset, StepBatches(weight_pool, global_batch, (config.seed, 0), start, config.steps,
                                                  info.rank, info.world_size), config.workers)
     reward_start = max(start, config.warmup_steps)
     reward_batches = _loader(dataset, StepBatches(reward_pool, global_batch, (config.seed, 1), reward_start,
-                                                  config.steps, info.rank, info.world_size), config.workers)
+                                                  config.steps, info.rank, info.world_size,
+                                                  what="held-out images (--reward-fraction of the train split)"),
+                             config.workers)
+    out.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
         if info.is_main:
