@@ -19,11 +19,13 @@ never see; the validation split is left for evaluating the result.
 
 **Exact resume.** Every source of randomness is either a function of (seed, step) — which images
 form a minibatch, which are flipped — or saved in the checkpoint (controller generator, torch's
-RNG), so a search stopped at a step and resumed reproduces the uninterrupted one.
+RNG), so a search stopped at a step and resumed (with the same number of threads: the float
+rounding differs with it, and the search's trajectory follows) reproduces the uninterrupted one.
 
 **Several processes** (torchrun): every rank samples the same architecture (same controller,
 same generator), trains it on its share of the global minibatch, and the gradients are averaged
-across ranks; the held-out loss is averaged too, so the controllers stay identical.
+across ranks; Q (pooled over the ranks' objects) and the held-out loss too, so the controllers stay
+identical.
 """
 
 from __future__ import annotations
