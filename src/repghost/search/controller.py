@@ -91,13 +91,12 @@ class LinearCost:
     without building feature vectors each step. Its extremes over the space are exact."""
 
     def __init__(self, model, space):
-        names = {name: i for i, name in enumerate(model.features)}
-        self.table = np.zeros((space.num_layers, len(space.choice_names)))
-        for layer, position in enumerate(space.positions):
-            for c, choice in enumerate(space.choice_names):
-                feature = f"L{layer}:{position.in_chs}x{position.out}:{choice}"
-                if feature in names:  # a feature dropped in fitting was absorbed into the bias
-                    self.table[layer, c] = model.weights[names[feature]]
+        from ..costmodel.fit import feature_names
+
+        # A feature dropped in fitting was constant there: its weight is absorbed by the bias (0 here).
+        weight = dict(zip(model.features, model.weights, strict=True))
+        self.table = np.array([weight.get(name, 0.0) for name in feature_names(space)]).reshape(
+            space.num_layers, len(space.choice_names))
         self.bias = model.bias
 
     def __call__(self, choices: Sequence[int]) -> float:

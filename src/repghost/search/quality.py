@@ -34,22 +34,20 @@ def held_out_quality(model: SSD, images: list[Tensor], targets: list[dict[str, T
     features = list(model.backbone(images_t.tensors).values())
     head = model.head(features)
     anchors = model.anchor_generator(images_t, features)
-    matched, found = [], []
+    matched, found, objects = [], images_t.tensors.new_zeros(()), 0
     for i, (anchors_i, target) in enumerate(zip(anchors, targets_t, strict=True)):
         gt = target["boxes"]
         if gt.numel() == 0:
             matched.append(torch.full((anchors_i.size(0),), -1, dtype=torch.int64, device=anchors_i.device))
             continue
         matched.append(model.proposal_matcher(box_iou(gt, anchors_i)))
-        boxes = model.box_coder.decode_single(head["bbox_regression"][i], anchors_i)
-        probs = head["cls_logits"][i].softmax(-1)
-        for g in range(gt.size(0)):
-            mine = torch.nonzero(matched[-1] == g).squeeze(1)
-            if mine.numel() == 0:
-                found.append(0.0)
-                continue
-            placed = box_iou(boxes[mine], gt[g:g + 1]).squeeze(1) >= IOU_THRESHOLD
-            found.append(float((probs[mine, target["labels"][g]] * placed).max()))
+        positive = torch.nonzero(matched[-1] >= 0).squeeze(1)
+        owner = matched[-1][positive]  # the object each positive anchor is matched to
+        boxes = model.box_coder.decode_single(head["bbox_regression"][i][positive], anchors_i[positive])
+        placed = box_iou(boxes, gt).gather(1, owner[:, None]).squeeze(1) >= IOU_THRESHOLD
+        score = head["cls_logits"][i][positive].softmax(-1).gather(1, target["labels"][owner][:, None]).squeeze(1)
+        best = score.new_zeros(gt.size(0)).scatter_reduce(0, owner, score * placed, "amax")
+        found, objects = found + best.sum(), objects + gt.size(0)
     losses = model.compute_loss(targets_t, head, anchors, matched)
-    quality = sum(found) / len(found) if found else 0.0
-    return quality, float(sum(losses.values())), len(found)
+    quality = float(found) / objects if objects else 0.0
+    return quality, float(sum(losses.values())), objects
