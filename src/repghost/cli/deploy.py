@@ -44,7 +44,7 @@ def add_convert(sub) -> None:
                                    "names. Exit codes: 2 bad arguments, 1 unreadable checkpoint or failed check; "
                                    "nothing is written unless everything succeeds.")
     p.add_argument("checkpoint", type=checkpoint_file, help="checkpoint to convert")
-    p.add_argument("out", type=_deploy_out, help="output path (.safetensors)")
+    p.add_argument("out", type=_deploy_out, help="output path (.safetensors), in an existing directory")
     p.add_argument("--model", type=model_name,
                    help="model name, for checkpoints without repghost metadata (e.g. repghostnet_100)")
     p.add_argument("--num-classes", type=COUNT, help="classes (default: the checkpoint's classifier width)")
@@ -122,7 +122,9 @@ def add_export(sub) -> None:
                                    "official / timm one with --model) or, with random weights, of a model name "
                                    "(registered, or a searched architecture's arch.json or inline name), "
                                    "run the exported model with its own runtime on random input and compare with "
-                                   "PyTorch: above tolerance it fails and removes the file(s). The input size and "
+                                   "PyTorch: above tolerance it fails and removes the file(s), as it does for an "
+                                   "ONNX graph that still holds a BatchNormalization (or, in a RepGhostNet, a "
+                                   "Concat). The input size and "
                                    "the int8 calibration follow the preprocessing the checkpoint records (flags "
                                    "override), and every export carries it (ONNX metadata, a TorchScript extra "
                                    "file, OUT.repghost.json beside an edge runtime's files). onnx: opset >= 17, "
