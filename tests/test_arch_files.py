@@ -165,3 +165,41 @@ def test_train_on_a_file_names_the_run_shortly_and_evals_without_it(arch_file, t
     arch_file.unlink()
     capsys.readouterr()
     assert main(["eval", str(run / "last.pt"), "--workers", "0", "--reparam"]) == 0
+
+
+def test_export_bench_and_models_take_the_file_and_its_inline_name(arch_file, tmp_path, monkeypatch, capsys):
+    """Wherever a model name goes: export (random weights) and bench take a searched architecture too."""
+    from repghost.deploy import onnx_metadata
+
+    monkeypatch.chdir(tmp_path)
+    name = resolve_model_name(str(arch_file))
+    assert main(["export", str(arch_file), "a.onnx", "--img-size", "32", "--exporter", "legacy"]) == 0
+    assert onnx_metadata(tmp_path / "a.onnx")["repghost_model"] == name   # the inline name: no file needed later
+    assert main(["bench", str(arch_file), f"{name}@deploy", "--runtimes", "eager", "--img-size", "32", "--runs", "1",
+                 "--warmup", "0", "--out", "b"]) == 0
+    models = {r["model"] for r in json.loads((tmp_path / "b" / "latency.json").read_text())["results"]}
+    assert models == {str(arch_file), repghost.models.short_model_name(name)}   # a table row, not 300 characters
+    capsys.readouterr()
+    assert main(["models", name, "--img-size", "32"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(repghost.models.short_model_name(name))
+    other = name.replace(name.split(":")[1], "f" * 16)
+    for argv in (["export", other, "x.onnx"], ["bench", other], ["models", other]):
+        assert main(argv) == 2, argv
+        assert "belongs to search space" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_detector_checkpoint_says_what_it_is_and_what_to_run(tmp_path, monkeypatch, capsys):
+    """`det-eval --save-deploy` writes a detector: export, bench and eval name it and point to det-eval."""
+    from repghost.detection import DetectorConfig, build_detector
+    from repghost.detection.engine import save_detector
+
+    monkeypatch.chdir(tmp_path)
+    detector = build_detector(DetectorConfig(model="ssdlite", backbone="mobiledet_cpu", num_classes=2))
+    path = save_detector(detector, tmp_path / "deploy.pt", [{"id": 1, "name": "thing"}])
+    for argv in (["export", str(path), "m.onnx"], ["bench", str(path)], ["eval", str(path)]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is a repghost detector checkpoint" in err, err
+        assert f"repghost det-eval {path}" in err and "not written by repghost" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.pt"]

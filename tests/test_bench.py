@@ -7,6 +7,7 @@ import pytest
 from repghost.bench import ModelSpec, run_study, write_study
 from repghost.bench.latency import _time_interleaved
 from repghost.cli import main
+from repghost.models import short_model_name
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -20,6 +21,21 @@ def test_model_spec_parsing():
         ModelSpec.parse("keras:ghostnet_100")
     with pytest.raises(ValueError, match="form"):
         ModelSpec.parse("repghostnet_100@fast")
+    assert ModelSpec.parse("runs/x/best.pt@deploy") == ModelSpec("file", "runs/x/best.pt", "deploy")  # checked later
+
+
+def test_model_spec_of_a_searched_architecture(tmp_path):
+    from repghost.costmodel.space import SearchSpace
+
+    space = SearchSpace()
+    name = space.arch_name(space.from_model_name("mobiledet_cpu"))
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps(space.arch_to_json(space.from_model_name("mobiledet_cpu"))))
+    spec = ModelSpec.parse(f"{name}@deploy")
+    assert spec == ModelSpec("repghost", name, "deploy") and spec.label == f"{short_model_name(name)}@deploy"
+    assert ModelSpec.parse(str(path)) == ModelSpec("repghost", str(path), "train")   # a model, not a checkpoint
+    with pytest.raises(ValueError, match="source must be one of repghost, timm, torchvision.*belongs to search"):
+        ModelSpec.parse(name.replace(space.fingerprint, "f" * 16))
 
 
 def test_rounds_interleave_every_runner_once_in_rotated_order():

@@ -1,5 +1,6 @@
 """Deployment: convert, ONNX / TorchScript export, int8 — on small inputs to stay fast."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,11 @@ from repghost.deploy import (
     load_split,
     load_torchscript,
     op_counts,
+    pipeline,
     session,
 )
 from repghost.deploy import conversion as convert_module
-from repghost.deploy.pipeline import export
+from repghost.deploy.pipeline import export, leftover_ops, resolve_format
 from repghost.preprocess import Preprocess
 
 from conftest import randomize_bn
@@ -118,6 +120,48 @@ def test_export_removes_file_above_tolerance(tmp_path):
     with pytest.raises(ExportError, match="differs from PyTorch"):
         export(str(ckpt), out, img_size=32, exporter="legacy", rtol=0.0, log=lambda _: None)
     assert not out.exists()
+
+
+def test_printed_node_count_is_the_files(tmp_path, capsys):
+    _, ckpt = _train_checkpoint(tmp_path)
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(ckpt), str(out), "--img-size", "32", "--exporter", "legacy"]) == 0
+    line = next(li for li in capsys.readouterr().out.splitlines() if li.startswith(f"wrote {out}:"))
+    count, per_op = re.fullmatch(r"wrote .*: (\d+) nodes: (.*)", line).groups()
+    nodes = onnx.load(str(out)).graph.node
+    assert int(count) == len(nodes) > 100, line
+    assert dict((op, int(n)) for op, n in (item.rsplit(" ", 1) for item in per_op.split(", "))) == op_counts(out)
+
+
+def test_export_refuses_a_graph_that_still_holds_batchnorm(tmp_path, monkeypatch):
+    """The graph check fed a graph with BatchNormalization: a fold that silently did nothing (here:
+    skipped) leaves the train form's 32 fusion BNs in a RepGhostNet graph, and the export refuses it."""
+    _, ckpt = _train_checkpoint(tmp_path)
+    monkeypatch.setattr(pipeline, "fold_checked", lambda loaded, size, log: (loaded.model, None))
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=r"still holds 32 BatchNormalization node\(s\).*file removed"):
+        export(str(ckpt), out, img_size=32, exporter="legacy", log=lambda _: None)
+    assert not out.exists()
+    # Concat is refused in a RepGhostNet only: GhostNet merges with it by design; BN is refused in any model.
+    ops = {"Conv": 9, "BatchNormalization": 2, "Concat": 3}
+    assert leftover_ops(ops, "repghostnet_100") == {"BatchNormalization": 2, "Concat": 3}
+    assert leftover_ops(ops, "ghostnet_100") == {"BatchNormalization": 2}
+    assert leftover_ops({"Conv": 9, "Concat": 32}, "ghostnet_100") == {}
+
+
+def test_export_format_follows_the_extension(tmp_path, capsys):
+    assert [resolve_format(f"m{end}") for end in (".onnx", ".pt", ".mnn", ".ncnn.param", ".param", ".xml", ".tflite")] \
+        == ["onnx", "torchscript", "mnn", "ncnn", "ncnn", "openvino", "litert"]
+    assert resolve_format("M.ONNX") == "onnx" and resolve_format("model.bin", "onnx") == "onnx"
+    for out, fmt, message in (("m.mnn", "onnx", "named like a mnn file but the format is onnx"),
+                              ("m.onnx", "torchscript", "name it \\*.pt or drop --format"),
+                              ("model", None, "cannot tell the format")):
+        with pytest.raises(ValueError, match=message):
+            resolve_format(out, fmt)
+    _, ckpt = _train_checkpoint(tmp_path)
+    assert main(["export", str(ckpt), str(tmp_path / "m.pt"), "--img-size", "32"]) == 0   # TorchScript, not ONNX
+    assert load_torchscript(tmp_path / "m.pt")(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert "(traced, frozen)" in capsys.readouterr().out
 
 
 def test_torchscript_export_matches(tmp_path):

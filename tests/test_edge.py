@@ -102,6 +102,7 @@ def test_mismatching_export_is_refused_and_removed(exported, tmp_path, monkeypat
     other = randomize_bn(repghost.create_model("repghostnet_050", num_classes=10), seed=3).eval()
     ckpt = repghost.save_checkpoint(other, tmp_path / "other.safetensors")
     out = tmp_path / "out" / OUT_NAME[rt.name]
+    out.parent.mkdir()
     assert main(["export", str(ckpt), str(out), "--format", rt.name, "--img-size", str(SIZE)]) == 1
     err = capsys.readouterr().err
     assert "differs from PyTorch" in err and "file removed" in err

@@ -155,6 +155,16 @@ def test_bad_paths_and_values_are_one_line_usage_errors(tmp_path, capsys):
         (["eval", str(tmp_path / "none.pt")], "checkpoint not found"),
         (["train", "--model", "repghostnet_999"], "unknown model 'repghostnet_999'"),
         (["export", "repghostnet_050", str(tmp_path / "x.onnx"), "--int8", "--recipe", "fp16"], "FORMAT"),
+        # The output's extension and --format must agree; a name without a known extension needs --format.
+        (["export", "repghostnet_050", str(tmp_path / "x.mnn"), "--format", "onnx"], "named like a mnn file"),
+        (["export", "repghostnet_050", str(tmp_path / "x.param"), "--format", "torchscript"], "like a ncnn file"),
+        (["export", "repghostnet_050", str(tmp_path / "x")], "cannot tell the format from the name"),
+        (["export", "repghostnet_050", str(tmp_path / "x.pt"), "--int8"], "--int8 is available for"),
+        # A single output file goes into a directory that exists (output directories are created).
+        (["convert", str(afile), str(tmp_path / "no" / "dir" / "d.safetensors")], "directory"),
+        (["export", "repghostnet_050", str(tmp_path / "no" / "x.onnx")], f"directory {tmp_path / 'no'} does not"),
+        (["eval", str(afile), "--json", str(tmp_path / "no" / "r.json")], "does not exist"),
+        (["export", "repghostnet_050", str(afile / "x.onnx")], "is a file, not a directory"),
     ]
     for argv, expected in cases:
         assert main(argv) == 2, argv
@@ -185,6 +195,34 @@ def test_a_recipe_with_bad_values_is_refused_before_any_work(tmp_path, capsys):
     assert main(["train", "--recipe", str(recipe), "--output", str(tmp_path / "runs")]) == 2
     assert "--epochs: expected an integer >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_create_model_downloads_nothing_and_says_how_to_load_a_file():
+    with pytest.raises(ValueError, match=r"downloads no weights.*load_checkpoint\(model, path\)") as err:
+        repghost.create_model("repghostnet_050", pretrained=True)
+    assert "\n" not in str(err.value)
+    model = repghost.create_model("repghostnet_050", pretrained=False, num_classes=3)   # timm's habit: accepted
+    assert model.model_kwargs == {"num_classes": 3}   # and not recorded in its checkpoints
+
+
+@pytest.mark.parametrize("mistake,code", [("garbage", 1), ("missing", 2), ("directory", 2), ("unknown model", 2)])
+def test_eval_and_bench_give_the_same_code_for_the_same_mistake(mistake, code, tmp_path, monkeypatch, capsys):
+    """2 when the command line is wrong (caught before any work), 1 when reading the file fails."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "m.pt"
+    if mistake == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    elif mistake == "directory":
+        path.mkdir()
+    eval_argv, bench_argv = ["eval", str(path)], ["bench", str(path), "--runs", "1"]
+    if mistake == "unknown model":
+        eval_argv, bench_argv = ["eval", str(path), "--model", "repghostnet_999"], ["bench", "repghostnet_999"]
+        path.write_bytes(b"never read")
+    for argv in (eval_argv, bench_argv):
+        assert main(argv) == code, argv
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+    assert [p.name for p in tmp_path.iterdir()] == (["m.pt"] if mistake != "missing" else [])
 
 
 # -- Found 6: safe-loading messages ------------------------------------------------------------------------

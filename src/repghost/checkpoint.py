@@ -26,12 +26,24 @@ from torch import nn
 
 from .io import atomic_path
 from .layers.fuse import fold_bn_tensors
-from .models import UnknownModelError, create_model, resolve_model_name
+from .models import UnknownModelError, create_model, is_architecture_file, resolve_model_name
 from .preprocess import METADATA_KEY as PREPROCESS_KEY
 from .preprocess import Preprocess, PreprocessError
 from .reparam import is_deploy
 
 FORMAT = "repghost"
+#: The format tags of the other files repghost writes with ``torch.save``: what they are is said when
+#: one is given where a classification model is expected.
+DETECTION_FORMAT = "repghost-detection"
+SEARCH_FORMAT = "repghost-search/1"
+_OTHER_FILES = {
+    DETECTION_FORMAT: "{path} is a repghost detector checkpoint (from det-train or det-eval --save-deploy), not a "
+                      "classification model: evaluate it with `repghost det-eval {path}` (exporting and benchmarking "
+                      "detectors are not available yet)",
+    SEARCH_FORMAT: "{path} is a repghost search checkpoint, not a model: continue the search with `repghost search "
+                   "--resume --output <its directory> ...`; the architecture it ends with (arch.json beside it) is "
+                   "a model name for train, export and bench",
+}
 _WRAPPER_KEYS = ("state_dict", "model", "module", "net", "params")
 _EMA_KEYS = ("state_dict_ema", "model_ema", "ema")
 
@@ -78,6 +90,9 @@ def read_checkpoint_file(path: str | os.PathLike):
         except Exception as err:
             raise CheckpointError(f"cannot read {path}: damaged safetensors file ({err})") from None
     if kind is None:
+        if is_architecture_file(path):
+            raise CheckpointError(f"{path} is not a checkpoint: an architecture file names a model without weights "
+                                  "(train it with `repghost train --model`, or pass it where a model name goes)")
         raise CheckpointError(f"{path} is not a checkpoint: neither a safetensors file nor a torch.save file")
     try:
         with warnings.catch_warnings():
@@ -94,6 +109,17 @@ def read_checkpoint_file(path: str | os.PathLike):
     except Exception as err:  # corrupt zip, truncated file, ...
         first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
         raise CheckpointError(f"cannot read {path}: damaged or truncated checkpoint ({first})") from None
+
+
+def is_checkpoint_path(spec: str | os.PathLike) -> bool:
+    """Whether a command's model argument names a checkpoint rather than a model: a file or directory that
+    exists, or a path that looks like one (a directory part or an extension) — except an architecture
+    file (``.json``), and a name with ``:`` (a searched architecture's inline name), which are models."""
+    text = os.fspath(spec)
+    exists = os.path.exists(text)  # False, not an error, for a name too long to be a path
+    if is_architecture_file(text) or (":" in text and not exists):
+        return False
+    return exists or os.sep in text or bool(Path(text).suffix)
 
 
 def file_kind(path: str | os.PathLike) -> str | None:
@@ -352,13 +378,15 @@ def open_model(path: str | os.PathLike, model_name: str | None = None, num_class
                                       "--ema applies to training checkpoints (last.pt / best.pt)")
             kwargs = {**meta["model_kwargs"], **model_kwargs}
             kwargs.setdefault("deploy", meta["form"] == "deploy")
-            model = create_model(meta["model_name"], **kwargs)
+            model = _recorded_model(path, meta["model_name"], kwargs)
             load_state_into(model, to_our_layout(unwrap_state_dict(raw)), str(path))
             extra = meta["extra"]
             return LoadedModel(model.eval(), _recorded_preprocess(path, meta), extra.get("classes"),
                                extra.get("data", extra.get("data_config", {}).get("data")), "repghost safetensors")
     if isinstance(raw, dict) and raw.get("kind") == "repghost-train":
         return _open_training_checkpoint(path, raw, model_name, use_ema, model_kwargs)
+    if isinstance(raw, dict) and raw.get("format") in _OTHER_FILES:
+        raise CheckpointError(_OTHER_FILES[raw["format"]].format(path=path))
     if model_name is None:
         raise CheckpointError(f"{path} was not written by repghost, so it does not name its model; "
                               "pass the model name (--model repghostnet_100, ...)")
@@ -369,6 +397,14 @@ def open_model(path: str | os.PathLike, model_name: str | None = None, num_class
     model = create_model(model_name, deploy=deploy, **model_kwargs)
     load_state_into(model, state, str(path))
     return LoadedModel(model.eval(), None, kind="state dict")
+
+
+def _recorded_model(path: Path, name: str, kwargs: dict) -> nn.Module:
+    """The model a file names: a name this version cannot build is the file's problem, not the caller's."""
+    try:
+        return create_model(name, **kwargs)
+    except UnknownModelError as err:
+        raise CheckpointError(f"{path} holds a model that cannot be built here: {err}") from None
 
 
 def _repghost_metadata(path: Path) -> dict | None:
@@ -415,7 +451,7 @@ def _open_training_checkpoint(path: Path, state: dict, model_name, use_ema: bool
     recorded = state.get("model_kwargs") or {"num_classes": state["num_classes"], "drop_rate": cfg["drop_rate"],
                                              **cfg.get("model_kwargs", {})}
     kwargs = {**recorded, **model_kwargs}
-    model = create_model(cfg["model"], **kwargs)
+    model = _recorded_model(path, cfg["model"], kwargs)
     load_state_into(model, unwrap_state_dict(state, use_ema=use_ema), str(path))
     try:
         preprocess = Preprocess(input_size=cfg["img_size"], mean=cfg["mean"], std=cfg["std"],

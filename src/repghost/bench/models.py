@@ -2,7 +2,8 @@
 
 A spec is ``[SOURCE:]NAME[@FORM]``: SOURCE ``repghost`` (default), ``timm`` or ``torchvision``;
 FORM ``train`` (default) or ``deploy`` (our :func:`repghost.reparameterize`, or timm's
-``reparameterize_model`` for timm models). Every model is built with random weights
+``reparameterize_model`` for timm models). A repghost NAME is a registered name or a searched
+architecture's file (``arch.json``) or inline name. Every model is built with random weights
 (``pretrained=False`` / ``weights=None``): latency does not depend on the weights' values.
 A spec can also be a model file repghost wrote (``PATH[@FORM]``): it is loaded with its weights,
 and its recorded preprocessing gives the default input size.
@@ -17,7 +18,9 @@ from torch import nn
 
 from ..reparam import is_deploy
 
+#: Where a spec's model comes from: a SOURCE: prefix names one of the first three; "file" is a checkpoint path.
 SOURCES = ("repghost", "timm", "torchvision", "file")
+LIBRARIES = SOURCES[:3]
 FORMS = ("train", "deploy")
 
 #: ImageNet-1k top-1 (%) from the paper (PAPER.md): its RepGhostNet table, GhostNet 1.0×, and the
@@ -50,24 +53,34 @@ class ModelSpec:
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
-        path, _, form = text.rpartition("@") if "@" in text else (text, "", "")
-        if os.path.isfile(path):
-            if form and form not in FORMS:
-                raise ValueError(f"model spec {text!r}: form must be one of {FORMS}")
-            return cls("file", path, form or _recorded_form(path))
-        source, _, rest = text.rpartition(":")
-        name, _, form = rest.partition("@")
-        source, form = source or "repghost", form or "train"
-        if source not in SOURCES:
-            raise ValueError(f"model spec {text!r}: source must be one of {SOURCES}")
-        if form not in FORMS:
+        """The spec ``text`` names; a path is a checkpoint (``"file"``) unless it is an architecture file.
+        The SOURCE and FORM are checked here, the NAME when the model is built."""
+        from ..checkpoint import is_checkpoint_path
+        from ..models import UnknownModelError, resolve_model_name
+
+        body, _, form = text.rpartition("@") if "@" in text and not os.path.isfile(text) else (text, "", "")
+        if form and form not in FORMS:
             raise ValueError(f"model spec {text!r}: form must be one of {FORMS}")
-        return cls(source, name, form)
+        source, sep, name = body.partition(":")
+        if sep and source in LIBRARIES:
+            return cls(source, name, form or "train")
+        if is_checkpoint_path(body):
+            return cls("file", body, form or (_recorded_form(body) if os.path.isfile(body) else "train"))
+        if sep:  # no source of ours: a searched architecture's inline name, or a mistake
+            try:
+                resolve_model_name(body)
+            except UnknownModelError as err:
+                raise ValueError(f"model spec {text!r}: source must be one of {', '.join(LIBRARIES)} ({err})") from None
+        return cls("repghost", body, form or "train")
 
     @property
     def label(self) -> str:
-        prefix = "" if self.source == "repghost" else f"{self.source}:"
-        return f"{prefix}{self.name}@{self.form}"
+        """How tables and file names show the spec (a searched architecture's inline name shortened)."""
+        if self.source == "repghost":
+            from ..models import short_model_name
+
+            return f"{short_model_name(self.name)}@{self.form}"
+        return f"{self.source}:{self.name}@{self.form}"
 
     @property
     def paper_top1(self) -> float | None:

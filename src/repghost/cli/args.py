@@ -74,12 +74,19 @@ def _writable_parent(path: Path) -> None:
 
 
 def output_file(text: str) -> str:
-    """A file path that can be written: not a directory, in a writable (or creatable) directory."""
+    """A file path that can be written: not a directory, in a writable directory that exists (a single
+    output file's directory is not created: a typo in it would otherwise go unnoticed; output
+    *directories* are created, see :func:`output_dir`)."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; expected an output file name")
     if path.exists() and not os.access(path, os.W_OK):
         raise argparse.ArgumentTypeError(f"cannot overwrite {text} (permission denied)")
+    parent = path.absolute().parent
+    if parent.exists() and not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {path.parent} is a file, not a directory")
+    if not parent.exists():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: directory {path.parent} does not exist")
     _writable_parent(path.absolute())
     return text
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from .args import COUNT, COUNT0, USAGE_ERROR, fail, model_name, output_dir
+from .args import COUNT, COUNT0, USAGE_ERROR, checkpoint_file, fail, model_name, output_dir
 
 
 def _cmd_bench(args) -> int:
     from ..bench import BenchConfig, format_table, run_benchmark, write_results
+    from ..checkpoint import CheckpointError
     from ..deploy.edge import MissingRuntimeError
 
     if args.concat_vs_add:  # an alias of `repghost study concat-add`
@@ -26,7 +27,7 @@ def _cmd_bench(args) -> int:
                              batch_sizes=args.batch, img_sizes=img_sizes, warmup=args.warmup, runs=args.runs,
                              device=args.device)
         results = run_benchmark(config)
-    except MissingRuntimeError as err:
+    except (MissingRuntimeError, CheckpointError) as err:  # the work failed: a runtime, a model file's contents
         return fail("bench", err)
     except ValueError as err:  # bad spec / runtime / unknown model
         return fail("bench", err, USAGE_ERROR)
@@ -56,12 +57,7 @@ def _spec(text: str) -> str:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     if spec.source == "file":
-        from ..checkpoint import CheckpointError, open_model
-
-        try:
-            open_model(spec.name)
-        except CheckpointError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
+        checkpoint_file(spec.name)  # its contents are read by the work: exit 1 when it is not a checkpoint, as in eval
     elif spec.source == "repghost":
         model_name(spec.name)
     elif spec.source == "timm":
@@ -86,7 +82,9 @@ def add_bench(sub) -> None:
                                    "with params, MACs and the paper's top-1. Writes latency.{json,csv,md,png} to "
                                    "--out. MODEL is [SOURCE:]NAME[@FORM]: SOURCE repghost (default) | timm | "
                                    "torchvision, FORM train (default) | deploy; e.g. repghostnet_100@deploy "
-                                   "timm:ghostnet_100 timm:repghostnet_100@deploy torchvision:mobilenet_v3_large. "
+                                   "timm:ghostnet_100 timm:repghostnet_100@deploy torchvision:mobilenet_v3_large; "
+                                   "a repghost NAME may be a searched architecture's arch.json or inline name; "
+                                   "MODEL may also be a checkpoint repghost wrote (PATH[@FORM], weights loaded). "
                                    "Edge runtimes (mnn ncnn openvino litert; CPU, fp32) need their extras, e.g. "
                                    "pip install 'repghost[edge]'; each export is checked against PyTorch before "
                                    "it is timed. --concat-vs-add runs the paper's Fig. 1/2 study instead (= "

@@ -44,7 +44,7 @@ def add_convert(sub) -> None:
                                    "names. Exit codes: 2 bad arguments, 1 unreadable checkpoint or failed check; "
                                    "nothing is written unless everything succeeds.")
     p.add_argument("checkpoint", type=checkpoint_file, help="checkpoint to convert")
-    p.add_argument("out", type=_deploy_out, help="output path (.safetensors)")
+    p.add_argument("out", type=_deploy_out, help="output path (.safetensors), in an existing directory")
     p.add_argument("--model", type=model_name,
                    help="model name, for checkpoints without repghost metadata (e.g. repghostnet_100)")
     p.add_argument("--num-classes", type=COUNT, help="classes (default: the checkpoint's classifier width)")
@@ -55,17 +55,19 @@ def add_convert(sub) -> None:
 
 
 def _source(text: str) -> str:
-    """A checkpoint file, or a registered model name."""
-    from ..models import list_models
+    """A checkpoint file, or a model name: registered, or a searched architecture's file or inline name."""
+    from ..checkpoint import is_checkpoint_path
+    from ..models import is_architecture_file, list_models
 
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text} is a directory; expected a checkpoint file or a model name")
-    if os.path.isfile(text) or text in list_models():
+    if is_checkpoint_path(text):
+        return checkpoint_file(text)  # what it holds is read by the work (exit 1 when it is not a checkpoint)
+    if ":" in text or is_architecture_file(text):
+        model_name(text)  # a searched architecture: its errors say what is wrong
         return text
-    if os.sep in text or os.path.splitext(text)[1]:
-        raise argparse.ArgumentTypeError(f"checkpoint not found: {text}")
-    raise argparse.ArgumentTypeError(f"{text!r} is neither a checkpoint file nor a model name; "
-                                     f"models: {', '.join(list_models())}")
+    if text not in list_models():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a checkpoint file nor a model name; "
+                                         f"models: {', '.join(list_models())}")
+    return text
 
 
 def _recipe(text: str) -> str:
@@ -88,14 +90,18 @@ def _cmd_export(args) -> int:
     from ..checkpoint import CheckpointError
     from ..data import DataError
     from ..deploy import ConvertError, ExportError
-    from ..deploy.pipeline import export, int8_formats
+    from ..deploy.pipeline import export, int8_formats, resolve_format
     from ..preprocess import PreprocessError
 
-    if args.int8 and args.format not in int8_formats():
-        return fail("export", f"--int8 is available for --format {' / '.join(int8_formats())}, not {args.format}",
+    try:
+        fmt = resolve_format(args.out, args.format)
+    except ValueError as err:
+        return fail("export", err, USAGE_ERROR)
+    if args.int8 and fmt not in int8_formats():
+        return fail("export", f"--int8 is available for --format {' / '.join(int8_formats())}, not {fmt}",
                     USAGE_ERROR)
     try:
-        export(args.source, args.out, fmt=args.format, img_size=args.img_size, mean=args.mean, std=args.std,
+        export(args.source, args.out, fmt=fmt, img_size=args.img_size, mean=args.mean, std=args.std,
                opset=args.opset, exporter=args.exporter, int8=args.int8, recipe=args.recipe, calib=args.calib,
                num_calib=args.num_calib, num_held_out=args.num_held_out, model_name=args.model,
                num_classes=args.num_classes, use_ema=args.ema)
@@ -108,14 +114,17 @@ def _cmd_export(args) -> int:
 
 def add_export(sub) -> None:
     from ..deploy import DEFAULT_RECIPE
-    from ..deploy.pipeline import FORMATS
+    from ..deploy.pipeline import FORMATS, SUFFIXES
 
     p = sub.add_parser("export", help="export a model to ONNX (optionally int8), TorchScript, MNN, ncnn, OpenVINO "
                                       "or LiteRT",
                        description="Export the deploy form of a checkpoint (any file repghost writes, or an "
-                                   "official / timm one with --model) or of a registered model with random weights, "
+                                   "official / timm one with --model) or, with random weights, of a model name "
+                                   "(registered, or a searched architecture's arch.json or inline name), "
                                    "run the exported model with its own runtime on random input and compare with "
-                                   "PyTorch: above tolerance it fails and removes the file(s). The input size and "
+                                   "PyTorch: above tolerance it fails and removes the file(s), as it does for an "
+                                   "ONNX graph that still holds a BatchNormalization (or, in a RepGhostNet, a "
+                                   "Concat). The input size and "
                                    "the int8 calibration follow the preprocessing the checkpoint records (flags "
                                    "override), and every export carries it (ONNX metadata, a TorchScript extra "
                                    "file, OUT.repghost.json beside an edge runtime's files). onnx: opset >= 17, "
@@ -127,9 +136,14 @@ def add_export(sub) -> None:
                                    "OUT.tflite. Each needs its extra: pip install 'repghost[mnn]' (or ncnn, "
                                    "openvino, litert; edge for all). Exit codes: 2 bad arguments, 1 failed; nothing "
                                    "is written when the arguments or data are bad.")
-    p.add_argument("source", type=_source, help="checkpoint path, or a model name such as repghostnet_100")
-    p.add_argument("out", type=output_file, help="output file (.onnx, .pt, .mnn, .ncnn.param, .xml or .tflite)")
-    p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
+    suffixes = ", ".join(f"{' or '.join(ends)} {fmt}" for fmt, ends in SUFFIXES.items())
+    p.add_argument("source", type=_source,
+                   help="checkpoint path, or a model name such as repghostnet_100 or arch.json from `repghost search`")
+    p.add_argument("out", type=output_file, help=f"output file, in an existing directory; its extension sets the "
+                                                 f"format: {suffixes}")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="default: the one OUT's extension names; an extension that names another format is refused, "
+                        "and a name without a known extension needs --format")
     p.add_argument("--img-size", type=COUNT, default=None,
                    help="input size (default: the checkpoint's recorded size, else 224)")
     p.add_argument("--mean", **mean_std("mean"), default=None, help="normalization mean (default: recorded)")

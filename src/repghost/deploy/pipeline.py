@@ -1,7 +1,8 @@
 """The export flow behind ``repghost export``: source → deploy model → file(s) → checks.
 
-A source is a checkpoint (anything :func:`repghost.checkpoint.open_model` reads) or a registered
-model name (random weights; for measuring speed). Train-form models are re-parameterized first
+A source is a checkpoint (anything :func:`repghost.checkpoint.open_model` reads) or a model name —
+registered, or a searched architecture's file or inline name — (random weights; for measuring speed).
+The format follows the output's extension unless given. Train-form models are re-parameterized first
 and the fold verified. The preprocessing contract the source records sets the graph's input size
 and the int8 calibration, and is written into every exported file. Each step reports through
 ``log`` so the CLI only prints.
@@ -17,9 +18,9 @@ from pathlib import Path
 
 from torch import nn
 
-from ..checkpoint import LoadedModel
+from ..checkpoint import LoadedModel, is_checkpoint_path
 from ..io import atomic_write_json
-from ..models import create_model, list_models
+from ..models import UnknownModelError, create_model, is_architecture_file, list_models
 from ..preprocess import METADATA_KEY, Preprocess
 from .calib import ImageSplit, describe, load_split
 from .conversion import ConvertError, file_metadata, fold_checked, load_any
@@ -38,6 +39,12 @@ from .quantize import DEFAULT_RECIPE, Int8Report, compare_int8, int8_report, qua
 
 #: ``repghost export --format`` choices: ONNX, TorchScript and every edge runtime.
 FORMATS = ("onnx", "torchscript", *EDGE_RUNTIMES)
+#: The output name endings that mean each format (the first is the usual one).
+SUFFIXES: dict[str, tuple[str, ...]] = {"onnx": (".onnx",), "torchscript": (".pt",),
+                                         **{name: rt.suffixes for name, rt in EDGE_RUNTIMES.items()}}
+#: Ops a deploy graph must not hold: every BatchNorm is folded (any model), and a RepGhostNet merges
+#: its features with Add, never Concat.
+LEFTOVER_OPS = {"BatchNormalization": "", "Concat": "repghostnet"}
 
 
 @dataclass
@@ -53,6 +60,37 @@ class ExportReport:
     sidecar: Path | None = None     # edge formats: the contract, in a JSON file beside the model
 
 
+def format_of(path: str | os.PathLike) -> str | None:
+    """The format an output name's extension means (:data:`SUFFIXES`), or ``None``."""
+    name = Path(path).name.lower()
+    found = [(len(suffix), fmt) for fmt, suffixes in SUFFIXES.items() for suffix in suffixes if name.endswith(suffix)]
+    return max(found)[1] if found else None
+
+
+def resolve_format(out: str | os.PathLike, fmt: str | None = None) -> str:
+    """The export format for ``out``: ``fmt`` when given, else the one its extension means.
+
+    Raises :class:`ValueError` when ``fmt`` is unknown, when the extension means another format than
+    ``fmt``, or when there is no ``fmt`` and the extension means none.
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    implied = format_of(out)
+    if fmt is None and implied is None:
+        known = "; ".join(f"{' '.join(suffixes)} {name}" for name, suffixes in SUFFIXES.items())
+        raise ValueError(f"cannot tell the format from the name {os.fspath(out)!r}: end it in one of the extensions "
+                         f"({known}) or pass --format")
+    if fmt is not None and implied is not None and implied != fmt:
+        raise ValueError(f"{os.fspath(out)!r} is named like a {implied} file but the format is {fmt}: name it "
+                         f"*{SUFFIXES[fmt][0]} or drop --format")
+    return fmt or implied
+
+
+def leftover_ops(ops: dict[str, int], model_name: str) -> dict[str, int]:
+    """The ops of :data:`LEFTOVER_OPS` that a deploy graph of ``model_name`` still holds, with their counts."""
+    return {op: ops[op] for op, family in LEFTOVER_OPS.items() if ops.get(op) and model_name.startswith(family)}
+
+
 def int8_formats() -> list[str]:
     """The export formats ``--int8`` works with: onnx, and the edge runtimes with an int8 tool."""
     return ["onnx", *(name for name, rt in EDGE_RUNTIMES.items() if rt.int8_tool)]
@@ -60,17 +98,20 @@ def int8_formats() -> list[str]:
 
 def open_source(source: str, model_name: str | None = None, num_classes: int | None = None,
                 use_ema: bool = False, log: Callable[[str], None] = print) -> LoadedModel:
-    """A checkpoint file, or a registered model name (random weights, the model's default contract)."""
-    if not os.path.exists(source):
-        if source in list_models():
-            log(f"{source}: no checkpoint given, exporting random weights (fine for speed, not for accuracy)")
-            kwargs = {} if num_classes is None else {"num_classes": num_classes}
-            model = create_model(source, **kwargs).eval()
-            return LoadedModel(model, Preprocess.model_default(model), kind="model name")
-        if os.sep not in source and not Path(source).suffix:
-            raise ConvertError(f"{source!r} is neither a checkpoint file nor a model name; "
-                               f"models: {', '.join(list_models())}")
-    return load_any(source, model_name, num_classes, use_ema)
+    """A checkpoint file, or a model name — registered, or a searched architecture's file or inline
+    name — (random weights, the model's default contract)."""
+    if is_checkpoint_path(source):
+        return load_any(source, model_name, num_classes, use_ema)
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        model = create_model(source, **kwargs).eval()
+    except UnknownModelError as err:
+        if ":" in source or is_architecture_file(source):  # a searched architecture: the resolver says what is wrong
+            raise ConvertError(str(err)) from None
+        raise ConvertError(f"{source!r} is neither a checkpoint file nor a model name; "
+                           f"models: {', '.join(list_models())}") from None
+    log(f"{source}: no checkpoint given, exporting random weights (fine for speed, not for accuracy)")
+    return LoadedModel(model, Preprocess.model_default(model), kind="model name")
 
 
 def resolve_preprocess(loaded: LoadedModel, name: str, log: Callable[[str], None] = print, **overrides) -> Preprocess:
@@ -83,21 +124,21 @@ def resolve_preprocess(loaded: LoadedModel, name: str, log: Callable[[str], None
     return base.override(**overrides)
 
 
-def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int | None = None,
+def export(source: str, out: str | os.PathLike, fmt: str | None = None, img_size: int | None = None,
            mean=None, std=None, opset: int = 18, exporter: str = "dynamo", int8: bool = False,
            recipe: str = DEFAULT_RECIPE, calib: str | None = None, num_calib: int = 64,
            num_held_out: int | None = None, model_name: str | None = None, num_classes: int | None = None,
            use_ema: bool = False, rtol: float = RTOL, log: Callable[[str], None] = print) -> ExportReport:
-    """Export ``source`` to ``out`` (ONNX, TorchScript or an edge runtime's format), check it,
-    optionally quantize to int8.
+    """Export ``source`` to ``out`` (ONNX, TorchScript or an edge runtime's format: ``fmt``, by default
+    the one ``out``'s extension means), check it, optionally quantize to int8.
 
     Raises :class:`ExportError` when the exported model's output differs from PyTorch beyond
-    ``rtol`` (the file is removed then), when the graph of a RepGhostNet still holds
-    BatchNormalization or Concat, and — before any work — when an edge runtime is not installed.
-    ``calib`` defaults to the data the source was trained on (else the built-in digits).
+    ``rtol``, or when the ONNX graph still holds a BatchNormalization (or, for a RepGhostNet, a
+    Concat) — the file is removed then — and, before any work, :class:`ValueError` when the format
+    and ``out`` disagree (:func:`resolve_format`) and a missing-runtime error when an edge runtime is
+    not installed. ``calib`` defaults to the data the source was trained on (else the built-in digits).
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    fmt = resolve_format(out, fmt)
     if int8 and fmt not in int8_formats():
         raise ValueError(f"--int8 is available for --format {' / '.join(int8_formats())}, not {fmt}")
     if fmt in EDGE_RUNTIMES:
@@ -127,17 +168,19 @@ def export(source: str, out: str | os.PathLike, fmt: str = "onnx", img_size: int
         return ExportReport(path, preprocess)
 
     path = export_onnx(model, out, size, opset=opset, exporter=exporter)
-    report = ExportReport(path, preprocess, compare_onnx(model, path, (2, *size[1:]), rtol=rtol), op_counts(path))
-    log(f"wrote {path}: {sum(report.ops.values())} nodes " +
+    report = ExportReport(path, preprocess, comparison=compare_onnx(model, path, (2, *size[1:]), rtol=rtol),
+                          ops=op_counts(path))
+    log(f"wrote {path}: {sum(report.ops.values())} nodes: " +
         ", ".join(f"{k} {v}" for k, v in sorted(report.ops.items(), key=lambda kv: -kv[1])))
     log(f"onnxruntime vs PyTorch (batch 2): {report.comparison}")
     if not report.comparison.ok:
         path.unlink(missing_ok=True)
         raise ExportError(f"ONNX output differs from PyTorch: {report.comparison}; file removed")
-    leftover = {op: report.ops.get(op, 0) for op in ("BatchNormalization", "Concat")}
-    if getattr(model, "model_name", "").startswith("repghostnet") and any(leftover.values()):
+    leftover = leftover_ops(report.ops, getattr(model, "model_name", ""))
+    if leftover:
         path.unlink(missing_ok=True)
-        raise ExportError(f"the deploy graph still holds {leftover}; file removed")
+        raise ExportError(f"the deploy graph still holds {', '.join(f'{n} {op}' for op, n in leftover.items())} "
+                          "node(s), which a deploy form of this model must not have; file removed")
     set_onnx_metadata(path, props)
     if split is not None:
         _add_int8(report, loaded, props, split, recipe, log)

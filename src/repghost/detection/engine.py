@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from ..checkpoint import CheckpointError, read_checkpoint_file
+from ..checkpoint import DETECTION_FORMAT, CheckpointError, read_checkpoint_file
 from ..io import atomic_torch_save, atomic_write_json
 from ..progress import progress, write
 from ..train.distributed import init_distributed
@@ -34,7 +34,7 @@ from .evaluate import evaluate, format_metrics
 from .models import DetectorConfig, build_detector
 from .synthetic import annotation_path, image_dir, make_synthetic_coco
 
-CHECKPOINT_FORMAT = "repghost-detection"
+CHECKPOINT_FORMAT = DETECTION_FORMAT  # the file contract lives in repghost.checkpoint
 #: Base learning rate per 16 images (the 1× recipes' 8 GPUs × 2); scaled linearly with the batch.
 BASE_LR_PER_16 = {"retinanet": 0.01, "maskrcnn": 0.02, "ssdlite": 0.01}
 

@@ -5,11 +5,12 @@ from .family import GhostFamilyFeatures, GhostFamilyNet
 from .registry import (
     UnknownModelError,
     create_model,
+    is_architecture_file,
     list_models,
     register_model,
     resolve_model_name,
     short_model_name,
 )
 
-__all__ = ["GhostFamilyFeatures", "GhostFamilyNet", "UnknownModelError", "create_model", "list_models",
-           "register_model", "resolve_model_name", "short_model_name"]
+__all__ = ["GhostFamilyFeatures", "GhostFamilyNet", "UnknownModelError", "create_model", "is_architecture_file",
+           "list_models", "register_model", "resolve_model_name", "short_model_name"]

@@ -7,6 +7,7 @@ import fnmatch
 import hashlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
@@ -48,6 +49,12 @@ def resolve_model(spec: str | os.PathLike) -> tuple[str, Callable[..., nn.Module
     return found
 
 
+def is_architecture_file(spec: str | os.PathLike) -> bool:
+    """Whether ``spec`` names a searched architecture's file (``.json``): a model without weights, where a
+    path would otherwise be a checkpoint."""
+    return Path(os.fspath(spec)).suffix.lower() == ".json"
+
+
 def resolve_model_name(spec: str | os.PathLike) -> str:
     """The name :func:`create_model` gives the model of ``spec`` (checked: :class:`UnknownModelError` if none)."""
     return resolve_model(spec)[0]
@@ -68,8 +75,14 @@ def create_model(name: str | os.PathLike, **kwargs) -> nn.Module:
     ``global_pool``, ``features_only``, ``out_indices`` and, as timm, ``feature_cls`` (one of
     :data:`FEATURE_CLASSES`); RepGhostNet also takes ``reparam`` and ``shortcut``.
     The model remembers ``name`` and ``kwargs`` (``model.model_name``, ``model.model_kwargs``) so
-    a checkpoint can rebuild it.
+    a checkpoint can rebuild it. ``pretrained=False`` is accepted (timm's habit); nothing is ever
+    downloaded, so ``pretrained=True`` raises :class:`ValueError` saying how to load a file instead.
     """
+    if kwargs.pop("pretrained", False):
+        raise ValueError(
+            f"create_model({os.fspath(name)!r}, pretrained=...): repghost downloads no weights; load a file you have: "
+            "repghost.load_model(path) for a file repghost wrote, or model = create_model(name) then "
+            "repghost.load_checkpoint(model, path) for official RepGhost / timm / raw state-dict weights")
     name, builder = resolve_model(name)
     builder_kwargs = dict(kwargs)
     feature_cls = builder_kwargs.pop("feature_cls", "list")

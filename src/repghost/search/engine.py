@@ -45,7 +45,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import CheckpointError, read_checkpoint_file
+from ..checkpoint import SEARCH_FORMAT, CheckpointError, read_checkpoint_file
 from ..costmodel.fit import CostModel, CostModelError
 from ..costmodel.space import SearchSpace
 from ..detection.data import CocoDetection, collate, hflip
@@ -61,7 +61,7 @@ from .controller import Controller, LinearCost, absolute_reward
 from .quality import held_out_quality
 from .supernet import SuperNet
 
-CHECKPOINT_FORMAT = "repghost-search/1"
+CHECKPOINT_FORMAT = SEARCH_FORMAT  # the file contract lives in repghost.checkpoint
 CHECKPOINT_FILE = "search.pt"
 ARCH_FILE = "arch.json"
 

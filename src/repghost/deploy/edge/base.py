@@ -84,6 +84,11 @@ class EdgeRuntime:
     distributions: tuple[str, ...] = ()    # the packages whose versions a report names
     int8_tool: str = ""       # the runtime's own int8 quantizer, where one is wired in (see quantize)
 
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        """The output name endings that mean this runtime (``repghost export`` infers --format from them)."""
+        return (self.suffix,)
+
     def require(self, export: bool = False) -> None:
         """Raise :class:`MissingRuntimeError` when the runtime (or, for ``export``, its converter)
         cannot be imported."""

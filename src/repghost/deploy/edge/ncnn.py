@@ -29,6 +29,7 @@ class NCNNRuntime(EdgeRuntime):
     label = "ncnn"
     extra = "ncnn"
     suffix = ".ncnn.param"
+    suffixes = (suffix, ".param")
     run_modules = ("ncnn",)
     export_modules = ("pnnx",)
     distributions = ("ncnn", "pnnx")
