@@ -31,7 +31,7 @@ import torch
 
 from repghost import create_model, reparameterize
 from repghost.bench import environment
-from repghost.bench.latency import _time_interleaved
+from repghost.bench.latency import time_interleaved
 from repghost.bench.runtimes import make_runner
 from repghost.costmodel.fit import fidelity, fit, plot_fit, split_indices
 from repghost.costmodel.sampling import TimingSettings, latencies, read_records, sample, time_archs
@@ -94,7 +94,7 @@ def time_mobiledets(settings: TimingSettings, workdir: Path) -> dict[str, float]
         model = reparameterize(create_model(name, num_classes=0).eval())
         path = export_onnx(model, workdir / f"{name}.onnx", size, exporter="legacy")
         runners[name] = make_runner(model, "onnxruntime", size, settings.threads, torch.device("cpu"), path)
-    times = _time_interleaved(runners, settings.warmup, settings.runs * 2, False, "")
+    times = time_interleaved(runners, settings.warmup, settings.runs * 2, False, "")
     return {name: float(np.median(t)) for name, t in times.items()}
 
 

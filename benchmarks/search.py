@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from repghost import create_model
-from repghost.bench.latency import _time_interleaved
+from repghost.bench.latency import time_interleaved
 from repghost.bench.runtimes import make_runner
 from repghost.costmodel.space import SearchSpace
 from repghost.deploy.onnx_export import export_onnx
@@ -67,7 +67,7 @@ def time_bodies(backbones: dict[str, str], work: Path, runs: int, size: int = 32
         model = body(backbone)
         export_onnx(model, onnx_path, (1, 3, size, size), exporter="legacy")
         runners[label] = make_runner(model, "onnxruntime", (1, 3, size, size), 1, torch.device("cpu"), onnx_path)
-    times = _time_interleaved(runners, 10, runs, False, "")
+    times = time_interleaved(runners, 10, runs, False, "")
     return {label: float(np.median(t)) for label, t in times.items()}
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from repghost.bench import ModelSpec, run_study, write_study
-from repghost.bench.latency import _time_interleaved
+from repghost.bench.latency import time_interleaved
 from repghost.cli import main
 from repghost.models import short_model_name
 
@@ -41,7 +41,7 @@ def test_model_spec_of_a_searched_architecture(tmp_path):
 def test_rounds_interleave_every_runner_once_in_rotated_order():
     calls = []
     runners = {k: (lambda k=k: calls.append(k)) for k in "abc"}
-    times = _time_interleaved(runners, warmup=2, runs=3, progress=False, desc="")
+    times = time_interleaved(runners, warmup=2, runs=3, progress=False, desc="")
     assert calls[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up
     assert calls[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert all(len(t) == 3 for t in times.values())

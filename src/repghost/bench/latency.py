@@ -84,9 +84,12 @@ def environment() -> dict:
                 timm=timm.__version__, platform=platform.platform(), **edge_versions())
 
 
-def _time_interleaved(runners: dict[str, callable], warmup: int, runs: int, progress: bool, desc: str,
-                      cpu_times: dict | None = None):
-    """Wall times (ms) per runner; ``cpu_times``, when given, receives the process CPU times too."""
+def time_interleaved(runners: dict[str, callable], warmup: int, runs: int, progress: bool = False, desc: str = "",
+                     cpu_times: dict | None = None) -> dict[str, list[float]]:
+    """The timing loop every latency figure comes from: ``warmup`` calls of each runner, then ``runs``
+    rounds in which every runner is called once, the order rotating each round so that no runner always
+    follows the same neighbour (drift and caches hit all alike). Wall times (ms) per runner;
+    ``cpu_times``, when given, receives the process CPU times too."""
     times = {key: [] for key in runners}
     cpu = cpu_times if cpu_times is not None else {}
     cpu.update({key: [] for key in runners})
@@ -113,7 +116,7 @@ def time_modules(modules: dict[str, torch.nn.Module], runtime: str, input_size: 
     runners = {label: make_runner(m, runtime, tuple(input_size), threads, torch.device(device),
                                   onnx_dir / f"{i}.onnx")
                for i, (label, m) in enumerate(modules.items())}
-    times = _time_interleaved(runners, warmup, runs, progress, f"{runtime}, batch {input_size[0]}")
+    times = time_interleaved(runners, warmup, runs, progress, f"{runtime}, batch {input_size[0]}")
     return {label: dict(median_ms=float(np.median(t)), p90_ms=float(np.percentile(t, 90)), min_ms=float(np.min(t)),
                         runs=len(t), times_ms=t) for label, t in times.items()}
 
@@ -149,7 +152,7 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
                             errors[key] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
                 desc = f"{threads} thread(s), batch {batch}, {size}²"
                 cpu_times: dict = {}
-                times = _time_interleaved(runners, config.warmup, config.runs, config.progress, desc, cpu_times)
+                times = time_interleaved(runners, config.warmup, config.runs, config.progress, desc, cpu_times)
                 for spec in specs:
                     for runtime in config.runtimes:
                         key, cost = (spec.label, runtime), costs[spec.label]

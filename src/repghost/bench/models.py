@@ -98,13 +98,14 @@ class ModelSpec:
     def build(self, num_classes: int = 1000) -> nn.Module:
         """The model in eval mode, in the spec's form."""
         if self.source == "file":
-            from .. import reparameterize
             from ..checkpoint import open_model
+            from ..reparam import reparameterize
 
             model = open_model(self.name).model
             return reparameterize(model) if self.form == "deploy" and not is_deploy(model) else model
         if self.source == "repghost":
-            from .. import create_model, reparameterize
+            from ..models import create_model
+            from ..reparam import reparameterize
 
             model = create_model(self.name, num_classes=num_classes).eval()
             return reparameterize(model) if self.form == "deploy" else model

@@ -15,7 +15,7 @@ def _error(message: str) -> int:
 
 def _cmd_sample(args) -> int:
     from ..costmodel.sampling import TimingSettings, sample
-    from ..costmodel.space import SearchSpace, SpaceError
+    from ..models.searched import SearchSpace, SpaceError
 
     space = SearchSpace()
     try:
@@ -34,7 +34,7 @@ def _cmd_sample(args) -> int:
 
 def _cmd_fit(args) -> int:
     from ..costmodel.fit import fit_directory, plot_fit
-    from ..costmodel.space import SearchSpace, SpaceError
+    from ..models.searched import SearchSpace, SpaceError
 
     space = SearchSpace()
     try:
@@ -59,7 +59,7 @@ def _cmd_fit(args) -> int:
 
 def _cmd_predict(args) -> int:
     from ..costmodel.fit import CostModel, CostModelError
-    from ..costmodel.space import SearchSpace, SpaceError
+    from ..models.searched import SearchSpace, SpaceError
 
     space = SearchSpace()
     try:

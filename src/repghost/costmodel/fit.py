@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_write_json
-from .space import SPACE_ID, SearchSpace, SpaceError
+from ..models.searched import SPACE_ID, SearchSpace, SpaceError
 
 MODEL_FORMAT = "repghost-costmodel/1"
 

@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..bench.latency import _time_interleaved
+from ..bench.latency import time_interleaved
 from ..bench.runtimes import RUNTIMES, make_runner
 from ..deploy.onnx_export import ExportError, export_onnx
 from ..io import atomic_write_json
+from ..models.searched import SearchSpace, SpaceError
 from ..profile import profile
 from ..reparam import reparameterize
-from .space import SearchSpace, SpaceError
 
 META_FILE = "space.json"
 RECORDS_FILE = "records.jsonl"
@@ -188,7 +188,7 @@ def time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: Tim
             runners[i], costs[i] = _runner(space, arch, settings, workdir / f"arch{i}.onnx")
         if reference is not None:
             runners["reference"] = reference
-        times = _time_interleaved(runners, settings.warmup, settings.runs, False, "")
+        times = time_interleaved(runners, settings.warmup, settings.runs, False, "")
         for i, arch in enumerate(chunk):
             bar.update(1)
             record = dict(arch=list(arch), median_ms=float(np.median(times[i])),

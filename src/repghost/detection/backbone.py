@@ -21,8 +21,7 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 
 from ..checkpoint import load_checkpoint
-from ..costmodel.space import searched_model
-from ..models import create_model, list_models
+from ..models import UnknownModelError, create_model, resolve_model_name
 from ..models.family import FEATURE_BLOCKS
 
 #: Backbones this module builds detectors on (RepGhostNet, GhostNet for comparison, MobileDets; searched
@@ -36,13 +35,25 @@ def backbone_name(spec: str | os.PathLike) -> str:
     inline name as the inline name (so nothing recorded needs the file); ``ValueError`` saying what is
     expected otherwise."""
     name = os.fspath(spec)
-    # A SpaceError (a ValueError) names the file when it is no architecture of the search space.
-    found = None if name in list_models() else searched_model(name)
-    name = found[0] if found else name
+    try:
+        name = resolve_model_name(name)
+    except UnknownModelError:
+        if _names_a_file_or_architecture(name):
+            raise  # a file or an inline name, but unusable: the registry's message says why
+        raise ValueError(_not_a_backbone(name)) from None
     if not any(fnmatch.fnmatch(name, p) for p in BACKBONE_PATTERNS):
-        raise ValueError(f"backbone {name!r} is not a RepGhostNet, GhostNet, MobileDet or (Rep)Ghost-Res50 model "
-                         f"(patterns: {', '.join(BACKBONE_PATTERNS)}) or a searched architecture's file")
+        raise ValueError(_not_a_backbone(name))
     return name
+
+
+def _names_a_file_or_architecture(name: str) -> bool:
+    # Registered names never hold a ':'; searched architectures' inline names always do.
+    return os.path.exists(name) or name.endswith(".json") or ":" in name
+
+
+def _not_a_backbone(name: str) -> str:
+    return (f"backbone {name!r} is not a RepGhostNet, GhostNet, MobileDet or (Rep)Ghost-Res50 model "
+            f"(patterns: {', '.join(BACKBONE_PATTERNS)}) or a searched architecture's file")
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:

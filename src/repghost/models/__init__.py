@@ -1,6 +1,6 @@
 """Model families and the registry. Importing this package registers every model."""
 
-from . import ghostnet, mobiledet, repghostnet, resnet  # noqa: F401  (registration side effect)
+from . import ghostnet, mobiledet, repghostnet, resnet, searched  # noqa: F401  (registration side effect)
 from .family import GhostFamilyFeatures, GhostFamilyNet
 from .registry import (
     UnknownModelError,
@@ -8,9 +8,10 @@ from .registry import (
     is_architecture_file,
     list_models,
     register_model,
+    register_resolver,
     resolve_model_name,
     short_model_name,
 )
 
 __all__ = ["GhostFamilyFeatures", "GhostFamilyNet", "UnknownModelError", "create_model", "is_architecture_file",
-           "list_models", "register_model", "resolve_model_name", "short_model_name"]
+           "list_models", "register_model", "register_resolver", "resolve_model_name", "short_model_name"]

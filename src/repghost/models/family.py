@@ -191,8 +191,13 @@ class StagedNet(nn.Module):
 
 
 class FeaturesOnlyForward:
-    """Mixed in before a :class:`StagedNet` subclass: ``forward`` returns the maps at ``out_indices``
-    (a list, as timm's ``features_only`` models do). Written for ``torch.jit.script`` and ``torch.fx``."""
+    """Mixed in before a :class:`StagedNet` subclass ``X`` as ``class XFeatures(FeaturesOnlyForward, X)``:
+    the headless backbone, built with ``features_only=True``, whose ``forward`` returns the maps at
+    ``out_indices`` (a list, as timm's ``features_only`` models do). Written for ``torch.jit.script`` and
+    ``torch.fx``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, features_only=True, **kwargs)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
@@ -252,12 +257,14 @@ class GhostFamilyNet(StagedNet):
 class GhostFamilyFeatures(FeaturesOnlyForward, GhostFamilyNet):
     """The headless backbone: ``forward`` returns the maps at ``out_indices``."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, features_only=True, **kwargs)
+
+def build_staged(net_cls: type[StagedNet], features_cls: type[StagedNet], *args, features_only: bool = False,
+                 **kwargs) -> StagedNet:
+    """What every family's builder calls: ``net_cls(*args, **kwargs)``, or its headless ``features_cls``
+    (``class XFeatures(FeaturesOnlyForward, X)``) when ``features_only``."""
+    return (features_cls if features_only else net_cls)(*args, **kwargs)
 
 
-def build_family_net(table, block_fn, width, final_mult, features_only: bool = False, **kwargs):
+def build_family_net(table, block_fn, width, final_mult, **kwargs):
     """A :class:`GhostFamilyNet`, or its headless :class:`GhostFamilyFeatures` when ``features_only``."""
-    if features_only:
-        return GhostFamilyFeatures(table, block_fn, width, final_mult, **kwargs)
-    return GhostFamilyNet(table, block_fn, width, final_mult, **kwargs)
+    return build_staged(GhostFamilyNet, GhostFamilyFeatures, table, block_fn, width, final_mult, **kwargs)

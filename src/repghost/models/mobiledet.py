@@ -14,7 +14,7 @@ from functools import partial
 from torch import nn
 
 from ..layers.mobiledet import ACTIVATIONS, LayerCfg, make_layer, mobiledet_conv
-from .family import FeaturesOnlyForward, StagedNet
+from .family import FeaturesOnlyForward, StagedNet, build_staged
 from .registry import register_model
 
 ibn = partial(LayerCfg, "ibn")
@@ -121,17 +121,13 @@ class MobileDet(StagedNet):
 class MobileDetFeatures(FeaturesOnlyForward, MobileDet):
     """The headless backbone: ``forward`` returns the maps at ``out_indices``."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, features_only=True, **kwargs)
-
 
 def mobiledet_builder(stages: Sequence[Sequence[LayerCfg]], stem_chs: int, act: str, se: bool):
     """The ``create_model`` builder of a stage table: :class:`MobileDetFeatures` with ``features_only``,
     else :class:`MobileDet` (the registered MobileDets and searched architectures alike)."""
 
-    def builder(features_only: bool = False, **kwargs):
-        cls = MobileDetFeatures if features_only else MobileDet
-        return cls(stages, stem_chs, act, se, **kwargs)
+    def builder(**kwargs):
+        return build_staged(MobileDet, MobileDetFeatures, stages, stem_chs, act, se, **kwargs)
 
     return builder
 

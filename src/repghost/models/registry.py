@@ -1,5 +1,7 @@
-"""Model names live here, once: ``register_model`` fills the table, ``create_model`` reads it (and
-resolves searched architectures, whose names :mod:`repghost.costmodel.space` defines)."""
+"""Model names live here, once: ``register_model`` fills the table, ``create_model`` reads it. Names that
+are not in the table go to the resolvers registered with :func:`register_resolver` (searched
+architectures' files and inline names, :mod:`repghost.models.searched`), so the registry knows nothing
+above it."""
 
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ from pathlib import Path
 from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+#: ``resolver(spec) -> (name, builder) | None``: ``None`` when ``spec`` is not of its kind; a
+#: ``ValueError`` saying what is wrong when it is, but is unusable (a file of another search space).
+Resolver = Callable[[str], "tuple[str, Callable[..., nn.Module]] | None"]
+_RESOLVERS: list[Resolver] = []
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -20,6 +26,13 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         raise ValueError(f"model {fn.__name__!r} is registered twice")
     _MODELS[fn.__name__] = fn
     return fn
+
+
+def register_resolver(resolver: Resolver) -> Resolver:
+    """Let :func:`create_model` take the names ``resolver`` knows (tried in order of registration)."""
+    if resolver not in _RESOLVERS:
+        _RESOLVERS.append(resolver)
+    return resolver
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -32,21 +45,20 @@ class UnknownModelError(ValueError):
 
 
 def resolve_model(spec: str | os.PathLike) -> tuple[str, Callable[..., nn.Module]]:
-    """The model name and builder of ``spec``: a registered name, or a searched architecture (see
-    :mod:`repghost.costmodel.space`) given as its JSON file or its inline name. Either way a searched
-    architecture's name is the inline one, so nothing that records it depends on the file."""
+    """The model name and builder of ``spec``: a registered name, or a name a resolver knows (a searched
+    architecture given as its JSON file or its inline name, :mod:`repghost.models.searched`). Either way
+    a searched architecture's name is the inline one, so nothing that records it depends on the file."""
     spec = os.fspath(spec)
     if spec in _MODELS:
         return spec, _MODELS[spec]
-    from ..costmodel.space import SpaceError, searched_model  # lazy: the cost model builds on the models
-
-    try:
-        found = searched_model(spec)
-    except SpaceError as err:
-        raise UnknownModelError(str(err)) from None
-    if found is None:
-        raise UnknownModelError(f"unknown model {spec!r}; available models: {', '.join(list_models())}")
-    return found
+    for resolver in _RESOLVERS:
+        try:
+            found = resolver(spec)
+        except ValueError as err:
+            raise UnknownModelError(str(err)) from None
+        if found is not None:
+            return found
+    raise UnknownModelError(f"unknown model {spec!r}; available models: {', '.join(list_models())}")
 
 
 def is_architecture_file(spec: str | os.PathLike) -> bool:

@@ -28,7 +28,7 @@ from functools import partial
 from torch import nn
 
 from ..layers import ConvNormAct, GhostModule, RepGhostModule
-from .family import FeaturesOnlyForward, StagedNet, default_cfg
+from .family import FeaturesOnlyForward, StagedNet, build_staged, default_cfg
 from .registry import register_model
 
 # (planes, blocks, stride) per stage: ResNet-50's table. A bottleneck outputs planes × EXPANSION.
@@ -112,15 +112,10 @@ class GhostResNet(StagedNet):
 class GhostResNetFeatures(FeaturesOnlyForward, GhostResNet):
     """The headless backbone: ``forward`` returns the maps at ``out_indices``."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, features_only=True, **kwargs)
 
-
-def build_resnet(module_fn: ModuleFn, features_only: bool = False, **kwargs) -> GhostResNet:
+def build_resnet(module_fn: ModuleFn, **kwargs) -> GhostResNet:
     """A :class:`GhostResNet`, or its headless :class:`GhostResNetFeatures` when ``features_only``."""
-    if features_only:
-        return GhostResNetFeatures(module_fn, **kwargs)
-    return GhostResNet(module_fn, **kwargs)
+    return build_staged(GhostResNet, GhostResNetFeatures, module_fn, **kwargs)
 
 
 def _check_ratio(s) -> int:

@@ -47,13 +47,13 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import SEARCH_FORMAT, CheckpointError, read_checkpoint_file
 from ..costmodel.fit import CostModel, CostModelError
-from ..costmodel.space import SearchSpace
 from ..detection.data import CocoDetection, collate, hflip
 from ..detection.engine import DataConfig
 from ..detection.models import build_ssdlite
 from ..detection.synthetic import annotation_path, image_dir
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..limits import COUNT, COUNT0, NEGATIVE, POSITIVE, Number
+from ..models.searched import SearchSpace
 from ..progress import progress, write
 from ..train.distributed import any_rank, cleanup, init_distributed
 from ..train.engine import StopFlag

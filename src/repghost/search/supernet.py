@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..costmodel.space import SearchSpace
 from ..layers.mobiledet import ACTIVATIONS, make_layer
 from ..models.mobiledet import MobileDetFeatures
+from ..models.searched import SearchSpace
 
 
 class ChoiceLayer(nn.Module):

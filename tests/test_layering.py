@@ -1,0 +1,155 @@
+"""The package's import graph: no cycles, edges point down the floors, no sibling's private names.
+
+Read from the source with :mod:`ast` (every ``import`` statement, lazy ones inside functions included),
+so an upward import hidden in a function body counts as much as one at the top of a file.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "repghost"
+
+#: The floors, bottom first: a unit may import from its own floor's other units (siblings, public
+#: names only) and from floors below it, never from a floor above.
+FLOORS = [
+    {"limits", "io", "progress", "preprocess", "data", "layers"},
+    {"models", "profile"},
+    {"reparam", "checkpoint"},
+    {"run", "deploy", "train", "detection"},
+    {"bench", "costmodel", "study", "search"},
+    # The package's face (``repghost/__init__.py``) re-exports from the floors below; nothing under it
+    # imports through it.
+    {"cli", "__init__", "__main__"},
+]
+FLOOR_OF = {unit: i for i, floor in enumerate(FLOORS) for unit in floor}
+
+
+def _unit(module: str) -> str:
+    """``repghost.a.b`` -> ``a``: the top-level package or module a module belongs to."""
+    return module.split(".")[1] if module.count(".") else "__init__"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(importer: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = importer.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def import_edges() -> list[tuple[str, str, str, int]]:
+    """(importer module, imported module, imported name or '', line) for every repghost import."""
+    edges = []
+    for path in sorted(SRC.rglob("*.py")):
+        importer = _module_name(path)
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                edges += [(importer, a.name, "", node.lineno) for a in node.names if a.name.startswith("repghost")]
+            elif isinstance(node, ast.ImportFrom):
+                target = _resolve(importer, path.name == "__init__.py", node)
+                if target.split(".")[0] == "repghost":
+                    edges += [(importer, target, a.name, node.lineno) for a in node.names]
+    return edges
+
+
+def _target_unit(target: str, name: str) -> str:
+    """The unit an import reaches: ``from repghost import cli`` reaches ``cli``, not the face."""
+    if target == "repghost" and ((SRC / name / "__init__.py").exists() or (SRC / f"{name}.py").exists()):
+        return name
+    return _unit(target)
+
+
+def unit_graph(edges) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for importer, target, name, _ in edges:
+        a, b = _unit(importer), _target_unit(target, name)
+        if a != b:
+            graph.setdefault(a, set()).add(b)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a path that ends where it starts, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_every_unit_has_a_floor():
+    units = {p.stem if p.is_file() else p.name for p in SRC.iterdir()
+             if (p.suffix == ".py" or (p / "__init__.py").exists())}
+    assert units - set(FLOOR_OF) == set(), "give each new package a floor in FLOORS"
+
+
+def test_the_package_graph_has_no_cycle():
+    assert find_cycle(unit_graph(import_edges())) is None
+
+
+def test_imports_point_down_the_floors():
+    upward = []
+    for importer, target, name, line in import_edges():
+        a, b = _unit(importer), _target_unit(target, name)
+        if a == b:
+            continue
+        if FLOOR_OF[b] > FLOOR_OF[a]:
+            upward.append(f"{importer}:{line} imports {target}.{name} (floor {FLOOR_OF[a]} -> {FLOOR_OF[b]})")
+    assert upward == []
+
+
+def test_no_unit_imports_another_units_private_names():
+    private = []
+    for importer, target, name, line in import_edges():
+        if _unit(importer) == _target_unit(target, name):
+            continue
+        names = [name] + target.split(".")[1:]  # a private module counts as much as a private name
+        if any(n.startswith("_") and not n.startswith("__") for n in names):
+            private.append(f"{importer}:{line} imports {target}.{name}")
+    assert private == []
+
+
+@pytest.mark.parametrize("graph, cycle", [
+    ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
+    ({"a": {"b"}, "b": set()}, None),
+])
+def test_the_cycle_finder_sees_a_cycle_and_no_false_one(graph, cycle):
+    assert find_cycle(graph) == cycle
+
+
+def test_the_edge_reader_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "repghost"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models" / "__init__.py").write_text("")
+    (pkg / "models" / "registry.py").write_text("def f():\n    from ..costmodel.space import thing\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", pkg)
+    edges = import_edges()
+    assert ("repghost.models.registry", "repghost.costmodel.space", "thing", 2) in edges
+    assert unit_graph(edges) == {"models": {"costmodel"}}
