@@ -172,3 +172,51 @@ def test_unreadable_images_are_skipped_and_counted_not_scored_as_misses(tmp_path
     assert f"skipped unreadable image: {train}" in err.out + err.err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == TINY["synthetic_val"] - 1 and metrics["skipped_images"] == [str(val)]
+
+
+DET_RUNNER = """
+import os, signal, sys
+from repghost.cli import main
+from repghost.detection import engine
+step, real = int(sys.argv[1]), engine.train_detector
+def hook(info):
+    if info["global_step"] == step:
+        os.killpg(0, signal.SIGINT)  # a terminal's Ctrl-C: the whole process group, loader workers included
+engine.train_detector = lambda config: real(config, on_step=hook)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_ctrl_c_saves_the_partial_epoch_in_one_line_and_resume_continues_from_that_step(trained, synthetic_dir,
+                                                                                          tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "cut"
+    src = str(Path(repghost.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    args = ["det-train", *cli_args({**TINY, "workers": 1, "output": out, "synthetic_dir": synthetic_dir})]
+    # 3 steps per epoch: Ctrl-C during global step 4 (epoch 2, step 1); the run stops before step 2.
+    proc = subprocess.run([sys.executable, "-c", DET_RUNNER, "4", *args], env=env, capture_output=True, text=True,
+                          timeout=300, start_new_session=True)
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode == 130, printed
+    lines = [line for line in printed.splitlines() if "interrupt" in line]
+    assert len(lines) == 1 and "--resume" in lines[0], printed
+    assert "Traceback" not in printed
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["progress"]["step"] == 1 and len(state["history"]) == 1
+
+    train_detector(make_train_config(**TINY, output=str(out), synthetic_dir=synthetic_dir, resume=True))
+    resumed = torch.load(out / "last.pt", weights_only=True)
+    reference = torch.load(trained / "last.pt", weights_only=True)
+    assert resumed["epoch"] == 2
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    # The epoch cut in two reports its loss over all its steps, as the uninterrupted run does.
+    for cut, whole in zip(resumed["history"], reference["history"], strict=True):
+        assert cut.keys() == whole.keys()
+        for name in cut.keys() - {"seconds"}:
+            assert cut[name] == pytest.approx(whole[name], rel=1e-4, abs=1e-4), name

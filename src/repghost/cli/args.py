@@ -118,3 +118,16 @@ def model_name(text: str) -> str:
 def mean_std(kind: str):
     """``--mean`` takes 3 values in [0, 1], ``--std`` 3 positive values."""
     return dict(type=FRACTION if kind == "mean" else POSITIVE, nargs=3, metavar=("R", "G", "B"))
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` that shows the default a run actually uses: an option's value is appended as
+    ``(default: X)`` unless its help already says what happens when it is not given (``default`` in
+    the text, for defaults that depend on other flags or on the data). Never ``(default: None)``, and
+    no default after switches (``--ema``, ``--amp/--no-amp``), whose help says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)

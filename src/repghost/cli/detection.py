@@ -10,6 +10,7 @@ from .args import (
     POSITIVE,
     RATE,
     USAGE_ERROR,
+    DefaultsFormatter,
     Number,
     checkpoint_file,
     fail,
@@ -32,43 +33,63 @@ def _cmd_det_train(args) -> int:
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     try:
-        train_detector(make_train_config(**options))
+        result = train_detector(make_train_config(**options))
     except FileExistsError as err:  # an existing run and no --resume: the command line must change
         return fail("det-train", err, USAGE_ERROR)
     except _detection_errors() as err:
         return fail("det-train", err)
-    return 0
+    return 130 if result.get("interrupted") else 0  # stopped by Ctrl-C: its one line is printed
+
+
+def _default(name: str, coco_value) -> str:
+    """``(default: X)`` for an option whose default differs with and without --data (the synthetic recipe)."""
+    from ..detection.engine import COCO_DEFAULTS, SYNTHETIC_DEFAULTS
+
+    def shown(value):
+        if value is None:
+            return "none"
+        return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    coco, synthetic = shown(COCO_DEFAULTS.get(name, coco_value)), shown(SYNTHETIC_DEFAULTS.get(name, coco_value))
+    return f"(default: {coco}" + (f"; synthetic set: {synthetic}" if synthetic != coco else "") + ")"
 
 
 def add_det_train(sub) -> None:
-    from ..detection.engine import SYNTHETIC_DEFAULTS, TrainConfig
-    from ..detection.models import DETECTORS
+    from ..detection.engine import SYNTHETIC_DEFAULTS, DataConfig, TrainConfig
+    from ..detection.models import DEFAULT_SIZES, DETECTORS, DetectorConfig
 
     p = sub.add_parser(
         "det-train", help="train RetinaNet / Mask R-CNN / SSDLite with a RepGhostNet backbone on COCO-format data",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
         description="Train a torchvision detector whose backbone is a RepGhostNet (or GhostNet, or a MobileDet) "
                     "on a COCO-format dataset (annotations/instances_<split>.json + <split>/ images under "
                     "--data), with the 1x schedule: 12 epochs, SGD, lr x0.1 at epochs 8 and 11, linear "
                     "warm-up; AMP on CUDA; torchrun for several GPUs. Without --data it generates the built-in "
                     "synthetic shapes set and uses a small CPU-friendly recipe: "
                     + ", ".join(f"{k}={v}" for k, v in SYNTHETIC_DEFAULTS.items()) + ". Writes last.pt "
-                    "(resumable), metrics.json and history.json to --output.")
-    defaults = TrainConfig(output="")
+                    "(resumable), metrics.json and history.json to --output. Ctrl-C saves last.pt at the next step "
+                    "(the same command with --resume continues from that step). Exit codes: 0 done, 2 bad "
+                    "arguments, 1 failed, 130 interrupted.")
+    defaults, data_defaults, detector = TrainConfig(output=""), DataConfig(), DetectorConfig()
+    sizes = "; ".join(f"{model} {low}/{high}" for model, (low, high) in DEFAULT_SIZES.items())
     p.add_argument("--model", choices=DETECTORS, default="retinanet", help="detector")
     p.add_argument("--backbone", default=None, type=model_name,
                    help="repghostnet_*, ghostnet_* or mobiledet_*, or a searched architecture's JSON file "
-                        "(default: repghostnet_100; synthetic: see above)")
+                        + _default("backbone", detector.backbone))
     p.add_argument("--pretrained", default=None, metavar="CKPT", type=checkpoint_file,
-                   help="classification checkpoint for the backbone (ours, official RepGhost or timm layout)")
+                   help="classification checkpoint for the backbone (ours, official RepGhost or timm layout) "
+                        "(default: none, random initial weights)")
     p.add_argument("--frozen-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="FrozenBatchNorm2d in the backbone (default: on with --pretrained)")
     p.add_argument("--trainable-stages", type=Number(int, 0, 5), default=None, metavar="N",
                    help="train only the last N of the 5 backbone stages (default: 3 with --pretrained, else 5)")
-    p.add_argument("--fpn-channels", type=COUNT, default=None, help="FPN width (default 256)")
+    p.add_argument("--fpn-channels", type=COUNT, default=None, help="FPN width " + _default("fpn_channels", 256))
     p.add_argument("--min-size", type=COUNT, default=None,
-                   help="resize the short side to this (default 800; SSDLite 320)")
-    p.add_argument("--max-size", type=COUNT, default=None, help="cap on the long side (default 1333)")
+                   help=f"resize the short side to this (default: {sizes} as min/max; synthetic set: "
+                        f"{SYNTHETIC_DEFAULTS['min_size']})")
+    p.add_argument("--max-size", type=COUNT, default=None,
+                   help="cap on the long side (default: see --min-size; synthetic set: "
+                        f"{SYNTHETIC_DEFAULTS['max_size']})")
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None, metavar="ROOT", type=input_dir,
                    help="COCO-layout dataset root (default: synthetic)")
@@ -78,30 +99,40 @@ def add_det_train(sub) -> None:
                    help="skip (and count) images whose files are missing instead of stopping")
     g.add_argument("--synthetic-dir", default=None, type=output_dir,
                    help="where to generate the synthetic set (default OUTPUT/synthetic)")
-    g.add_argument("--synthetic-train", type=COUNT, default=None, help="synthetic train images")
-    g.add_argument("--synthetic-val", type=COUNT, default=None, help="synthetic val images")
-    g.add_argument("--synthetic-size", type=Number(int, 32), default=None, help="synthetic image size (square)")
+    g.add_argument("--synthetic-train", type=COUNT, default=None,
+                   help=f"synthetic train images (default: {data_defaults.synthetic_train})")
+    g.add_argument("--synthetic-val", type=COUNT, default=None,
+                   help=f"synthetic val images (default: {data_defaults.synthetic_val})")
+    g.add_argument("--synthetic-size", type=Number(int, 32), default=None,
+                   help=f"synthetic image size, square (default: {data_defaults.synthetic_size})")
     g = p.add_argument_group("schedule")
-    g.add_argument("--epochs", type=COUNT0, default=None, help=f"epochs (default {defaults.epochs})")
+    g.add_argument("--epochs", type=COUNT0, default=None, help="epochs " + _default("epochs", defaults.epochs))
     g.add_argument("--lr-steps", type=COUNT, nargs="*", default=None,
-                   help=f"epochs where lr drops x0.1 (default {' '.join(map(str, defaults.lr_steps))})")
+                   help="epochs where lr drops x0.1 " + _default("lr_steps", defaults.lr_steps))
     g.add_argument("--lr", type=RATE, default=None,
-                   help="base lr (default: 0.01 RetinaNet/SSDLite, 0.02 Mask R-CNN per 16 images, scaled to the batch)")
-    g.add_argument("--momentum", type=RATE, default=defaults.momentum)
-    g.add_argument("--weight-decay", type=RATE, default=defaults.weight_decay)
-    g.add_argument("--warmup-iters", type=COUNT0, default=None, help=f"default {defaults.warmup_iters}")
-    g.add_argument("--batch-size", type=COUNT, default=None, help=f"images per process (default {defaults.batch_size})")
-    g.add_argument("--clip-grad", type=POSITIVE, default=None, help="clip the gradient norm to this")
+                   help="base lr (default: 0.01 RetinaNet/SSDLite, 0.02 Mask R-CNN per 16 images, scaled to the "
+                        f"batch; synthetic set: {SYNTHETIC_DEFAULTS['lr']})")
+    g.add_argument("--momentum", type=RATE, default=defaults.momentum, help="SGD momentum")
+    g.add_argument("--weight-decay", type=RATE, default=defaults.weight_decay, help="SGD weight decay")
+    g.add_argument("--warmup-iters", type=COUNT0, default=None,
+                   help="linear warm-up iterations " + _default("warmup_iters", defaults.warmup_iters))
+    g.add_argument("--batch-size", type=COUNT, default=None,
+                   help="images per process " + _default("batch_size", defaults.batch_size))
+    g.add_argument("--clip-grad", type=POSITIVE, default=None,
+                   help="clip the gradient norm to this " + _default("clip_grad", defaults.clip_grad))
     g = p.add_argument_group("run")
     g.add_argument("--output", default="runs/det", type=output_dir, help="output directory")
-    g.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from OUTPUT/last.pt, at the epoch and step it was saved")
     g.add_argument("--eval-every", type=COUNT0, default=defaults.eval_every,
                    help="COCO eval every N epochs (0: at the end)")
     g.add_argument("--workers", type=COUNT0, default=defaults.workers, help="data loader workers per process")
-    g.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=defaults.amp,
+                   help="mixed precision on CUDA; --no-amp trains in float32 (default: "
+                        f"{'on' if defaults.amp else 'off'}; CPU runs are always float32)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
-    g.add_argument("--seed", type=COUNT0, default=defaults.seed)
+    g.add_argument("--seed", type=COUNT0, default=defaults.seed, help="random seed (weights, data order, flips)")
     p.set_defaults(func=_cmd_det_train)
 
 
@@ -123,7 +154,7 @@ def _cmd_det_eval(args) -> int:
 def add_det_eval(sub) -> None:
     p = sub.add_parser(
         "det-eval", help="COCO AP of a trained detector (optionally its re-parameterized form)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
         description="Evaluate a detector checkpoint written by det-train with pycocotools: AP, AP50, AP75, "
                     "APs/APm/APl (and mask AP for Mask R-CNN), printed and saved as JSON. By default on the "
                     "val split of the data it was trained on.")
@@ -136,11 +167,11 @@ def add_det_eval(sub) -> None:
     p.add_argument("--reparameterize", action="store_true",
                    help="fold the backbone into its deploy form first (same detections, faster)")
     p.add_argument("--save-deploy", default=None, metavar="PATH", type=output_file,
-                   help="with --reparameterize: also save the deploy-form detector here")
+                   help="with --reparameterize: also save the deploy-form detector here (default: not saved)")
     p.add_argument("--output", default=None, type=output_file,
                    help="metrics JSON (default: next to the checkpoint, eval_<form>.json)")
-    p.add_argument("--batch-size", type=COUNT, default=2)
-    p.add_argument("--workers", type=COUNT0, default=2)
+    p.add_argument("--batch-size", type=COUNT, default=2, help="images per batch")
+    p.add_argument("--workers", type=COUNT0, default=2, help="data-loading worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_det_eval)

@@ -104,7 +104,7 @@ def add_study(sub) -> None:
     s.add_argument("--variants", nargs="+", default=list(VARIANTS), metavar="VARIANT",
                    help=f"subset of: {', '.join(VARIANTS)} (default all)")
     s.add_argument("--recipe", default=None, help="training recipe name or YAML (default: digits without --data, "
-                                                  "the model's ImageNet recipe with it)")
+                                                  "the folder recipe, fitted to the data, with it)")
     s.add_argument("--epochs", type=COUNT, default=None, help="override the recipe's epochs")
     s.add_argument("--batch-size", type=COUNT, default=None, help="override the recipe's batch size")
     s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="latency runtime (default onnxruntime)")

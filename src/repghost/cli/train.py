@@ -9,6 +9,7 @@ from .args import (
     COUNT,
     COUNT0,
     USAGE_ERROR,
+    DefaultsFormatter,
     checkpoint_file,
     fail,
     input_dir,
@@ -76,9 +77,10 @@ def _cmd_train(args) -> int:
     from ..data import DataError
     from ..models import UnknownModelError
     from ..train import TrainConfig, resolve_config, train
-    from ..train.config import FIELDS
+    from ..train.config import SETTINGS
+    from ..train.fit import ScheduleError
 
-    overrides = {name: getattr(args, name) for name in FIELDS}
+    overrides = {name: getattr(args, name) for name in SETTINGS}
     if args.resume:
         given = sorted(k for k, v in overrides.items() if v is not None)
         if given:
@@ -86,27 +88,68 @@ def _cmd_train(args) -> int:
             return fail("train", f"--resume continues the saved config; drop {flags}", USAGE_ERROR)
     try:
         cfg: TrainConfig | None = None if args.resume else resolve_config(args.recipe, **overrides)
+    except DataError as err:  # the data the settings are derived from cannot be read
+        return fail("train", err)
     except (ValueError, FileNotFoundError) as err:  # a recipe that does not exist or holds bad values
         return fail("train", err, USAGE_ERROR)
     try:
         result = train(cfg, resume=args.resume)
-    except FileExistsError as err:
+    except (FileExistsError, ScheduleError) as err:  # the command line must change
         return fail("train", err, USAGE_ERROR)
     except (DataError, UnknownModelError, CheckpointError, OSError, ValueError, FloatingPointError) as err:
         return fail("train", err)
     return 130 if result.interrupted else 0
 
 
-def add_train(sub) -> None:
-    from ..train.config import FIELDS
+def _shown(value, unset: str) -> str:
+    if value is None:
+        return unset
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, dict):
+        return _yaml_flow(value) if value else "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
+
+def _yaml_flow(value: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip()
+
+
+def _setting_help(name: str, f, recipes: dict[str, dict]) -> str:
+    """A setting's help with the value each default recipe gives it (what a run without the flag uses)."""
+    from ..train.config import TrainConfig
+
+    base = getattr(TrainConfig, name, None) if f.default is not dataclasses.MISSING else f.default_factory()
+    unset = f.metadata.get("unset", "none")
+    # --data picks the recipe rather than taking a value from it
+    shown = {recipe: _shown(values.get(name, base) if name != "data" else None, unset)
+             for recipe, values in recipes.items()}
+    if len(set(shown.values())) == 1:
+        default = next(iter(shown.values()))
+    else:
+        default = "; ".join(f"{recipe} recipe: {value}" for recipe, value in shown.items())
+    return f"{f.metadata['help']} (default: {default})".replace("%", "%%")
+
+
+def add_train(sub) -> None:
+    from ..train.config import FOLDER_RECIPE, SETTINGS, read_recipe
+    from ..train.fit import describe_rules
+
+    recipes = {"digits": read_recipe("digits"), FOLDER_RECIPE: read_recipe(FOLDER_RECIPE)}
     p = sub.add_parser(
         "train", help="train a model (default: repghostnet_050 on the built-in digits set)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
         description="Train on an ImageFolder tree (--data DIR with train/<class>/* and val/<class>/*) or, "
                     "without --data, on scikit-learn's bundled handwritten digits (no download). Settings come "
-                    "from a recipe (--recipe; default: 'digits' without --data, else the model's ImageNet "
-                    "recipe) and every flag below overrides the recipe's key of the same name. The run "
+                    "from a recipe (--recipe; default: 'digits' without --data, 'folder' with it; the paper's "
+                    "ImageNet runs are --recipe repghostnet_050 … repghostnet_200) and every flag below overrides "
+                    "the recipe's key of the same name. What the folder recipe leaves unset is derived from the "
+                    f"data at start and printed in one line: {describe_rules()}. A schedule that cannot work (a "
+                    "warm-up as long as the run, less than one batch of images) is refused. The run "
                     "directory gets config.yaml, metrics.csv, curves.png, last.pt / best.pt (resumable) and "
                     "best_model.safetensors / best_deploy.safetensors, all carrying the preprocessing the "
                     "model was trained with. Works under torchrun (DDP). Ctrl-C saves a resumable checkpoint. "
@@ -116,11 +159,13 @@ def add_train(sub) -> None:
                "--pretrained repghostnet_1_0x.pth\n"
                "           torchrun --nproc_per_node=8 -m repghost train --recipe repghostnet_100 --data /imagenet\n"
                "           repghost train --resume runs/NAME/last.pt")
-    p.add_argument("--recipe", default=None, help="built-in recipe (digits, repghostnet_050 … _200) or a YAML path")
+    p.add_argument("--recipe", default=None,
+                   help="built-in recipe (digits, folder, repghostnet_050 … _200) or a YAML path (default: digits "
+                        "without --data, folder with it)")
     p.add_argument("--resume", default=None, metavar="CKPT", type=checkpoint_file,
-                   help="continue a run exactly from its last.pt")
-    for name, f in FIELDS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f.metadata["help"],
+                   help="continue a run exactly from its last.pt (default: start a new run)")
+    for name, f in SETTINGS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=_setting_help(name, f, recipes),
                        **_config_flag_type(f))
     p.set_defaults(func=_cmd_train)
 
@@ -152,7 +197,7 @@ def _cmd_eval(args) -> int:
 def add_eval(sub) -> None:
     p = sub.add_parser(
         "eval", help="top-1 / top-5 / loss of a checkpoint or an exported ONNX model",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
         description="Evaluate any model file repghost writes — a training checkpoint (last.pt / best.pt; --ema "
                     "for its EMA weights), a train- or deploy-form .safetensors, an exported .onnx / .int8.onnx — "
                     "or (with --model) an official / timm checkpoint. Data, resolution and normalization default "
@@ -166,12 +211,13 @@ def add_eval(sub) -> None:
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     p.add_argument("--reparam", action="store_true", help="re-parameterize to the deploy form before evaluating")
     p.add_argument("--model", default=None, type=model_name,
-                   help="model name, for checkpoints without repghost metadata")
+                   help="model name, for checkpoints without repghost metadata (default: the name the file records)")
     p.add_argument("--img-size", type=COUNT, default=None, help="resolution (default: the file's)")
     p.add_argument("--mean", **mean_std("mean"), default=None, help="normalization mean (default: the file's)")
     p.add_argument("--std", **mean_std("std"), default=None, help="normalization std (default: the file's)")
-    p.add_argument("--batch-size", type=COUNT, default=128)
-    p.add_argument("--workers", type=COUNT0, default=2)
+    p.add_argument("--batch-size", type=COUNT, default=128, help="images per batch")
+    p.add_argument("--workers", type=COUNT0, default=2, help="data-loading worker processes")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--json", default=None, metavar="PATH", type=output_file, help="also write the result as JSON")
+    p.add_argument("--json", default=None, metavar="PATH", type=output_file,
+                   help="also write the result as JSON (default: printed only)")
     p.set_defaults(func=_cmd_eval)

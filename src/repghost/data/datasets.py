@@ -111,5 +111,15 @@ def build_datasets(data: str | None, splits=("train", "val")) -> dict[str, RawDa
     return out
 
 
+def recorded_root(data: str | None, source: str, remedy: str) -> str | None:
+    """A data path read back from a file (``source``: a checkpoint, a config). Files record absolute
+    paths; an older file's relative one is used when it resolves from here, else this raises a
+    :class:`DataError` that says the path is relative and what to do instead (``remedy``)."""
+    if data in (None, DIGITS) or Path(data).is_absolute() or Path(data).is_dir():
+        return data
+    raise DataError(f"{source} records its data as the relative path {data!r}, which is not a directory from here "
+                    f"({Path.cwd()}): it is relative to the directory training ran in; {remedy}")
+
+
 def describe_data(data: str | None) -> str:
     return "scikit-learn digits (built in)" if data in (None, DIGITS) else str(data)

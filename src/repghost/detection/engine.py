@@ -2,13 +2,16 @@
 
 One run writes into its output directory:
 
-- ``last.pt``: the resumable training state (model, optimizer, AMP scaler, epoch, RNG, history,
-  configs), written atomically after every epoch with ``torch.save`` of tensors and plain
-  containers only, and read back with ``torch.load(weights_only=True)``;
+- ``last.pt``: the resumable training state (model, optimizer, AMP scaler, epoch and step within
+  it, RNG, history, configs), written atomically after every epoch — and at the next step after
+  Ctrl-C or SIGTERM — with ``torch.save`` of tensors and plain containers only, and read back with
+  ``torch.load(weights_only=True)``;
 - ``metrics.json``: the latest COCO evaluation; ``history.json``: losses and AP per epoch.
 
 Under ``torchrun`` every process trains on its shard (DistributedSampler) and only rank 0 logs
-and writes files.
+and writes files. The data order and every flip depend only on (seed, epoch, image index), and the
+checkpoint keeps the RNG state and the loss summed so far in the epoch, so a run resumed from a
+mid-epoch checkpoint continues that epoch where it stopped.
 """
 
 from __future__ import annotations
@@ -17,19 +20,24 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
 from ..checkpoint import DETECTION_FORMAT, CheckpointError, read_checkpoint_file
+from ..data import SkipSampler
 from ..io import atomic_torch_save, atomic_write_json
 from ..progress import progress, write
-from ..train.distributed import init_distributed
-from .data import CocoDetection, collate
+from ..train.distributed import DistInfo, any_rank, init_distributed
+from ..train.engine import StopFlag
+from ..train.state import capture_rng, restore_rng
+from .data import CocoDetection, collate, hflip
 from .evaluate import evaluate, format_metrics
 from .models import DetectorConfig, build_detector
 from .synthetic import annotation_path, image_dir, make_synthetic_coco
@@ -207,14 +215,40 @@ def check_categories(expected: list[dict], dataset: CocoDetection, source: str) 
 
 
 # -- training -----------------------------------------------------------------------------------
-def _loader(dataset, batch_size: int, workers: int, runtime: Runtime, train: bool) -> DataLoader:
-    if runtime.world_size > 1:
-        sampler = DistributedSampler(dataset, shuffle=train)
+class SeededFlips(Dataset):
+    """The training set with each image's horizontal flip drawn from (seed, epoch, index) rather than
+    from a loader worker's RNG: an epoch sees the same images however many workers load them and
+    wherever a resumed epoch starts."""
+
+    def __init__(self, dataset: CocoDetection, seed: int):
+        dataset.flip = False  # flipped here instead
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, target = self.dataset[index]
+        if image is not None and np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5:
+            image, target = hflip(image, target)
+        return image, target
+
+
+def _loader(dataset, batch_size: int, workers: int, runtime: Runtime, train: bool, seed: int = 0) -> DataLoader:
+    """Train: shuffled per (seed, epoch) by a sampler that can start mid-epoch; eval: in order, sharded.
+    The loader's own generator keeps creating an iterator from drawing on the global RNG."""
+    if train:
+        sampler = SkipSampler(dataset, runtime.world_size, runtime.rank, shuffle=True, seed=seed)
+    elif runtime.world_size > 1:
+        sampler = DistributedSampler(dataset, shuffle=False)
     else:
-        sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
+        sampler = SequentialSampler(dataset)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                       drop_last=train and len(dataset) >= batch_size, pin_memory=runtime.device.type == "cuda",
-                      persistent_workers=False)
+                      persistent_workers=False, generator=torch.Generator().manual_seed(seed))
 
 
 def _log(runtime: Runtime, message: str) -> None:
@@ -222,45 +256,93 @@ def _log(runtime: Runtime, message: str) -> None:
         write(message)
 
 
+@dataclass
+class EpochProgress:
+    """How far the current epoch has come; saved when a run stops mid-epoch, so its resumption
+    continues the epoch (and its loss averages) where it stopped."""
+
+    step: int = 0                                 # optimizer steps done in this epoch
+    sums: dict = field(default_factory=dict)      # loss name → sum over the steps with images
+    steps: int = 0                                # steps that had readable images
+    skipped: list = field(default_factory=list)   # unreadable images met so far
+    seconds: float = 0.0
+
+
 def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runtime: Runtime, base_lr: float,
-                     epoch: int, use_amp: bool) -> dict[str, float]:
+                     epoch: int, use_amp: bool, done: EpochProgress, stop: StopFlag | None = None,
+                     on_step: Callable[[dict], None] | None = None) -> bool:
+    """Train the rest of ``epoch`` from ``done.step``, updating ``done``; ``False`` when ``stop`` cut it short."""
     model.train()
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-    sums: dict[str, float] = {}
-    steps, skipped = 0, []
+    steps_per_epoch = loader.sampler.num_samples // config.batch_size if loader.drop_last else \
+        math.ceil(loader.sampler.num_samples / config.batch_size)
+    loader.dataset.set_epoch(epoch)
+    loader.sampler.set_epoch(epoch)
+    loader.sampler.set_start(done.step * config.batch_size)
+    dist_info = DistInfo(runtime.rank, runtime.rank, runtime.world_size)
+    started = time.time() - done.seconds
     # Transient: off a terminal the epoch's one line is the record train_detector logs.
-    bar = progress(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, enabled=runtime.is_main,
-                   unit="step")
-    for step, (images, targets, unreadable) in enumerate(bar):
-        lr = learning_rate(config, base_lr, epoch, epoch * len(loader) + step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        skipped += unreadable
-        if not images:
-            continue
-        images = [img.to(runtime.device, non_blocking=True) for img in images]
-        targets = [{k: v.to(runtime.device, non_blocking=True) for k, v in t.items()} for t in targets]
-        with torch.autocast(runtime.device.type, enabled=use_amp):
-            losses = model(images, targets)
-        loss = sum(losses.values())
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step} "
-                                     f"({ {k: round(v.item(), 4) for k, v in losses.items()} }); try a lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if config.clip_grad:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        for name, value in {"loss": loss, **losses}.items():
-            sums[name] = sums.get(name, 0.0) + value.item()
-        steps += 1
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-    for path in skipped:
-        _log(runtime, f"skipped unreadable image: {path}")
-    return {**{name: total / max(steps, 1) for name, total in sums.items()}, "skipped_images": len(skipped)}
+    bar = progress(total=steps_per_epoch, initial=done.step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                   enabled=runtime.is_main, unit="step")
+    batches = iter(loader)
+    try:
+        while done.step < steps_per_epoch:
+            if stop is not None and any_rank(stop.requested, dist_info, runtime.device):
+                return False
+            try:
+                images, targets, unreadable = next(batches)
+            except StopIteration:
+                break
+            except Exception:
+                if stop is not None and stop.requested:  # Ctrl-C reaches loader workers too; not an error then
+                    return False
+                raise
+            _train_step(model, optimizer, scaler, images, targets, unreadable, config, runtime, base_lr, epoch,
+                        epoch * steps_per_epoch + done.step, use_amp, done, bar)
+            done.step += 1
+            done.seconds = time.time() - started
+            bar.update()
+            if on_step is not None:
+                on_step({"epoch": epoch, "step": done.step, "global_step": epoch * steps_per_epoch + done.step})
+    finally:
+        bar.close()
+    return True
+
+
+def _train_step(model, optimizer, scaler, images, targets, unreadable, config: TrainConfig, runtime: Runtime,
+                base_lr: float, epoch: int, iteration: int, use_amp: bool, done: EpochProgress, bar) -> None:
+    lr = learning_rate(config, base_lr, epoch, iteration)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    for path in unreadable:
+        if path not in done.skipped:
+            done.skipped.append(path)
+            _log(runtime, f"skipped unreadable image: {path}")
+    if not images:
+        return
+    images = [img.to(runtime.device, non_blocking=True) for img in images]
+    targets = [{k: v.to(runtime.device, non_blocking=True) for k, v in t.items()} for t in targets]
+    with torch.autocast(runtime.device.type, enabled=use_amp):
+        losses = model(images, targets)
+    loss = sum(losses.values())
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {done.step} "
+                                 f"({ {k: round(v.item(), 4) for k, v in losses.items()} }); try a lower --lr")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if config.clip_grad:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    for name, value in {"loss": loss, **losses}.items():
+        done.sums[name] = done.sums.get(name, 0.0) + value.item()
+    done.steps += 1
+    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+
+
+def _epoch_record(epoch: int, done: EpochProgress) -> dict:
+    return {"epoch": epoch + 1, **{name: round(total / max(done.steps, 1), 5) for name, total in done.sums.items()},
+            "skipped_images": len(done.skipped), "seconds": round(done.seconds, 1)}
 
 
 def _resume_state(config: TrainConfig, out: Path) -> dict | None:
@@ -281,8 +363,14 @@ def _check_resumable(state: dict, config: TrainConfig, dataset: CocoDetection, p
     check_categories(state["categories"], dataset, str(path))
 
 
-def train_detector(config: TrainConfig) -> dict:
-    """Train per ``config``; returns the final COCO metrics (also in ``output/metrics.json``)."""
+def train_detector(config: TrainConfig, on_step: Callable[[dict], None] | None = None) -> dict:
+    """Train per ``config``; returns the final COCO metrics (also in ``output/metrics.json``).
+
+    Ctrl-C (SIGINT) or SIGTERM stops the run at the next step and saves a resumable ``last.pt``
+    (a second one aborts at once); it then returns ``{"interrupted": True, "epoch": ..., "step": ...,
+    "checkpoint": ...}`` instead of metrics. ``on_step({"epoch", "step", "global_step"})`` is called
+    after every optimizer step (progress hooks, tests).
+    """
     runtime = init_runtime(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -306,62 +394,79 @@ def train_detector(config: TrainConfig) -> dict:
     optimizer = torch.optim.SGD(params, lr=0.0, momentum=config.momentum, weight_decay=config.weight_decay)
     use_amp = config.amp and runtime.device.type == "cuda"
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=use_amp)
-    start_epoch, history = 0, []
+    start_epoch, history, partial = 0, [], None
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume["scaler"])
         start_epoch, history = resume["epoch"], list(resume["history"])
-        _log(runtime, f"resumed {out / 'last.pt'} after epoch {start_epoch}")
+        if resume.get("progress", {}).get("step"):
+            partial = EpochProgress(**resume["progress"])
+        _log(runtime, f"resumed {out / 'last.pt'} at epoch {start_epoch + 1}, step {partial.step if partial else 0}")
     train_model = model
     if runtime.world_size > 1:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
 
-    train_loader = _loader(train_set, config.batch_size, config.workers, runtime, train=True)
+    train_loader = _loader(SeededFlips(train_set, config.seed), config.batch_size, config.workers, runtime,
+                           train=True, seed=config.seed)
     val_loader = _loader(val_set, config.batch_size, config.workers, runtime, train=False)
     base_lr = base_learning_rate(config, runtime.world_size)
     _log(runtime, f"{config.detector.model} on {config.detector.backbone}: {len(train_set)} train images, "
                   f"{len(train_loader)} steps/epoch × {config.epochs} epochs, base lr {base_lr:g}, "
                   f"{runtime.world_size} process(es) on {runtime.device}")
+    save = _saver(out, model, optimizer, scaler, config, train_set, runtime)
+    stop = StopFlag(note=f"resume with the same det-train command and --resume (continues {out / 'last.pt'})",
+                    announce=lambda message: _log(runtime, message))
     metrics = None
-    for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(config.seed + 1000 * (epoch + 1))  # data order and flips: same after a resume
-        start = time.time()
-        losses = _train_one_epoch(train_model, optimizer, scaler, train_loader, config, runtime, base_lr, epoch,
-                                  use_amp)
-        record = {"epoch": epoch + 1, **{k: round(v, 5) for k, v in losses.items()},
-                  "seconds": round(time.time() - start, 1)}
-        last = epoch + 1 == config.epochs
-        if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
-            metrics = evaluate(model, val_loader, runtime.device, use_amp, progress=runtime.is_main)
-            record["AP"] = metrics["bbox"]["AP"]
-            if "segm" in metrics:
-                record["mask_AP"] = metrics["segm"]["AP"]
-        history.append(record)
-        _log(runtime, "  ".join(f"{k} {v}" for k, v in record.items()))
-        if runtime.is_main:
-            _save_state(out, model, optimizer, scaler, config, train_set, epoch + 1, history)
-            if metrics is not None:
+    with stop:
+        for epoch in range(start_epoch, config.epochs):
+            torch.manual_seed(config.seed + 1000 * (epoch + 1))  # model-side randomness: same after a resume
+            done = EpochProgress()
+            if partial is not None and epoch == start_epoch:
+                done = partial
+                restore_rng(resume["rng"])  # where the interrupted epoch left the RNG
+            if not _train_one_epoch(train_model, optimizer, scaler, train_loader, config, runtime, base_lr, epoch,
+                                    use_amp, done, stop, on_step):
+                save(epoch, history, done)
+                return {"interrupted": True, "epoch": epoch, "step": done.step, "checkpoint": str(out / "last.pt")}
+            record = _epoch_record(epoch, done)
+            last = epoch + 1 == config.epochs
+            if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
+                metrics = evaluate(model, val_loader, runtime.device, use_amp, progress=runtime.is_main)
+                record["AP"] = metrics["bbox"]["AP"]
+                if "segm" in metrics:
+                    record["mask_AP"] = metrics["segm"]["AP"]
+            history.append(record)
+            _log(runtime, "  ".join(f"{k} {v}" for k, v in record.items()))
+            save(epoch + 1, history)
+            if runtime.is_main and metrics is not None:
                 atomic_write_json(out / "metrics.json", {**metrics, "epoch": epoch + 1})
     if metrics is None:  # nothing left to train (or epochs == 0): report the model as it is
         metrics = evaluate(model, val_loader, runtime.device, use_amp, progress=runtime.is_main)
+        save(max(start_epoch, config.epochs), history)
         if runtime.is_main:
-            _save_state(out, model, optimizer, scaler, config, train_set, max(start_epoch, config.epochs), history)
             atomic_write_json(out / "metrics.json", {**metrics, "epoch": max(start_epoch, config.epochs)})
     _log(runtime, format_metrics(metrics))
     return metrics
 
 
-def _save_state(out: Path, model, optimizer, scaler, config: TrainConfig, dataset, epoch: int, history) -> None:
-    atomic_torch_save({
-        "format": CHECKPOINT_FORMAT, "detector": config.detector.to_dict(), "train": config.to_dict(),
-        "categories": categories_of(dataset), "epoch": epoch, "history": history,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-    }, out / "last.pt")
-    atomic_write_json(out / "history.json", history)
+def _saver(out: Path, model, optimizer, scaler, config: TrainConfig, dataset, runtime: Runtime):
+    """``save(epoch, history, progress=None)``: ``last.pt`` (rank 0) after ``epoch`` whole epochs and,
+    mid-epoch, ``progress`` steps into the next; ``history.json`` beside it."""
+    def save(epoch: int, history: list, done: EpochProgress | None = None) -> None:
+        if not runtime.is_main:
+            return
+        atomic_torch_save({
+            "format": CHECKPOINT_FORMAT, "detector": config.detector.to_dict(), "train": config.to_dict(),
+            "categories": categories_of(dataset), "epoch": epoch, "history": history,
+            "progress": dataclasses.asdict(done or EpochProgress()), "rng": capture_rng(),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+        }, out / "last.pt")
+        atomic_write_json(out / "history.json", history)
 
+    return save
 
 
 # -- evaluation of a saved detector -------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Training configuration: one dataclass, YAML recipes on top, command-line overrides on top of that.
 
-Resolution order: the dataclass defaults < the recipe YAML < explicit overrides (CLI flags).
+Resolution order: the dataclass defaults < the recipe YAML < explicit overrides (CLI flags); then
+what is still unset of :data:`repghost.train.fit.FITTED` is derived from the data (:mod:`.fit`).
 The resolved config is saved as ``config.yaml`` in the run directory and inside every training
-checkpoint, so ``--resume`` and ``repghost eval`` need nothing else.
+checkpoint, so ``--resume`` and ``repghost eval`` need nothing else. Paths in it are absolute, so
+the files work from any directory.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import yaml
 from ..data.datasets import DIGITS
 from ..limits import COUNT, COUNT0, FRACTION, POSITIVE, RATE, Number
 from ..preprocess import INTERPOLATIONS
+from .fit import fit_to_data
 
+#: What an unset (None) setting of :data:`repghost.train.fit.FITTED` means.
+DERIVED = "derived from the data at start"
 #: crop_pct is a fraction in (0, 1]
 CROP = Number(float, 0.0, 1.0, exclusive=True)
 #: fixed list lengths
@@ -38,30 +43,30 @@ class TrainConfig:
     model: str = _f("repghostnet_050", "model name (see `repghost models`)")
     model_kwargs: dict = _f({}, "extra keyword arguments of the model builder, e.g. "
                                 "'{reparam: identity, shortcut: false}' (the paper's ablations)")
-    data: str | None = _f(None, "ImageFolder root with train/ and val/; unset = built-in digits")
-    num_classes: int | None = _f(None, "classes (default: from the data)", limit=COUNT)
+    data: str | None = _f(None, "ImageFolder root with train/ and val/, or 'digits'", unset="the built-in digits")
+    num_classes: int | None = _f(None, "classes", unset="from the data", limit=COUNT)
     pretrained: str | None = _f(None, "initial weights: official, timm or repghost checkpoint; a classifier "
-                                      "of another size is replaced")
+                                      "of another size is replaced", unset="random initialization")
     drop_rate: float = _f(0.2, "dropout before the classifier", limit=FRACTION)
     # schedule and optimizer
     epochs: int = _f(300, "training epochs", limit=COUNT)
-    batch_size: int = _f(128, "batch size per process", limit=COUNT)
+    batch_size: int | None = _f(None, "batch size per process", unset=DERIVED, limit=COUNT)
     opt: str = _f("momentum", "optimizer, a timm name: momentum (SGD + momentum), sgd (Nesterov), adamw, ...")
     momentum: float = _f(0.9, "SGD momentum", limit=RATE)
-    lr: float | None = _f(None, "learning rate (default: lr_base scaled by global batch / lr_base_size)", limit=RATE)
+    lr: float | None = _f(None, "learning rate", unset="lr_base × global batch / lr_base_size", limit=RATE)
     lr_base: float = _f(0.6, "learning rate at global batch lr_base_size", limit=RATE)
     lr_base_size: int = _f(1024, "global batch that lr_base refers to", limit=COUNT)
     weight_decay: float = _f(1e-5, "weight decay (not on biases and norms)", limit=RATE)
     sched: str = _f("cosine", "LR schedule (timm name), stepped every update")
     min_lr: float = _f(1e-5, "final learning rate", limit=RATE)
-    warmup_epochs: float = _f(5, "linear warm-up epochs", limit=RATE)
+    warmup_epochs: float | None = _f(None, "linear warm-up epochs", unset=DERIVED, limit=RATE)
     warmup_lr: float = _f(1e-4, "learning rate at the start of warm-up", limit=RATE)
     smoothing: float = _f(0.1, "label smoothing", limit=FRACTION)
-    clip_grad: float | None = _f(None, "clip gradient norm to this value (unset = no clipping)", limit=POSITIVE)
-    ema_decay: float = _f(0.9999, "EMA decay of the weights (0 = no EMA)", limit=FRACTION)
+    clip_grad: float | None = _f(None, "clip gradient norm to this value", unset="no clipping", limit=POSITIVE)
+    ema_decay: float | None = _f(None, "EMA decay of the weights (0 = no EMA)", unset=DERIVED, limit=FRACTION)
     ema_warmup: bool = _f(False, "ramp the EMA decay up from 0 (useful for short runs)")
     # data pipeline
-    img_size: int = _f(224, "training and evaluation resolution", limit=COUNT)
+    img_size: int | None = _f(None, "training and evaluation resolution", unset=DERIVED, limit=COUNT)
     crop_pct: float = _f(0.875, "eval: resize to img_size / crop_pct, then centre crop", limit=CROP)
     scale: list = _f([0.08, 1.0], "RandomResizedCrop area range", limit=FRACTION)
     ratio: list = _f([0.75, 1.3333333333333333], "RandomResizedCrop aspect-ratio range", limit=POSITIVE)
@@ -69,29 +74,35 @@ class TrainConfig:
     val_interpolation: str = _f("bilinear", "eval interpolation")
     hflip: float = _f(0.5, "horizontal flip probability", limit=FRACTION)
     color_jitter: float = _f(0.4, "colour jitter strength", limit=RATE)
-    auto_augment: str | None = _f(None, "RandAugment policy, e.g. rand-m9-mstd0.5")
+    auto_augment: str | None = _f(None, "RandAugment policy, e.g. rand-m9-mstd0.5", unset="none")
     re_prob: float = _f(0.2, "random erasing probability", limit=FRACTION)
     re_mode: str = _f("pixel", "random erasing fill")
     mean: list = _f([0.485, 0.456, 0.406], "normalization mean", limit=FRACTION)
     std: list = _f([0.229, 0.224, 0.225], "normalization std", limit=POSITIVE)
-    workers: int = _f(4, "data-loading worker processes per training process", limit=COUNT0)
+    workers: int | None = _f(None, "data-loading worker processes per training process", unset=DERIVED,
+                             limit=COUNT0)
     # engine
     amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA when supported, else fp16; none on CPU), "
                           "bf16, fp16 or none")
-    channels_last: bool | None = _f(None, "channels_last memory format (default: on CUDA)")
+    channels_last: bool | None = _f(None, "channels_last memory format", unset="on CUDA")
     sync_bn: bool = _f(False, "SyncBatchNorm across processes")
-    device: str | None = _f(None, "cuda, cuda:N or cpu (default: cuda when available)")
+    device: str | None = _f(None, "cuda, cuda:N or cpu", unset="cuda when available")
     seed: int = _f(42, "random seed", limit=COUNT0)
-    threads: int | None = _f(None, "CPU threads per process (torch.set_num_threads)", limit=COUNT)
+    threads: int | None = _f(None, "CPU threads per process (torch.set_num_threads)", unset="torch's choice",
+                             limit=COUNT)
     # outputs
     output: str = _f("runs", "parent directory of run directories")
-    name: str | None = _f(None, "run directory name (default: <time>-<model>)")
+    name: str | None = _f(None, "run directory name", unset="<time>-<model>")
     ckpt_every_steps: int = _f(0, "also save last.pt every N optimizer steps (0 = only at epoch ends)", limit=COUNT0)
     eval_every: int = _f(1, "evaluate every N epochs (and always after the last)", limit=COUNT)
     progress: bool = _f(True, "show progress bars")
+    # a record, not a setting: which settings were derived from the data, and why
+    derived: dict = _f({}, "settings derived from the data and why (filled in by repghost.train.fit)", setting=False)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+#: What a recipe key or a command-line flag may set.
+SETTINGS = {name: f for name, f in FIELDS.items() if f.metadata.get("setting", True)}
 
 
 def _configs_dir():
@@ -123,29 +134,41 @@ def read_recipe(recipe: str) -> dict:
     if not isinstance(values, dict):
         raise ValueError(f"recipe {recipe}: expected a mapping of settings (key: value), got a "
                          f"{type(values).__name__}")
-    unknown = sorted(set(values) - set(FIELDS))
+    unknown = sorted(set(values) - set(SETTINGS))
     if unknown:
-        raise ValueError(f"recipe {recipe}: unknown keys {unknown}; valid keys: {', '.join(FIELDS)}")
+        raise ValueError(f"recipe {recipe}: unknown keys {unknown}; valid keys: {', '.join(SETTINGS)}")
     return values
 
 
+#: The default recipe for a user's own image folder (``--data DIR``): settings fitted to its size.
+FOLDER_RECIPE = "folder"
+
+
 def default_recipe(overrides: dict) -> str:
-    """The digits recipe without ``--data``; with data, the model's ImageNet recipe when one exists."""
-    if overrides.get("data") in (None, DIGITS):
-        return "digits"
-    model = overrides.get("model") or TrainConfig.model
-    return model if model in recipe_names() else ""
+    """The digits recipe without ``--data``; with data, the folder recipe (fitted to the data). The
+    paper's ImageNet runs are named explicitly: ``--recipe repghostnet_100``."""
+    return "digits" if overrides.get("data") in (None, DIGITS) else FOLDER_RECIPE
+
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``data`` and ``pretrained`` as absolute paths: checkpoints record them, and are read from anywhere."""
+    data = cfg.data if cfg.data in (None, DIGITS) else str(Path(cfg.data).expanduser().resolve())
+    pretrained = cfg.pretrained and str(Path(cfg.pretrained).expanduser().resolve())
+    return dataclasses.replace(cfg, data=data, pretrained=pretrained)
 
 
 def resolve_config(recipe: str | None = None, **overrides) -> TrainConfig:
-    """Defaults < recipe < overrides (``None`` overrides are ignored, i.e. "not given")."""
+    """Defaults < recipe < overrides (``None`` overrides are ignored, i.e. "not given"); what is still
+    unset is then derived from the data (:func:`repghost.train.fit.fit_to_data`, which reads the
+    training split's file list). Raises ``ValueError`` for bad settings, :class:`~repghost.data.DataError`
+    for data that cannot be read."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = sorted(set(given) - set(FIELDS))
+    unknown = sorted(set(given) - set(SETTINGS))
     if unknown:
-        raise ValueError(f"unknown config keys {unknown}; valid keys: {', '.join(FIELDS)}")
+        raise ValueError(f"unknown config keys {unknown}; valid keys: {', '.join(SETTINGS)}")
     recipe = default_recipe(given) if recipe is None else recipe
     values = {**(read_recipe(recipe) if recipe else {}), **given}
-    return validate_config(TrainConfig(**values))
+    return fit_to_data(absolute_paths(validate_config(TrainConfig(**values))))
 
 
 def validate_config(cfg: TrainConfig) -> TrainConfig:

@@ -24,9 +24,14 @@ class DistInfo:
         return self.rank == 0
 
 
+def world_size_from_env() -> int:
+    """The processes of this job, as torchrun sets them in the environment (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device: str | None = None) -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size_from_env()
     info = DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

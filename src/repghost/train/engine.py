@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import shutil
 import signal
@@ -38,15 +39,24 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data import DataError, SampleDataset, build_datasets, build_loader, build_transform, describe_data
+from ..data import (
+    DataError,
+    SampleDataset,
+    build_datasets,
+    build_loader,
+    build_transform,
+    describe_data,
+    recorded_root,
+)
 from ..io import atomic_torch_save
 from ..models import create_model, resolve_model_name, short_model_name
 from ..preprocess import Preprocess
 from ..progress import progress, write
 from ..reparam import FoldCheck, reparameterize, verify_fold
-from .config import TrainConfig, config_from_dict, config_to_dict, save_config, validate_config
+from .config import TrainConfig, absolute_paths, config_from_dict, config_to_dict, save_config, validate_config
 from .distributed import any_rank, cleanup, gather_lists, init_distributed
 from .evaluate import autocast, evaluate
+from .fit import check_schedule, describe_derived, fit_to_data
 from .report import MetricsLog, plot_curves
 from .state import (
     CHECKPOINT_VERSION,
@@ -73,24 +83,36 @@ class TrainResult:
 
 class StopFlag:
     """Ctrl-C (SIGINT) or SIGTERM (what torchrun and schedulers send) asks the loop to stop at the
-    next step and save a resumable checkpoint; a second signal aborts at once."""
+    next step and save a resumable checkpoint; a second signal aborts at once (KeyboardInterrupt).
+
+    The first signal is acknowledged with one line, ``interrupt: ...`` plus ``note`` (e.g. how to
+    resume), through ``announce`` (default: the training log). A terminal's Ctrl-C reaches the whole
+    process group, data-loader workers included; they inherit this handler when forked and ignore
+    the signal (the training process stops them), so the line is printed once.
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, note: str = "", announce: Callable[[str], None] | None = None):
         self.requested = False
+        self.note, self.announce = note, announce or log.warning
         self._old = {}
+        self._pid = os.getpid()
 
     def __enter__(self):
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
+        if os.getpid() != self._pid:  # a forked data-loader worker
+            return
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("interrupt: saving a resumable checkpoint at the next step (Ctrl-C again to abort)")
+        self.announce("interrupt: saving a resumable checkpoint at the next step, then stopping (Ctrl-C again to "
+                      "abort)" + (f"; {self.note}" if self.note else ""))
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -106,6 +128,10 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
 
 
+#: ``log.info(..., extra={FILE_ONLY: True})``: a record for log.txt that the console has already seen in other words.
+FILE_ONLY = "file_only"
+
+
 def _setup_logging(run_dir: Path | None, is_main: bool) -> None:
     log.setLevel(logging.INFO if is_main else logging.ERROR)
     log.propagate = False
@@ -119,6 +145,7 @@ def _setup_logging(run_dir: Path | None, is_main: bool) -> None:
             write(self.format(record), file=sys.stderr)
 
     console = ProgressHandler()
+    console.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if run_dir is not None:
@@ -159,15 +186,17 @@ class Trainer:
         self.amp_dtype = _amp_dtype(cfg, self.device)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
 
-        # Everything that can be wrong with the data or the model name fails here, before any training.
+        # Everything that can be wrong with the data, the schedule or the model name fails here, before any training.
+        if resume_state is not None:
+            recorded_root(cfg.data, str(resume), "run --resume from that directory")
         raw = build_datasets(cfg.data)
         self.classes = raw["train"].classes
         self.num_classes = cfg.num_classes or len(self.classes)
         if self.num_classes < len(self.classes):
             raise DataError(f"num_classes={self.num_classes} but the data has {len(self.classes)} classes")
+        cfg = fit_to_data(absolute_paths(cfg), raw["train"], self.dist.world_size)  # a config built in Python
+        self.schedule_warnings = check_schedule(cfg, len(raw["train"]), self.dist.world_size)
         global_batch = cfg.batch_size * self.dist.world_size
-        if len(raw["train"]) < global_batch:
-            raise DataError(f"{len(raw['train'])} training images is less than one global batch ({global_batch})")
         _seed_all(cfg.seed)  # same initial weights on every rank
         # A searched architecture's file is recorded as its inline name: the run does not need the file.
         self.cfg = cfg = replace(cfg, model=resolve_model_name(cfg.model))
@@ -221,7 +250,7 @@ class Trainer:
                                                                       "world_size": self.dist.world_size})
         self.metrics = MetricsLog(self.run_dir, resume_epoch=self.epoch if resume_state else None) \
             if self.dist.is_main else None
-        self._log_setup(raw)
+        self._log_setup(raw, resumed=resume_state is not None)
 
     # -- setup helpers ---------------------------------------------------------------------
     def _new_run_dir(self) -> Path:
@@ -238,9 +267,13 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
 
-    def _log_setup(self, raw) -> None:
+    def _log_setup(self, raw, resumed: bool) -> None:
         cfg, d = self.cfg, self.dist
         log.info("run directory: %s", self.run_dir)
+        if cfg.derived and not resumed:
+            log.info(describe_derived(cfg))
+        for warning in self.schedule_warnings:
+            log.warning("warning: %s", warning)
         log.info("data: %s — %d train / %d val images, %d classes", describe_data(cfg.data), len(raw["train"]),
                  len(raw["val"]), len(self.classes))
         log.info("model: %s (%.2fM params), %d epochs × %d steps, batch %d × %d processes, lr %.4g, device %s%s",
@@ -289,17 +322,18 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg, interrupted = self.cfg, False
-        with StopFlag() as stop:
+        resume = f"resume with: repghost train --resume {self.run_dir / 'last.pt'}"
+        with StopFlag(note=resume) as stop:
             while self.epoch < cfg.epochs and not interrupted:
                 train_stats = self._train_epoch(stop)
                 if train_stats is None:
                     interrupted = True
                     break
                 self._end_epoch(train_stats)
-        if interrupted:
-            path = self.save()
-            log.warning("interrupted at epoch %d step %d; resume with: repghost train --resume %s",
-                        self.epoch, self.step_in_epoch, path or self.run_dir / "last.pt")
+        if interrupted:  # the console has had its one line from StopFlag
+            self.save()
+            log.warning("interrupted at epoch %d step %d, saved %s", self.epoch, self.step_in_epoch,
+                        self.run_dir / "last.pt", extra={FILE_ONLY: True})
         result = self._finish(interrupted)
         if self.metrics is not None:
             self.metrics.close()

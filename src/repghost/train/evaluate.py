@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import CheckpointError, LoadedModel, open_model
-from ..data import SampleDataset, build_datasets, build_loader
+from ..data import SampleDataset, build_datasets, build_loader, recorded_root
 from ..preprocess import METADATA_KEY as PREPROCESS_KEY
 from ..preprocess import Preprocess, PreprocessError
 from ..progress import progress as progress_bar
@@ -114,7 +114,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
             log(f"note: {path.name} records no preprocessing; using the model's default "
                 f"({recorded.describe()}) where no flag is given")
     preprocess = recorded.override(input_size=img_size, mean=mean, std=std)
-    data = data if data is not None else loaded.data
+    data = data if data is not None else recorded_root(loaded.data, str(path), "pass --data DIR")
     raw = build_datasets(data, splits=(split,))[split]
     n_classes = getattr(model, "num_classes", None)
     if loaded.classes is not None and list(loaded.classes) != list(raw.classes):
