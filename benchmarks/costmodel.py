@@ -33,11 +33,11 @@ from repghost import create_model, reparameterize
 from repghost.bench import environment
 from repghost.bench.latency import time_interleaved
 from repghost.bench.runtimes import make_runner
-from repghost.costmodel.fit import fidelity, fit, plot_fit, split_indices
+from repghost.costmodel.fit import fidelity, fit, plot_fit, samples_needed, split_indices
 from repghost.costmodel.sampling import TimingSettings, latencies, read_records, sample, time_archs
-from repghost.costmodel.space import SearchSpace
 from repghost.deploy import export_onnx
 from repghost.models.mobiledet import MOBILEDETS
+from repghost.models.searched import SearchSpace
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -45,7 +45,9 @@ RESULTS = Path(__file__).parent / "results"
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--n", type=int, default=1000, help="random architectures to time (≥ 300)")
+    p.add_argument("--n", type=int, default=1000,
+                   help=f"random architectures to time (≥ {samples_needed(SearchSpace(), 0.2)}: the fit's 80 %% must "
+                        "cover the model's free parameters)")
     p.add_argument("--samples", default=str(RESULTS / "costmodel_samples"), help="sampling directory")
     p.add_argument("--reference", default="mobiledet_cpu", help="reference architecture ('none': raw medians)")
     p.add_argument("--out", default=str(RESULTS), help="where costmodel.{json,md,png} go")
@@ -133,7 +135,7 @@ def main() -> None:
 
     # Learning curve: the same held-out set as the fit above, the first n of its training architectures.
     train_idx, test_idx = split_indices(len(archs), args.test_fraction, 0)
-    curve = {n: fit(space, archs, y, split=(train_idx[:n], test_idx)).test
+    curve = {n: fit(space, archs, y, split=(train_idx[:n], test_idx), underdetermined=True).test
              for n in sorted({100, 200, 400, 600, len(train_idx)}) if n <= len(train_idx)}
 
     md_measured = time_mobiledets(settings, Path(tempfile.mkdtemp(prefix="repghost-mobiledets-")))

@@ -31,8 +31,8 @@ from torch import nn
 from repghost import create_model
 from repghost.bench.latency import time_interleaved
 from repghost.bench.runtimes import make_runner
-from repghost.costmodel.space import SearchSpace
 from repghost.deploy.onnx_export import export_onnx
+from repghost.models.searched import SearchSpace
 from repghost.profile import profile
 from repghost.reparam import reparameterize
 from repghost.search.engine import short_choice

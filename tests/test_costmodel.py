@@ -1,20 +1,38 @@
 """The latency cost model's plumbing on tiny inputs: space, sampling (resume, refusals), features,
 fit, save / load / predict. Fidelity is the benchmark's business (benchmarks/costmodel.py), not this file's."""
 
+import ast
+import importlib.metadata
 import json
+import re
+import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from repghost import check_equivalence, create_model, is_deploy, profile, reparameterize
 from repghost.cli import main
-from repghost.costmodel.fit import CostModel, CostModelError, feature_names, features, fit
-from repghost.costmodel.sampling import RECORDS_FILE, TimingSettings, latencies, read_records, sample
+from repghost.costmodel.fit import (
+    CostModel,
+    CostModelError,
+    feature_names,
+    features,
+    fit,
+    fit_directory,
+    free_parameters,
+    samples_needed,
+)
+from repghost.costmodel.sampling import META_FILE, RECORDS_FILE, TimingSettings, latencies, read_records, sample
 from repghost.costmodel.space import SearchSpace, SpaceError
 
 from conftest import randomize_bn
 
 TINY = TimingSettings(img_size=32, warmup=1, runs=2, chunk=3)
+ROOT = Path(__file__).resolve().parents[1]
+#: Real timings kept by benchmarks/costmodel.py: 1000 random architectures and mobiledet_cpu, idle machine.
+BENCH = ROOT / "benchmarks" / "results"
 
 
 @pytest.fixture(scope="module")
@@ -94,33 +112,177 @@ def test_fit_recovers_an_additive_latency(space):
     assert result.model.metrics["features_kept"] == 360
 
 
-def test_sample_fit_save_load_predict_and_resume(space, tmp_path):
+def test_sample_fit_save_load_predict_and_resume(space, tmp_path, capsys):
     out = tmp_path / "samples"
-    first = sample(space, out, 3, seed=0, settings=TINY, progress=False)
+    first = sample(space, out, 3, seed=0, settings=TINY)  # progress on, and stderr is no terminal here
     assert first["timed"] == 3
+    log = capsys.readouterr().err
+    assert "\r" not in log  # no carriage-return frames of a bar in a log
+    assert re.fullmatch(r"timing architectures: 3/3 timed \(this chunk of 3: [\d.]+ s\)\n"
+                        r"timing architectures: 3/3 arch in [\d.]+ s, [\d.]+ arch/s\n", log), log
     records = read_records(out, space)
     assert [r["index"] for r in records] == [0, 1, 2] and all(r["median_ms"] > 0 for r in records)
     assert all(len(r["times_ms"]) == TINY.runs for r in records)
 
-    # A crash mid-write leaves a cut last line: it is ignored and that architecture is timed again.
+    # A crash mid-write tears the last line; the zeros of an unwritten block and a newline may follow it.
+    # Reading ignores it with a warning; sampling drops it, says so, and times that architecture again.
     path = out / RECORDS_FILE
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:2]) + lines[2][:40] + "\0" * 8 + "\n")
+    assert [r["index"] for r in read_records(out, space)] == [0, 1]
+    assert capsys.readouterr().err == f"warning: {path}:3: ignoring a torn last line (a sampling run stopped " \
+                                      "while writing it)\n"
+    again = sample(space, out, 3, seed=0, settings=TINY, progress=False)
+    assert again["timed"] == 1 and again["on_disk"] == 3
+    assert capsys.readouterr().err.count(f"{path}:3: dropped a torn last line") == 1
+    assert path.read_text().startswith("".join(lines[:2]))  # what was on disk was never re-timed
+    assert [r["index"] for r in read_records(out, space)] == [0, 1, 2]
+
+    # The same without a newline after the torn bytes.
     text = path.read_text()
     path.write_text(text + text.splitlines()[0][:40])
     assert len(read_records(out, space)) == 3
     again = sample(space, out, 5, seed=0, settings=TINY, progress=False)
     assert again["timed"] == 2 and again["on_disk"] == 5
-    assert path.read_text().startswith(text)  # what was on disk was never re-timed
+    assert path.read_text().startswith(text)
     assert sample(space, out, 5, seed=0, settings=TINY, progress=False)["timed"] == 0
+    capsys.readouterr()
 
     records = read_records(out, space)
     assert all(r["rel_to_ref"] > 0 and r["ref_median_ms"] > 0 for r in records)  # mobiledet_cpu ran in each round
     y, how = latencies(records)
     assert how["target"] == "rel_to_ref" and np.allclose(y, [r["rel_to_ref"] * how["reference_ms"] for r in records])
     archs = [r["arch"] for r in records]
-    result = fit(space, archs, y, test_fraction=0.4)
+    result = fit(space, archs, y, test_fraction=0.4, underdetermined=True)  # 3 of them cannot determine a model
     saved = result.model.save(tmp_path / "model.json")
     loaded = CostModel.load(saved, space)
     assert np.allclose(loaded.predict(space, archs), result.model.predict(space, archs))
+
+
+def _copy_samples(tmp_path, name="timed") -> Path:
+    return Path(shutil.copytree(BENCH / "costmodel_samples", tmp_path / name))
+
+
+def test_a_bad_line_before_the_last_is_corruption_refused_with_its_number(space, tmp_path, capsys):
+    out = _copy_samples(tmp_path)
+    path = out / RECORDS_FILE
+    lines = path.read_text().splitlines(keepends=True)
+    for bad, why in ((lines[2][:50] + "\n", "not a JSON record, with records after it"),
+                     ('{"median_ms": 1.0}\n', "not a timing record")):
+        corrupt = "".join(lines[:2]) + bad + "".join(lines[3:])
+        path.write_text(corrupt)
+        with pytest.raises(SpaceError, match=rf"records.jsonl:3: .*{why}"):
+            read_records(out, space)
+        with pytest.raises(SpaceError, match="records.jsonl:3: "):
+            sample(space, out, 1001, settings=TimingSettings())  # refused before anything is timed or written
+        assert path.read_text() == corrupt
+        assert main(["costmodel", "fit", str(out)]) == 1
+        assert "records.jsonl:3: " in capsys.readouterr().err
+        assert not (out / "costmodel.json").exists()
+
+
+def test_fit_ignores_a_torn_last_line_with_a_warning(space, tmp_path, capsys):
+    out = _copy_samples(tmp_path)
+    path = out / RECORDS_FILE
+    whole = path.read_text()
+    path.write_text(whole + whole.splitlines()[5][:70] + "\n")
+    torn = fit_directory(out, space)
+    assert capsys.readouterr().err == (f"warning: {path}:1002: ignoring a torn last line (a sampling run stopped "
+                                       "while writing it)\n")
+    path.write_text(whole)
+    assert torn.model == fit_directory(out, space).model
+
+
+def test_fit_refuses_fewer_architectures_than_free_parameters(space):
+    needed = samples_needed(space, 0.2)
+    assert free_parameters(space) == 1 + 18 * 19 == 343 and needed == 429  # 429 - round(0.2 × 429) = 343
+    rng = np.random.default_rng(1)
+    cost = rng.uniform(0.1, 2.0, size=(space.num_layers, len(space.choices)))
+    index = {c: i for i, c in enumerate(space.choice_names)}
+    archs = [space.sample(2, i) for i in range(needed)]
+    y = [3.0 + sum(cost[layer, index[c]] for layer, c in enumerate(a)) for a in archs]
+    with pytest.raises(ValueError, match=r"20 timed architecture\(s\), 16 to fit on: too few to determine the "
+                                         r"linear model's 343 free parameters .* time at least 429"):
+        fit(space, archs[:20], y[:20])
+    with pytest.raises(ValueError, match="428 timed architecture"):
+        fit(space, archs[:-1], y[:-1])
+    with pytest.raises(ValueError, match="train on at least 343"):
+        fit(space, archs, y, split=(range(342), range(342, needed)))
+    assert fit(space, archs, y).test["r2"] > 0.99
+
+
+def test_fit_on_real_timings_is_fit_for_use_and_an_unfit_one_is_refused(space, tmp_path, capsys):
+    good = _copy_samples(tmp_path, "good")
+    assert main(["costmodel", "fit", str(good)]) == 0
+    assert re.search(r"fit for use: held-out r² 0\.9\d+ ≥ 0\.9\n", capsys.readouterr().out)
+    assert json.loads((good / "costmodel.json").read_text())["fitness"] == dict(usable=True, rule="held-out r² ≥ 0.9")
+
+    # The same architectures with their latencies shuffled among them: timings that say nothing about
+    # the architecture, as on a machine whose load swamps them.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(good / META_FILE, bad / META_FILE)
+    records = read_records(good, space)
+    shuffled = np.random.default_rng(0).permutation([r["rel_to_ref"] for r in records])
+    (bad / RECORDS_FILE).write_text("".join(json.dumps(dict(r, rel_to_ref=float(v))) + "\n"
+                                            for r, v in zip(records, shuffled, strict=True)))
+    assert main(["costmodel", "fit", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("repghost costmodel: error: the cost model is unfit: its "
+                                                         "held-out r² is ")
+    assert "below 0.9" in err and "--allow-unfit" in err
+    model = bad / "costmodel.json"
+    fitness = json.loads(model.read_text())["fitness"]
+    assert fitness["usable"] is False and "below 0.9" in fitness["reason"]
+
+    assert main(["costmodel", "predict", str(model), "mobiledet_cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "is unfit: its held-out r² is" in err and "--allow-unfit" in err
+    assert main(["costmodel", "predict", str(model), "mobiledet_cpu", "--allow-unfit"]) == 0
+    captured = capsys.readouterr()
+    assert "predicted" in captured.out and "warning:" in captured.err and "unfit" in captured.err
+
+
+def test_old_cost_model_files_are_judged_by_their_recorded_held_out_r2(space, tmp_path, capsys):
+    """Files written before the verdict was stored (benchmarks/results) load, judged from their metrics."""
+    files = {"costmodel_model.json": None, "costmodel_loaded_model.json": "0.851", "costmodel_raw_model.json": "-0.588"}
+    for name, r2 in files.items():
+        path = BENCH / name
+        assert "fitness" not in json.loads(path.read_text())
+        reason = CostModel.load(path, space).unfit_reason()
+        if r2 is None:
+            assert reason is None
+            assert main(["costmodel", "predict", str(path), "mobiledet_cpu"]) == 0
+        else:
+            assert reason.startswith(f"its held-out r² is {r2} (MAPE ") and "below 0.9" in reason
+            assert main(["costmodel", "predict", str(path), "mobiledet_cpu"]) == 1
+    capsys.readouterr()
+    data = json.loads((BENCH / "costmodel_model.json").read_text())
+    for metrics in ({}, {"test": {"r2": "high"}}, {"test": {"r2": float("nan")}}):
+        (tmp_path / "model.json").write_text(json.dumps(dict(data, metrics=metrics)))
+        assert "records no held-out r²" in CostModel.load(tmp_path / "model.json", space).unfit_reason()
+
+
+def test_cost_model_and_search_import_only_declared_packages():
+    """Every third-party module the cost model and the search import is a declared dependency."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=\[; ]", d)[0].lower().replace("_", "-") for d in project["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    imported = set()
+    for package in ("costmodel", "search"):
+        for file in (ROOT / "src" / "repghost" / package).glob("*.py"):
+            for node in ast.walk(ast.parse(file.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"repghost"}
+    assert "scipy" in third_party
+    undeclared = {m for m in third_party
+                  if not {d.lower().replace("_", "-") for d in distributions.get(m, [m])} & declared}
+    assert not undeclared, f"imported but not in pyproject.toml's dependencies: {sorted(undeclared)}"
 
 
 def test_sampling_refuses_another_space_or_other_settings(space, tmp_path):
@@ -146,7 +308,7 @@ def test_raw_timings_without_a_reference_and_no_mixing():
 
 def test_cost_model_file_refusals(space, tmp_path):
     archs = [space.sample(0, i) for i in range(30)]
-    model = fit(space, archs, np.linspace(5, 9, 30)).model
+    model = fit(space, archs, np.linspace(5, 9, 30), underdetermined=True).model
     good = model.to_json()
     cases = {
         "not_json.json": "{",
@@ -167,12 +329,16 @@ def test_cli_sample_fit_predict(tmp_path, capsys):
     tiny = ["--img-size", "32", "--warmup", "1", "--runs", "2", "--quiet"]
     assert main(["costmodel", "sample", "--out", str(out), "--n", "4", "--arch", "mobiledet_cpu", *tiny]) == 0
     assert len(read_records(out)) == 5
-    assert main(["costmodel", "fit", str(out), "--test-fraction", "0.4"]) == 0
-    assert (out / "costmodel.json").is_file() and (out / "costmodel.png").is_file()
     capsys.readouterr()
-    assert main(["costmodel", "predict", str(out / "costmodel.json"), "mobiledet_cpu"]) == 0
+    assert main(["costmodel", "fit", str(out), "--test-fraction", "0.4"]) == 1  # 5 timed: far too few
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("repghost costmodel: error: 5 timed architecture(s), 3 to fit on: too few") and \
+        err.endswith("time at least 571 (`repghost costmodel sample --n`) to fit with --test-fraction 0.4")
+    assert not (out / "costmodel.json").exists() and not (out / "costmodel.png").exists()
+    model = BENCH / "costmodel_model.json"
+    assert main(["costmodel", "predict", str(model), "mobiledet_cpu"]) == 0
     assert "predicted" in capsys.readouterr().out
-    assert main(["costmodel", "predict", str(out / "costmodel.json"), "mobiledet_gpu"]) == 1
+    assert main(["costmodel", "predict", str(model), "mobiledet_gpu"]) == 1
     assert "not expressible" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("[]")
     assert main(["costmodel", "predict", str(tmp_path / "bad.json"), "mobiledet_cpu"]) == 1

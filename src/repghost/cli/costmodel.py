@@ -33,7 +33,7 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_fit(args) -> int:
-    from ..costmodel.fit import fit_directory, plot_fit
+    from ..costmodel.fit import MIN_HELD_OUT_R2, fit_directory, plot_fit
     from ..models.searched import SearchSpace, SpaceError
 
     space = SearchSpace()
@@ -54,6 +54,11 @@ def _cmd_fit(args) -> int:
         print(f"{split:>9}: r² {metrics['r2']:.4f}  MAPE {metrics['mape']:.2f} %  "
               f"Kendall τ {metrics['kendall_tau']:.4f}")
     print(f"wrote {out}, {png}")
+    reason = result.model.unfit_reason()
+    if reason:
+        return _error(f"the cost model is unfit: {reason}. {out} is marked unfit; `repghost search` and "
+                      "`repghost costmodel predict` refuse it unless given --allow-unfit")
+    print(f"fit for use: held-out r² {result.test['r2']:.4f} ≥ {MIN_HELD_OUT_R2:g}")
     return 0
 
 
@@ -67,6 +72,11 @@ def _cmd_predict(args) -> int:
         arch = space.load_arch(args.arch)
     except (CostModelError, SpaceError) as err:
         return _error(str(err))
+    reason = model.unfit_reason()
+    if reason and not args.allow_unfit:
+        return _error(f"{args.model} is unfit: {reason}; pass --allow-unfit to predict with it anyway")
+    if reason:
+        print(f"warning: {args.model} is unfit ({reason}); the prediction may be far off", file=sys.stderr)
     unseen = model.unseen(space, arch)
     if unseen:
         print(f"warning: {len(unseen)} layer choice(s) of this architecture never varied in the fitting data "
@@ -79,6 +89,10 @@ def _cmd_predict(args) -> int:
 
 def add_costmodel(sub) -> None:
     from ..bench.runtimes import RUNTIMES
+    from ..costmodel.fit import MIN_HELD_OUT_R2, free_parameters, samples_needed
+    from ..models.searched import SearchSpace
+
+    space = SearchSpace()
 
     p = sub.add_parser("costmodel", help="MobileDets' latency cost model: sample & time, fit, predict",
                        description="TuNAS / MobileDets linear latency model on a search space with MobileDet-CPU's "
@@ -118,7 +132,13 @@ def add_costmodel(sub) -> None:
                         description="Least squares on TuNAS's features (per layer one-hot in-ch × out-ch × layer "
                                     "type; constant features dropped) on a seeded random split; reports r², MAPE "
                                     "and Kendall's τ on the held-out architectures; writes the model JSON and a "
-                                    "predicted-vs-measured PNG beside it.")
+                                    "predicted-vs-measured PNG beside it. The model has "
+                                    f"{free_parameters(space)} free parameters, so fewer training architectures "
+                                    f"are refused (at the default --test-fraction: fewer than "
+                                    f"{samples_needed(space, 0.2)} timed). A model whose held-out r² is below "
+                                    f"{MIN_HELD_OUT_R2:g} (its prediction error is then over a third of the "
+                                    "latencies' spread) is written marked unfit and the command exits 1: "
+                                    "`search` and `predict` refuse it unless given --allow-unfit.")
     f.add_argument("dir", type=input_dir, help="sampling directory (from `costmodel sample`)")
     f.add_argument("--out", default=None, type=output_file, help="model JSON (default DIR/costmodel.json)")
     f.add_argument("--test-fraction", type=Number(float, 0.0, 0.9, exclusive=True), default=0.2)
@@ -127,7 +147,11 @@ def add_costmodel(sub) -> None:
 
     r = cmds.add_parser("predict", help="predicted latency of an architecture",
                         description="Predict the latency of ARCH (an architecture JSON file, or mobiledet_cpu — "
-                                    "the MobileDet expressible in this space) with a fitted cost model.")
+                                    "the MobileDet expressible in this space) with a fitted cost model. A model "
+                                    f"whose recorded held-out r² is below {MIN_HELD_OUT_R2:g} (or that records "
+                                    "none) is refused unless given --allow-unfit.")
     r.add_argument("model", type=input_file, help="cost model JSON (from `costmodel fit`)")
     r.add_argument("arch", help="architecture JSON file or a MobileDet name")
+    r.add_argument("--allow-unfit", action="store_true",
+                   help=f"predict even with a model marked unfit (held-out r² < {MIN_HELD_OUT_R2:g}), with a warning")
     r.set_defaults(func=_cmd_predict)

@@ -38,7 +38,8 @@ def _cmd_search(args) -> int:
     try:
         config = SearchConfig(output=args.output, costmodel=args.costmodel, target_ms=args.target_ms, data=data,
                               img_size=args.img_size or (320 if args.data else 128), threads=args.threads,
-                              device=args.device, measure=args.measure, resume=args.resume, **options)
+                              device=args.device, measure=args.measure, resume=args.resume,
+                              allow_unfit_costmodel=args.allow_unfit, **options)
         result = run_search(config)
     except SearchError as err:  # the command line must change (cost model, target, data, resume state)
         return fail("search", err, USAGE_ERROR)
@@ -48,6 +49,7 @@ def _cmd_search(args) -> int:
 
 
 def add_search(sub) -> None:
+    from ..costmodel.fit import MIN_HELD_OUT_R2
     from ..search import SearchConfig
 
     fields = {f.name: f for f in dataclasses.fields(SearchConfig)}
@@ -63,12 +65,15 @@ def add_search(sub) -> None:
                     "history.json, and at the end arch.json (for det-train --backbone / create_model) and "
                     "report.md. Without --data it runs on the built-in synthetic set at 128². Under torchrun "
                     "every process trains its share of each minibatch. Exit codes: 0 done, 2 bad arguments "
-                    "(a cost model of another space, an unreachable target, a missing data root: nothing "
-                    "trained or written), 1 failed, 130 interrupted.")
+                    "(a cost model of another space or marked unfit, an unreachable target, a missing data root: "
+                    "nothing trained or written), 1 failed, 130 interrupted.")
     p.add_argument("--target-ms", required=True, type=fields["target_ms"].metadata["limit"],
                    help="latency target T, in the cost model's unit (ms under its runtime, threads and input size)")
     p.add_argument("--costmodel", required=True, type=input_file, metavar="MODEL.json",
                    help="latency cost model from `repghost costmodel fit`")
+    p.add_argument("--allow-unfit", action="store_true",
+                   help=f"search even with a cost model marked unfit (held-out r² < {MIN_HELD_OUT_R2:g}; refused "
+                        "otherwise, as its errors would steer the search), with a warning")
     p.add_argument("--output", required=True, type=output_dir, help="search directory")
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None, metavar="ROOT", type=input_dir,

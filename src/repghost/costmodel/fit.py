@@ -6,6 +6,12 @@ over layers. In this space the channels of a position are fixed by the skeleton,
 contributes one feature per layer type, named ``L<i>:<in>x<out>:<type>``. Features constant over
 the training set carry nothing and are dropped; latency = w·f + b by ordinary least squares
 (numpy's ``lstsq``: the minimum-norm solution where the one-hots make the system rank-deficient).
+
+Two guards keep a useless model from being used. :func:`fit` refuses a training set smaller than
+the model's free parameters (:func:`free_parameters`): least squares would then interpolate the
+training architectures and predict the others arbitrarily. And a fitted model is *fit for use* only
+when its held-out r² reaches :data:`MIN_HELD_OUT_R2`; :meth:`CostModel.unfit_reason` says why not,
+and ``repghost search`` / ``costmodel predict`` refuse an unfit model unless told otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +29,13 @@ from ..io import atomic_write_json
 from ..models.searched import SPACE_ID, SearchSpace, SpaceError
 
 MODEL_FORMAT = "repghost-costmodel/1"
+
+#: The least held-out r² for a cost model to be used. r² = 1 − MSE / variance, so the prediction's RMS
+#: error is √(1 − r²) of the spread of latencies over the space: at 0.9 about a third of it. The
+#: fidelity a good model reaches here is r² ≥ 0.95 (0.991 on an idle machine, benchmarks/README.md);
+#: timed under heavy load the same procedure gave 0.85 (τ 0.74, MAPE 11 %), and 20 architectures
+#: gave −0.76: below 0.9 the search would chase the model's errors, not latency.
+MIN_HELD_OUT_R2 = 0.9
 
 
 class CostModelError(ValueError):
@@ -45,6 +58,12 @@ def features(space: SearchSpace, archs: Sequence[Sequence[str]]) -> np.ndarray:
     return x
 
 
+def free_parameters(space: SearchSpace) -> int:
+    """The linear model's independent parameters over the whole space: the bias, and per layer one
+    fewer than its choices (a layer's one-hots sum to 1, which is the bias's column)."""
+    return 1 + space.num_layers * (len(space.choice_names) - 1)
+
+
 def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
     total = float(((y - y.mean()) ** 2).sum())
     return 1.0 - float(((y - pred) ** 2).sum()) / total if total > 0 else float("nan")
@@ -57,6 +76,10 @@ def fidelity(y: np.ndarray, pred: np.ndarray) -> dict:
     tau = kendalltau(y, pred).statistic if len(y) > 1 else float("nan")
     return dict(r2=r2_score(y, pred), mape=float(np.mean(np.abs(pred - y) / y) * 100), kendall_tau=float(tau),
                 n=int(len(y)))
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -83,12 +106,35 @@ class CostModel:
         known = set(self.features)
         return [names[i] for i in np.flatnonzero(features(space, [arch])[0]) if names[i] not in known]
 
+    def unfit_reason(self) -> str | None:
+        """Why this model is not fit for use (``None`` if it is): its recorded held-out r² is below
+        :data:`MIN_HELD_OUT_R2`, or it records none. Judged from ``metrics`` alone, so a file written
+        before the verdict was stored is judged the same way."""
+        test = self.metrics.get("test") if isinstance(self.metrics, dict) else None
+        r2 = test.get("r2") if isinstance(test, dict) else None
+        if not _finite_number(r2):
+            return (f"it records no held-out r² (metrics.test.r2), so its fidelity is unknown; a cost model is "
+                    f"used when its held-out r² ≥ {MIN_HELD_OUT_R2:g}")
+        if r2 < MIN_HELD_OUT_R2:
+            shown = (("mape", "MAPE {:.1f} %"), ("kendall_tau", "Kendall τ {:.2f}"), ("n", "{:g} held out"))
+            details = [text.format(test[key]) for key, text in shown if _finite_number(test.get(key))]
+            extra = f" ({', '.join(details)})" if details else ""
+            return (f"its held-out r² is {r2:.3f}{extra}, below {MIN_HELD_OUT_R2:g}, the least a cost model "
+                    "needs to be used (time more architectures, on a quiet machine, and fit again)")
+        return None
+
+    def verdict(self) -> dict:
+        """What the model file states about its fitness (informative: loading judges from ``metrics``)."""
+        reason = self.unfit_reason()
+        return dict(usable=reason is None, rule=f"held-out r² ≥ {MIN_HELD_OUT_R2:g}",
+                    **({"reason": reason} if reason else {}))
+
     def _check_space(self, space: SearchSpace) -> None:
         if self.fingerprint != space.fingerprint:
             raise CostModelError(f"cost model is for space fingerprint {self.fingerprint}, not {space.fingerprint}")
 
     def to_json(self) -> dict:
-        return dict(format=MODEL_FORMAT, space=SPACE_ID, **asdict(self))
+        return dict(format=MODEL_FORMAT, space=SPACE_ID, **asdict(self), fitness=self.verdict())
 
     def save(self, path: str | os.PathLike) -> Path:
         return atomic_write_json(path, self.to_json(), indent=1)
@@ -113,8 +159,7 @@ class CostModel:
                 or not all(isinstance(f, str) and f in valid for f in feats) or len(set(feats)) != len(feats)):
             raise CostModelError(f"{path}: 'features' and 'weights' must be equal-length lists of this space's "
                                  "distinct features and their weights")
-        numbers = [*weights, bias]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+        if not all(_finite_number(v) for v in [*weights, bias]):
             raise CostModelError(f"{path}: weights and bias must be finite numbers")
         return cls(data["fingerprint"], feats, [float(w) for w in weights], float(bias),
                    data.get("metrics") or {}, data.get("timing") or {})
@@ -136,15 +181,47 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
     if n < 2:
         raise ValueError(f"need at least 2 timed architectures to fit and test, got {n}")
     order = np.random.default_rng(seed).permutation(n)
-    n_test = min(n - 1, max(1, round(n * test_fraction)))
+    n_test = _held_out_count(n, test_fraction)
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def _held_out_count(n: int, test_fraction: float) -> int:
+    return min(n - 1, max(1, round(n * test_fraction)))
+
+
+def samples_needed(space: SearchSpace, test_fraction: float) -> int:
+    """The fewest timed architectures whose training share (``1 - test_fraction``) covers
+    :func:`free_parameters`."""
+    n = free_parameters(space) + 1
+    while n - _held_out_count(n, test_fraction) < free_parameters(space):
+        n += 1
+    return n
+
+
+def check_determined(space: SearchSpace, n_train: int, n_total: int, test_fraction: float | None) -> None:
+    """Refuse a training set smaller than the model's free parameters: least squares would fit it
+    exactly and predict any other architecture arbitrarily (the held-out r² shows it)."""
+    needed = free_parameters(space)
+    if n_train >= needed:
+        return
+    how = (f"time at least {samples_needed(space, test_fraction)} (`repghost costmodel sample --n`) to fit with "
+           f"--test-fraction {test_fraction:g}" if test_fraction is not None else
+           f"train on at least {needed}")
+    raise ValueError(f"{n_total} timed architecture(s), {n_train} to fit on: too few to determine the linear "
+                     f"model's {needed} free parameters (1 + {space.num_layers} layers × "
+                     f"({len(space.choice_names)} − 1) choices), so it could not predict architectures it did "
+                     f"not see; {how}")
 
 
 def fit(space: SearchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence[float],
         test_fraction: float = 0.2, seed: int = 0, timing: dict | None = None,
-        split: tuple[Sequence[int], Sequence[int]] | None = None) -> FitResult:
+        split: tuple[Sequence[int], Sequence[int]] | None = None, underdetermined: bool = False) -> FitResult:
     """Least-squares fit on a random ``1 - test_fraction`` of the architectures; fidelity on the rest.
-    ``split`` gives the (train, held-out) indices explicitly instead."""
+    ``split`` gives the (train, held-out) indices explicitly instead.
+
+    Fewer training architectures than :func:`free_parameters` are refused (``ValueError``, saying how
+    many are needed) unless ``underdetermined`` (for studies of how fidelity grows with the data; such
+    a model's held-out r² marks it unfit anyway)."""
     y = np.asarray(latency_ms, dtype=float)
     if len(y) != len(archs):
         raise ValueError(f"{len(archs)} architectures but {len(y)} latencies")
@@ -155,6 +232,8 @@ def fit(space: SearchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence
         train, test = split_indices(len(y), test_fraction, seed)
     else:
         train, test = (np.asarray(s, dtype=int) for s in split)
+    if not underdetermined:
+        check_determined(space, len(train), len(y), test_fraction if split is None else None)
     varying = np.flatnonzero(x_all[train].min(axis=0) != x_all[train].max(axis=0))
     x_train = np.column_stack([x_all[train][:, varying], np.ones(len(train))])
     solution, *_ = np.linalg.lstsq(x_train, y[train], rcond=None)

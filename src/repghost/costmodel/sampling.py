@@ -3,9 +3,11 @@
 A sampling directory holds ``space.json`` (the space's id and fingerprint and the timing settings)
 and ``records.jsonl``, one JSON line per timed architecture. Each line is appended with one
 ``write`` and fsync'd, so an interrupted run loses at most the architectures it was timing; the
-next run skips every architecture already on disk and times only the rest. A directory made for
-another space, or with other timing settings (runtime, threads, batch, input size), is refused:
-timings from different settings must not be fitted together.
+next run skips every architecture already on disk and times only the rest. A last line torn by a
+crash mid-write is dropped (saying so) and its architecture timed again; a bad line anywhere else
+is corruption, refused with its line number. A directory made for another space, or with other
+timing settings (runtime, threads, batch, input size), is refused: timings from different settings
+must not be fitted together.
 
 Architectures are timed in chunks: each chunk's models are built in deploy form (every BN folded),
 exported, warmed up, then run interleaved round by round by the benchmark harness
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -32,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..bench.latency import time_interleaved
 from ..bench.runtimes import RUNTIMES, make_runner
@@ -40,6 +42,8 @@ from ..deploy.onnx_export import ExportError, export_onnx
 from ..io import atomic_write_json
 from ..models.searched import SearchSpace, SpaceError
 from ..profile import profile
+from ..progress import is_terminal, write
+from ..progress import progress as progress_bar
 from ..reparam import reparameterize
 
 META_FILE = "space.json"
@@ -96,8 +100,9 @@ def _open_directory(space: SearchSpace, out_dir: Path, settings: TimingSettings)
 
 
 def read_records(out_dir: str | os.PathLike, space: SearchSpace | None = None) -> list[dict]:
-    """The records of a sampling directory (checked against ``space`` when given). A last line cut
-    short by a crash is ignored; any other bad line is an error."""
+    """The records of a sampling directory (checked against ``space`` when given). A torn last line
+    (a run stopped while writing it) is ignored with a warning on stderr; a bad line anywhere else is
+    corruption and an error naming the line."""
     out_dir = Path(out_dir)
     meta_path = out_dir / META_FILE
     if not meta_path.is_file():
@@ -111,44 +116,76 @@ def read_records(out_dir: str | os.PathLike, space: SearchSpace | None = None) -
     path = out_dir / RECORDS_FILE
     if not path.exists():
         return []
-    lines = path.read_text().split("\n")
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines):  # no trailing newline: the write was interrupted
-                break
-            raise SpaceError(f"{path}:{number}: not a JSON record ({err})") from err
+    records, torn = _scan_records(path)
+    if torn is not None:
+        print(f"warning: {path}:{torn.line}: ignoring a torn last line (a sampling run stopped while writing it)",
+              file=sys.stderr)
     return records
+
+
+@dataclass(frozen=True)
+class _TornLine:
+    line: int  # 1-based
+    offset: int  # byte offset where it starts
+
+
+def _scan_records(path: Path) -> tuple[list[dict], _TornLine | None]:
+    """Every record of ``path`` and the torn last line, if any: a last line that is not JSON (cut short
+    mid-write, or the zeros a crash can leave). A bad line with records after it cannot come from an
+    interrupted append, so it is refused as corruption."""
+    records, torn, offset = [], None, 0
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        start, offset = offset, offset + len(raw) + 1
+        if not raw.strip():
+            continue
+        if torn is not None:
+            raise SpaceError(f"{path}:{torn.line}: not a JSON record, with records after it: the file is corrupt "
+                             "(only the last line can be torn by an interrupted run); repair or remove that line")
+        try:
+            record = json.loads(raw.decode())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            torn = _TornLine(number, start)
+            continue
+        if not (isinstance(record, dict) and isinstance(record.get("arch"), list)):
+            raise SpaceError(f"{path}:{number}: valid JSON but not a timing record (an object with 'arch'); "
+                             "the file is corrupt: repair or remove that line")
+        records.append(record)
+    return records, torn
 
 
 def _append_record(path: Path, record: dict) -> None:
     """One ``write`` of one line with ``O_APPEND``, then fsync: a record is on disk whole or not at all
-    (a crash mid-write leaves a cut last line, which :func:`read_records` ignores)."""
+    (a crash mid-write leaves a torn last line, which :func:`read_records` ignores and
+    :func:`_prepare_append` drops)."""
     data = (json.dumps(record) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, data)
+        written = os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+    if written != len(data):  # a full disk: the line is torn; the next run drops it
+        raise OSError(f"{path}: wrote {written} of {len(data)} bytes of a record (disk full?)")
 
 
-def _drop_cut_tail(path: Path) -> None:
-    """Remove a last line cut short by a crash (bytes after the last newline) before appending, so
-    it does not end up in the middle of the file; complete records are never touched."""
+def _prepare_append(path: Path) -> None:
+    """Drop a torn last line (saying so: its architecture is then timed again) and end the file with a
+    newline, so the next record starts a line of its own; complete records are never touched."""
     if not path.exists():
         return
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
+    _, torn = _scan_records(path)
+    with open(path, "r+b") as f:
+        if torn is not None:
+            f.truncate(torn.offset)
+            print(f"warning: {path}:{torn.line}: dropped a torn last line (a sampling run stopped while writing "
+                  "it); its architecture is timed again", file=sys.stderr)
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -181,7 +218,9 @@ def time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: Tim
     reference = None
     if settings.reference:
         reference, _ = _runner(space, space.load_arch(settings.reference), settings, workdir / "reference.onnx")
-    bar = tqdm(total=len(archs), desc="timing architectures", disable=not progress, unit="arch")
+    bar = progress_bar(total=len(archs), desc="timing architectures", enabled=progress, unit="arch")
+    # A log gets one line per chunk (tqdm's carriage-return frames would pile up in it).
+    chunk_lines, done = progress and not is_terminal(), 0
     for chunk in _chunks(list(archs), settings.chunk):
         runners, costs, started = {}, {}, time.time()
         for i, arch in enumerate(chunk):
@@ -189,6 +228,10 @@ def time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: Tim
         if reference is not None:
             runners["reference"] = reference
         times = time_interleaved(runners, settings.warmup, settings.runs, False, "")
+        done += len(chunk)
+        if chunk_lines:
+            write(f"timing architectures: {done}/{len(archs)} timed (this chunk of {len(chunk)}: "
+                  f"{time.time() - started:.1f} s)", file=sys.stderr)
         for i, arch in enumerate(chunk):
             bar.update(1)
             record = dict(arch=list(arch), median_ms=float(np.median(times[i])),
@@ -226,7 +269,7 @@ def sample(space: SearchSpace, out_dir: str | os.PathLike, n: int, seed: int = 0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _open_directory(space, out_dir, settings)
-    _drop_cut_tail(out_dir / RECORDS_FILE)
+    _prepare_append(out_dir / RECORDS_FILE)
     done = {tuple(r["arch"]) for r in read_records(out_dir, space)}
     todo: list[tuple[tuple[str, ...], dict]] = []
     for name, arch in (extra or {}).items():

@@ -22,6 +22,11 @@ form a minibatch, which are flipped — or saved in the checkpoint (controller g
 RNG), so a search stopped at a step and resumed (with the same number of threads: the float
 rounding differs with it, and the search's trajectory follows) reproduces the uninterrupted one.
 
+**What the checkpoint holds** is what a resume needs, no more: the blocks of choices never trained
+are left out (they still hold the seeded initial weights, which a resume rebuilds; the optimizer
+has no state for them), and once the last step is done the optimizer's momentum is too (a finished
+search cannot go on: ``steps`` is a setting a resume must keep).
+
 **Several processes** (torchrun): every rank samples the same architecture (same controller,
 same generator), trains it on its share of the global minibatch, and the gradients are averaged
 across ranks; Q (pooled over the ranks' objects) and the held-out loss too, so the controllers stay
@@ -66,7 +71,8 @@ CHECKPOINT_FILE = "search.pt"
 ARCH_FILE = "arch.json"
 
 #: Options a resumed search may change (they do not alter what it computes).
-RUN_ONLY = ("output", "resume", "threads", "workers", "device", "measure", "log_every", "checkpoint_every")
+RUN_ONLY = ("output", "resume", "threads", "workers", "device", "measure", "log_every", "checkpoint_every",
+            "allow_unfit_costmodel")
 
 
 class SearchError(ValueError):
@@ -108,6 +114,7 @@ class SearchConfig:
     device: str | None = None
     measure: bool = True
     resume: bool = False
+    allow_unfit_costmodel: bool = False  # search with a cost model whose held-out r² marks it unfit
 
     def __post_init__(self):
         if isinstance(self.data, dict):
@@ -140,12 +147,17 @@ class SearchResult:
 
 
 # -- set-up checks: everything that can be wrong is found before any training -----------------------
-def load_cost(path: str | os.PathLike, space: SearchSpace) -> tuple[CostModel, LinearCost]:
+def load_cost(path: str | os.PathLike, space: SearchSpace, allow_unfit: bool = False) -> tuple[CostModel, LinearCost]:
+    """The cost model at ``path`` and its table; one marked unfit (see :meth:`CostModel.unfit_reason`)
+    is refused unless ``allow_unfit``."""
     try:
         model = CostModel.load(path, space)
     except CostModelError as err:
         raise SearchError(f"{err}; fit a cost model on this search space with `repghost costmodel sample` "
                           "and `repghost costmodel fit`") from None
+    reason = model.unfit_reason()
+    if reason and not allow_unfit:
+        raise SearchError(f"cost model {path} is unfit: {reason}; or pass --allow-unfit to search with it anyway")
     return model, LinearCost(model, space)
 
 
@@ -270,6 +282,11 @@ class Search:
         self.step = 0
         self.history: list[dict] = []
         self.window: list[dict] = []  # the steps since the last history record (saved: a resume logs the same)
+        # Which (layer, choice) blocks have been trained: the others keep their seeded initial weights.
+        self.trained = torch.zeros(space.num_layers, len(space.choice_names), dtype=torch.bool)
+        body = next(name for name, module in self.model.named_modules() if module is self.supernet)
+        self.choice_keys = {choice: [f"{body}.{k}" for k in keys]
+                            for choice, keys in self.supernet.choice_state_keys().items()}
 
     # -- one step -------------------------------------------------------------------------
     def _to_device(self, images, targets):
@@ -294,6 +311,7 @@ class Search:
             _average_gradients(self.params, self.world_size)
         nn.utils.clip_grad_norm_([p for p in self.params if p.grad is not None], self.config.clip_grad)
         self.optimizer.step()
+        self.trained[torch.arange(len(choices)), torch.as_tensor(choices)] = True
         return choices, loss.item()
 
     @torch.no_grad()
@@ -332,18 +350,42 @@ class Search:
                     mean_top_probability=float(self.controller.probs.max(-1).values.mean()))
 
     # -- checkpoints ----------------------------------------------------------------------
+    def untrained_keys(self) -> set[str]:
+        """State-dict keys of the choice blocks never trained (still at their seeded initial weights)."""
+        return {k for (layer, choice), keys in self.choice_keys.items() if not self.trained[layer, choice]
+                for k in keys}
+
     def state_dict(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "space": self.space.fingerprint,
-                "step": self.step, "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(), "controller": self.controller.state_dict(),
-                "torch_rng": torch.get_rng_state(), "history": self.history, "window": self.window}
+        untrained = self.untrained_keys()
+        state = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "space": self.space.fingerprint,
+                 "step": self.step, "trained": self.trained.clone(),
+                 "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items() if k not in untrained},
+                 "controller": self.controller.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "history": self.history, "window": self.window}
+        if self.step < self.config.steps:  # a finished search has no step left for its optimizer to take
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore a :meth:`state_dict`; a checkpoint without ``trained`` (an older one) holds every block."""
+        trained = state.get("trained", torch.ones_like(self.trained))
+        if not isinstance(trained, torch.Tensor) or trained.shape != self.trained.shape:
+            raise CheckpointError(f"'trained' must be a {tuple(self.trained.shape)} tensor of the choices trained")
+        self.trained = trained.to(torch.bool).clone()
+        missing = sorted(set(self.model.state_dict()) - self.untrained_keys() - set(state["model"]))
+        if missing:
+            raise CheckpointError(f"it lacks {len(missing)} super-network tensor(s) a resume needs (e.g. {missing[0]})")
+        unexpected = self.model.load_state_dict(state["model"], strict=False).unexpected_keys
+        if unexpected:
+            raise CheckpointError(f"it holds {len(unexpected)} tensor(s) this super-network does not have "
+                                  f"(e.g. {unexpected[0]})")
+        self.step, self.history, self.window = int(state["step"]), list(state["history"]), list(state["window"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        elif self.step < self.config.steps:
+            raise CheckpointError(f"it holds no optimizer state, which a resume at step {self.step} needs")
         self.controller.load_state_dict(state["controller"])
         torch.set_rng_state(state["torch_rng"])
-        self.step, self.history, self.window = int(state["step"]), list(state["history"]), list(state["window"])
 
 
 def read_search_checkpoint(path: str | os.PathLike) -> dict:
@@ -375,7 +417,7 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
     A SIGINT / SIGTERM stops at the end of the current step with a checkpoint saved.
     """
     space = SearchSpace()
-    cost_model, cost = load_cost(config.costmodel, space)
+    cost_model, cost = load_cost(config.costmodel, space, config.allow_unfit_costmodel)
     check_target(config.target_ms, cost)
     out = Path(config.output)
     ckpt = out / CHECKPOINT_FILE
@@ -403,10 +445,15 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
         f"{cost.cheapest[0]:.2f} … {cost.dearest[0]:.2f} ms, target {config.target_ms:g} ms, τ {config.tau:g}")
     log(f"data: {dataset.report.summary()}; {len(weight_pool)} images train the weights, {len(reward_pool)} are "
         f"held out for the reward")
+    if cost_model.unfit_reason():
+        log(f"warning: searching with an unfit cost model (--allow-unfit): {cost_model.unfit_reason()}")
 
     search = Search(config, space, cost, dataset.num_classes, device, info.rank, info.world_size)
     if resume_state is not None:
-        search.load_state_dict(resume_state)
+        try:
+            search.load_state_dict(resume_state)
+        except CheckpointError as err:
+            raise CheckpointError(f"cannot resume {ckpt}: {err}") from None
         log(f"resumed {ckpt} at step {search.step}")
     start = search.step
     train_batches = _loader(dataset, StepBatches(weight_pool, global_batch, (config.seed, 0), start, config.steps,

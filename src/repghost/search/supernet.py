@@ -71,6 +71,12 @@ class SuperNet(MobileDetFeatures):
     def set_arch_indices(self, indices: Sequence[int]) -> None:
         self.set_arch([self.space.choice_names[int(i)] for i in indices])
 
+    def choice_state_keys(self) -> dict[tuple[int, int], list[str]]:
+        """The state-dict keys of each choice's block, by (layer, choice index)."""
+        names = {id(module): name for name, module in self.named_modules()}
+        return {(i, c): [f"{names[id(block)]}.{key}" for key in block.state_dict()]
+                for i, layer in enumerate(self.choice_layers) for c, block in enumerate(layer.choices)}
+
     def path_state_dict(self, arch: Sequence[str]) -> dict[str, torch.Tensor]:
         """The weights of ``arch`` alone, keyed as :meth:`SearchSpace.build` names them (``features_only``)."""
         arch = self.space.validate(arch)
