@@ -124,7 +124,8 @@ def add_costmodel(sub) -> None:
     s.add_argument("--reference", default="mobiledet_cpu",
                    help="architecture run in every round of every chunk; records keep the time relative to it, "
                         "which cancels the machine's drift ('none': raw medians only)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress: no bar on a terminal, no line per chunk in a log")
     s.set_defaults(func=_cmd_sample)
 
     f = cmds.add_parser("fit", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
