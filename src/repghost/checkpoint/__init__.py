@@ -8,10 +8,27 @@
 
 from .contract import (
     DETECTION_FORMAT,
+    EXPORT_KEYS,
     FORMAT,
     SEARCH_FORMAT,
+    TRAINING_KIND,
+    TRAINING_VERSION,
+    Recorded,
+    export_props,
+    is_training_checkpoint,
+    other_file_message,
+    props_record,
     read_metadata,
+    read_safetensors_record,
+    read_sidecar,
+    read_torchscript_props,
+    read_training_checkpoint,
     save_checkpoint,
+    sidecar_path,
+    torchscript_extra_files,
+    training_checkpoint,
+    training_record,
+    write_sidecar,
 )
 from .layouts import (
     fold_batchnorms,
@@ -26,7 +43,11 @@ from .loading import LoadedModel, load_checkpoint, load_model, load_state_dict, 
 from .safe import CheckpointError, file_kind, is_checkpoint_path, read_checkpoint_file
 
 __all__ = [
-    "DETECTION_FORMAT", "FORMAT", "SEARCH_FORMAT", "CheckpointError", "LoadedModel", "file_kind",
+    "DETECTION_FORMAT", "EXPORT_KEYS", "FORMAT", "SEARCH_FORMAT", "TRAINING_KIND", "TRAINING_VERSION",
+    "CheckpointError", "LoadedModel", "Recorded", "export_props", "file_kind", "is_training_checkpoint",
+    "other_file_message", "props_record", "read_safetensors_record", "read_sidecar", "read_torchscript_props",
+    "read_training_checkpoint", "sidecar_path", "torchscript_extra_files", "training_checkpoint", "training_record",
+    "write_sidecar",
     "fold_batchnorms", "is_checkpoint_path", "is_external_layout", "is_partially_folded", "load_checkpoint",
     "load_model", "load_state_dict", "load_state_into", "model_form", "open_model", "read_checkpoint_file",
     "read_metadata", "save_checkpoint", "state_dict_form", "to_our_layout", "unwrap_state_dict",

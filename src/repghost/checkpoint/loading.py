@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ..models import UnknownModelError, create_model, resolve_model_name
-from ..preprocess import Preprocess, PreprocessError
-from .contract import OTHER_FILES, recorded_preprocess, repghost_metadata
+from ..preprocess import Preprocess
+from .contract import Recorded, is_training_checkpoint, other_file_message, read_safetensors_record, training_record
 from .layouts import (
     fold_batchnorms,
     is_partially_folded,
@@ -127,24 +127,14 @@ def open_model(path: str | os.PathLike, model_name: str | None = None, num_class
     raw = read_checkpoint_file(path)
     if num_classes is not None:  # a self-describing file still takes an explicit override
         model_kwargs = {**model_kwargs, "num_classes": num_classes}
-    if file_kind(path) == "safetensors":
-        meta = repghost_metadata(path)
-        if meta is not None:
-            _check_name(path, meta["model_name"], model_name)
-            if use_ema:
-                raise CheckpointError(f"{path} holds one set of weights (the best ones, EMA or not, were saved); "
-                                      "--ema applies to training checkpoints (last.pt / best.pt)")
-            kwargs = {**meta["model_kwargs"], **model_kwargs}
-            kwargs.setdefault("deploy", meta["form"] == "deploy")
-            model = _recorded_model(path, meta["model_name"], kwargs)
-            load_state_into(model, to_our_layout(unwrap_state_dict(raw)), str(path))
-            extra = meta["extra"]
-            return LoadedModel(model.eval(), recorded_preprocess(path, meta), extra.get("classes"),
-                               extra.get("data", extra.get("data_config", {}).get("data")), "repghost safetensors")
-    if isinstance(raw, dict) and raw.get("kind") == "repghost-train":
+    record = read_safetensors_record(path) if file_kind(path) == "safetensors" else None
+    if record is not None:
+        return _open_safetensors(path, raw, record, model_name, use_ema, model_kwargs)
+    if is_training_checkpoint(raw):
         return _open_training_checkpoint(path, raw, model_name, use_ema, model_kwargs)
-    if isinstance(raw, dict) and raw.get("format") in OTHER_FILES:
-        raise CheckpointError(OTHER_FILES[raw["format"]].format(path=path))
+    other = other_file_message(raw, path)
+    if other is not None:
+        raise CheckpointError(other)
     if model_name is None:
         raise CheckpointError(f"{path} was not written by repghost, so it does not name its model; "
                               "pass the model name (--model repghostnet_100, ...)")
@@ -155,6 +145,19 @@ def open_model(path: str | os.PathLike, model_name: str | None = None, num_class
     model = create_model(model_name, deploy=deploy, **model_kwargs)
     load_state_into(model, state, str(path))
     return LoadedModel(model.eval(), None, kind="state dict")
+
+
+def _open_safetensors(path: Path, raw: dict, record: Recorded, model_name, use_ema: bool,
+                      model_kwargs: dict) -> LoadedModel:
+    _check_name(path, record.model_name, model_name)
+    if use_ema:
+        raise CheckpointError(f"{path} holds one set of weights (the best ones, EMA or not, were saved); "
+                              "--ema applies to training checkpoints (last.pt / best.pt)")
+    kwargs = {**record.model_kwargs, **model_kwargs}
+    kwargs.setdefault("deploy", record.form == "deploy")
+    model = _recorded_model(path, record.model_name, kwargs)
+    load_state_into(model, to_our_layout(unwrap_state_dict(raw)), str(path))
+    return LoadedModel(model.eval(), record.preprocess, record.classes, record.data, "repghost safetensors")
 
 
 def _recorded_model(path: Path, name: str, kwargs: dict) -> nn.Module:
@@ -177,28 +180,17 @@ def _check_name(path, recorded: str, given: str | None) -> None:
 
 
 def _open_training_checkpoint(path: Path, state: dict, model_name, use_ema: bool, model_kwargs: dict) -> LoadedModel:
-    cfg = state.get("config")
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), str):
-        raise CheckpointError(f"{path}: training checkpoint without its config")
-    _check_name(path, cfg["model"], model_name)
+    record = training_record(state, path)
+    _check_name(path, record.model_name, model_name)
     if use_ema and "state_dict_ema" not in state:
         raise CheckpointError(f"{path} has no EMA weights (the run had ema_decay 0)")
-    recorded = state.get("model_kwargs") or {"num_classes": state["num_classes"], "drop_rate": cfg["drop_rate"],
-                                             **cfg.get("model_kwargs", {})}
-    kwargs = {**recorded, **model_kwargs}
-    model = _recorded_model(path, cfg["model"], kwargs)
+    model = _recorded_model(path, record.model_name, {**record.model_kwargs, **model_kwargs})
     load_state_into(model, unwrap_state_dict(state, use_ema=use_ema), str(path))
-    try:
-        preprocess = Preprocess(input_size=cfg["img_size"], mean=cfg["mean"], std=cfg["std"],
-                                interpolation=cfg["val_interpolation"], crop_pct=cfg["crop_pct"])
-    except (PreprocessError, KeyError) as err:
-        raise CheckpointError(f"{path}: malformed preprocessing settings in its config ({err})") from None
-    best = state.get("best") or {}
-    notes = ()
+    best, notes = record.extra["best"], ()
     if not use_ema and best.get("source") == "ema":
         notes = (f"{path.name} holds raw and EMA weights and its best score ({best.get('top1', 0):.2f} %) came from "
                  "the EMA ones; these are the raw weights (pass --ema for the EMA ones)",)
-    return LoadedModel(model.eval(), preprocess, state.get("classes"), cfg.get("data"),
+    return LoadedModel(model.eval(), record.preprocess, record.classes, record.data,
                        "repghost training checkpoint", notes)
 
 

@@ -37,7 +37,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint, training_checkpoint
 from ..data import DataError, SampleDataset, build_datasets, build_loader, build_transform, describe_data
 from ..io import atomic_torch_save
 from ..models import create_model, resolve_model_name, short_model_name
@@ -49,7 +49,6 @@ from .distributed import any_rank, cleanup, gather_lists, init_distributed
 from .evaluate import autocast, evaluate
 from .report import MetricsLog, plot_curves
 from .state import (
-    CHECKPOINT_VERSION,
     capture_rng,
     load_training_checkpoint,
     plain_scheduler_state,
@@ -250,21 +249,13 @@ class Trainer:
 
     # -- checkpoint state ------------------------------------------------------------------
     def state_dict(self) -> dict:
-        state = {
-            "kind": "repghost-train", "version": CHECKPOINT_VERSION,
-            "state_dict": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": plain_scheduler_state(self.scheduler),
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "best": dict(self.best), "skipped": sorted(self.skipped),
-            "rng": capture_rng(), "config": config_to_dict(self.cfg), "num_classes": self.num_classes,
-            "classes": list(self.classes), "world_size": self.dist.world_size,
-            "model_kwargs": dict(self.model.model_kwargs), "epoch_loss": dict(self.epoch_loss),
-        }
-        if self.ema is not None:
-            state["state_dict_ema"] = self.ema.module.state_dict()
-        return state
+        return training_checkpoint(
+            self.model.state_dict(), config_to_dict(self.cfg), dict(self.model.model_kwargs), self.num_classes,
+            list(self.classes), dict(self.best), self.ema.module.state_dict() if self.ema is not None else None,
+            optimizer=self.optimizer.state_dict(), scheduler=plain_scheduler_state(self.scheduler),
+            scaler=self.scaler.state_dict(), epoch=self.epoch, step_in_epoch=self.step_in_epoch,
+            global_step=self.global_step, skipped=sorted(self.skipped), rng=capture_rng(),
+            world_size=self.dist.world_size, epoch_loss=dict(self.epoch_loss))
 
     def _load_state(self, state: dict) -> None:
         if state["world_size"] != self.dist.world_size:
