@@ -43,7 +43,7 @@ from ..io import atomic_torch_save
 from ..models import create_model, resolve_model_name, short_model_name
 from ..preprocess import Preprocess
 from ..progress import progress, write
-from ..reparam import FoldCheck, reparameterize, verify_fold
+from ..reparam import FoldCheck, fold_and_verify
 from .config import TrainConfig, config_from_dict, config_to_dict, save_config, validate_config
 from .distributed import any_rank, cleanup, gather_lists, init_distributed
 from .evaluate import autocast, evaluate
@@ -466,10 +466,7 @@ class Trainer:
                 "best_epoch": self.best["epoch"], "weights": self.best["source"]}
         preprocess = Preprocess.from_train_config(self.cfg)
         save_checkpoint(model, self.run_dir / "best_model.safetensors", metadata=meta, preprocess=preprocess)
-        deployed = reparameterize(model)
-        check = verify_fold(model, deployed, input_size=(8, 3, self.cfg.img_size, self.cfg.img_size))
-        if not check.ok:
-            raise RuntimeError(f"deploy form differs from the train form: {check} (worst tensor {check.worst_param})")
+        deployed, check = fold_and_verify(model, (8, 3, self.cfg.img_size, self.cfg.img_size))
         path = save_checkpoint(deployed, self.run_dir / "best_deploy.safetensors", metadata=meta,
                                preprocess=preprocess)
         log.info("deploy form: %s (%s)", path, check)
