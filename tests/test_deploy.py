@@ -22,7 +22,6 @@ from repghost.deploy import (
     pipeline,
     session,
 )
-from repghost.deploy import conversion as convert_module
 from repghost.deploy.pipeline import export, leftover_ops, resolve_format
 from repghost.preprocess import Preprocess
 
@@ -56,9 +55,10 @@ def test_convert_refuses_unreadable_checkpoint(tmp_path, capsys):
 def test_convert_refuses_when_equivalence_fails(tmp_path, monkeypatch, capsys):
     _, ckpt = _train_checkpoint(tmp_path)
     # A fold that went wrong fails its check; the guard must then write nothing.
+    from repghost import reparam
     from repghost.reparam import FoldCheck
 
-    monkeypatch.setattr(convert_module, "verify_fold", lambda a, b, size: FoldCheck(0.1, 5.0, "stem.conv.bias", 0.1))
+    monkeypatch.setattr(reparam, "verify_fold", lambda a, b, size: FoldCheck(0.1, 5.0, "stem.conv.bias", 0.1))
     out = tmp_path / "deploy.safetensors"
     assert main(["convert", str(ckpt), str(out), "--img-size", "32"]) != 0
     assert "disagrees" in capsys.readouterr().err

@@ -62,6 +62,19 @@ def test_det_eval_train_and_deploy_forms_agree(trained, tmp_path):
     assert model.detector_config.deploy and repghost.is_deploy(detector_body(model))
 
 
+def test_det_eval_refuses_a_wrong_fold_and_writes_nothing(trained, tmp_path, monkeypatch, capsys):
+    """A folding rule gone wrong (BatchNorm eps ignored) is refused before any evaluation or file."""
+    from repghost.layers import fuse
+
+    right = fuse.fold_bn_tensors
+    monkeypatch.setattr(fuse, "fold_bn_tensors", lambda k, b, m, v, g, be, eps=1e-5: right(k, b, m, v, g, be, 0.0))
+    out, deploy = tmp_path / "deploy.json", tmp_path / "deploy.pt"
+    assert main(["det-eval", str(trained / "last.pt"), "--reparameterize", "--workers", "0", "--output", str(out),
+                 "--save-deploy", str(deploy)]) == 1
+    assert "disagrees with the model it was folded from" in capsys.readouterr().err
+    assert not out.exists() and not deploy.exists()
+
+
 def test_resume_after_interruption_matches_uninterrupted_run(trained, synthetic_dir, tmp_path, monkeypatch):
     config = dict(TINY, output=str(tmp_path / "cut"), synthetic_dir=synthetic_dir)
     real_epoch = engine._train_one_epoch

@@ -1,11 +1,13 @@
-"""Whole-model re-parameterization: train form → deploy form, and the check that they agree."""
+"""Whole-model re-parameterization: train form → deploy form, the check that they agree, and the one
+policy every caller follows (:func:`fold_and_verify`: fold, check in float64, refuse a fold that fails).
+"""
 
 from __future__ import annotations
 
 import copy
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -147,3 +149,37 @@ def verify_fold(model: nn.Module, deployed: nn.Module, input_size: Sequence[int]
         if ratio > worst:
             worst, worst_key = ratio, key
     return FoldCheck(f64["max_rel"], worst, worst_key, f32["max_rel"])
+
+
+class FoldError(ValueError, RuntimeError):
+    """A deploy form that disagrees with the model it was folded from, or that still holds something to fold.
+
+    Both a ValueError and a RuntimeError: the fold checks this replaced raised one or the other
+    (detector evaluation, training's export), and code catching either still catches it.
+    """
+
+    def __init__(self, message: str, check: FoldCheck | None = None):
+        super().__init__(message)
+        self.check = check
+
+
+def fold_and_verify(model: nn.Module, input_size: Sequence[int],
+                    fold: Callable[[nn.Module], nn.Module] = reparameterize,
+                    part: Callable[[nn.Module], nn.Module] | None = None) -> tuple[nn.Module, FoldCheck]:
+    """The deploy form of ``model`` and its :class:`FoldCheck`; raises :class:`FoldError` when the
+    fold left anything unfolded or :func:`verify_fold` (float64) rejects it.
+
+    The one fold-and-verify every caller uses before it writes or evaluates a deploy form.
+    ``input_size`` is the check's input (N, C, H, W). ``fold`` makes the deploy form (default
+    :func:`reparameterize`); ``part`` picks, from each model, the network the check runs on
+    (default the whole model; for a detector, its backbone body).
+    """
+    part = part or (lambda m: m)
+    deployed = fold(model)
+    if not is_deploy(part(deployed)):
+        raise FoldError(f"{type(part(model)).__name__} still has unfolded BatchNorm or branches after reparameterize()")
+    check = verify_fold(part(model), part(deployed), input_size)
+    if not check.ok:
+        raise FoldError(f"the deploy form disagrees with the model it was folded from ({check}; worst tensor "
+                        f"{check.worst_param})", check)
+    return deployed, check

@@ -1,7 +1,7 @@
 """Checkpoint → deploy checkpoint: load, re-parameterize, prove equivalence, then write.
 
 Nothing is written unless every step succeeds: a missing or unreadable checkpoint, a model that
-does not fit it, or a fold that :func:`repghost.reparam.verify_fold` rejects raises
+does not fit it, or a fold that :func:`repghost.reparam.fold_and_verify` refuses raises
 :class:`ConvertError` first. What the source records about its inputs (the preprocessing contract,
 class names, training data) travels into the deploy file.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, LoadedModel, open_model, save_checkpoint
 from ..models import UnknownModelError
 from ..preprocess import Preprocess
-from ..reparam import FoldCheck, is_deploy, reparameterize, verify_fold
+from ..reparam import FoldCheck, FoldError, fold_and_verify, is_deploy
 
 
 class ConvertError(RuntimeError):
@@ -42,22 +42,19 @@ def load_any(path: str | os.PathLike, model_name: str | None = None, num_classes
 
 
 def fold_checked(loaded: LoadedModel, img_size: int | None = None, log: Callable[[str], None] | None = None):
-    """The deploy form of ``loaded.model`` and its :class:`FoldCheck` (``None`` when it was already
-    folded); raises :class:`ConvertError` when the check fails. The check runs at ``img_size``
-    (default: the recorded input size, else 224)."""
+    """:func:`repghost.reparam.fold_and_verify` for a loaded file: the deploy form of ``loaded.model``
+    and its :class:`FoldCheck` (``None`` when it was already folded); raises :class:`ConvertError`
+    when the check fails. The check runs at ``img_size`` (default: the recorded input size, else 224)."""
     model = loaded.model
     if is_deploy(model):
         return model, None
-    deployed = reparameterize(model)
-    if not is_deploy(deployed):
-        raise ConvertError(f"{type(model).__name__} still has unfolded BatchNorm or branches after reparameterize()")
     size = img_size or (loaded.preprocess.input_size if loaded.preprocess else 224)
-    check = verify_fold(model, deployed, (2, 3, size, size))
+    try:
+        deployed, check = fold_and_verify(model, (2, 3, size, size))
+    except FoldError as err:
+        raise ConvertError(f"{err}; nothing written") from None
     if log is not None:
         log(f"re-parameterized to the deploy form: {check}")
-    if not check.ok:
-        raise ConvertError(f"deploy model disagrees with the checkpoint's model ({check}; worst tensor "
-                           f"{check.worst_param}); nothing written")
     return deployed, check
 
 

@@ -10,7 +10,6 @@ and the int8 calibration, and is written into every exported file. Each step rep
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,12 +17,11 @@ from pathlib import Path
 
 from torch import nn
 
-from ..checkpoint import LoadedModel, is_checkpoint_path
-from ..io import atomic_write_json
+from ..checkpoint import LoadedModel, export_props, is_checkpoint_path, torchscript_extra_files, write_sidecar
 from ..models import UnknownModelError, create_model, is_architecture_file, list_models
-from ..preprocess import METADATA_KEY, Preprocess
+from ..preprocess import Preprocess
 from .calib import ImageSplit, describe, load_split
-from .conversion import ConvertError, file_metadata, fold_checked, load_any
+from .conversion import ConvertError, fold_checked, load_any
 from .edge import EDGE_RUNTIMES, edge_runtime
 from .onnx_export import (
     RTOL,
@@ -157,13 +155,13 @@ def export(source: str, out: str | os.PathLike, fmt: str | None = None, img_size
     if fmt in EDGE_RUNTIMES:
         report = export_edge(model, out, fmt, size, preprocess, rtol, log)
         # These formats hold no metadata of ours: the contract goes in a file beside the model.
-        report.sidecar = atomic_write_json(report.path.with_name(report.path.name + ".repghost.json"), props)
+        report.sidecar = write_sidecar(report.path, props)
         log(f"wrote {report.sidecar} (model name, preprocessing, classes)")
         if split is not None:
             quantize_edge(report, model, fmt, split, loaded.classes, log)
         return report
     if fmt == "torchscript":
-        path = export_torchscript(model, out, size, extra_files={f"{k}.json": v for k, v in props.items()})
+        path = export_torchscript(model, out, size, extra_files=torchscript_extra_files(props))
         log(f"wrote {path} (traced, frozen)")
         return ExportReport(path, preprocess)
 
@@ -189,9 +187,7 @@ def export(source: str, out: str | os.PathLike, fmt: str | None = None, img_size
 
 def export_metadata(model: nn.Module, loaded: LoadedModel, preprocess: Preprocess) -> dict[str, str]:
     """What an exported file carries: model name, the preprocessing contract, class names and data."""
-    props = {"repghost_model": getattr(model, "model_name", ""), METADATA_KEY: preprocess.to_json()}
-    props.update({f"repghost_{k}": json.dumps(v) for k, v in file_metadata(loaded).items()})
-    return props
+    return export_props(getattr(model, "model_name", ""), preprocess, loaded.classes, loaded.data)
 
 
 def _add_int8(report: ExportReport, loaded: LoadedModel, props: dict, split: ImageSplit, recipe: str,

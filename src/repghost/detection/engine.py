@@ -480,7 +480,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: DataConfig | None =
     detector to a file). Metrics are written to ``output`` (default ``<checkpoint dir>/eval_<form>.json``)
     by rank 0.
     """
-    from ..reparam import verify_fold
+    from ..reparam import fold_and_verify
     from .models import detector_body, reparameterize_detector
 
     if save_deploy and not reparameterize:
@@ -494,12 +494,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: DataConfig | None =
             raise ValueError(f"{checkpoint} does not record its data; pass the dataset to evaluate on")
         data = DataConfig(**state["train"]["data"])
     if reparameterize and not model.detector_config.deploy:
-        deployed = reparameterize_detector(model)
-        check = verify_fold(detector_body(model), detector_body(deployed), (1, 3, 128, 128))
-        if not check.ok:
-            raise ValueError(f"the folded backbone disagrees with the checkpoint's ({check}); nothing written")
+        model, check = fold_and_verify(model, (1, 3, 128, 128), fold=reparameterize_detector, part=detector_body)
         _log(runtime, f"backbone re-parameterized: {check}")
-        model = deployed
     model.to(runtime.device)
     dataset = data.dataset(data.val_split, train=False, masks=model.detector_config.model == "maskrcnn")
     check_categories(state["categories"], dataset, str(checkpoint))

@@ -38,7 +38,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint, training_checkpoint
 from ..data import (
     DataError,
     SampleDataset,
@@ -52,14 +52,13 @@ from ..io import atomic_torch_save
 from ..models import create_model, resolve_model_name, short_model_name
 from ..preprocess import Preprocess
 from ..progress import progress, write
-from ..reparam import FoldCheck, reparameterize, verify_fold
+from ..reparam import FoldCheck, fold_and_verify
 from .config import TrainConfig, absolute_paths, config_from_dict, config_to_dict, save_config, validate_config
 from .distributed import any_rank, cleanup, gather_lists, init_distributed
 from .evaluate import autocast, evaluate
 from .fit import check_schedule, describe_derived, fit_to_data
 from .report import MetricsLog, plot_curves
 from .state import (
-    CHECKPOINT_VERSION,
     capture_rng,
     load_training_checkpoint,
     plain_scheduler_state,
@@ -283,21 +282,13 @@ class Trainer:
 
     # -- checkpoint state ------------------------------------------------------------------
     def state_dict(self) -> dict:
-        state = {
-            "kind": "repghost-train", "version": CHECKPOINT_VERSION,
-            "state_dict": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": plain_scheduler_state(self.scheduler),
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "best": dict(self.best), "skipped": sorted(self.skipped),
-            "rng": capture_rng(), "config": config_to_dict(self.cfg), "num_classes": self.num_classes,
-            "classes": list(self.classes), "world_size": self.dist.world_size,
-            "model_kwargs": dict(self.model.model_kwargs), "epoch_loss": dict(self.epoch_loss),
-        }
-        if self.ema is not None:
-            state["state_dict_ema"] = self.ema.module.state_dict()
-        return state
+        return training_checkpoint(
+            self.model.state_dict(), config_to_dict(self.cfg), dict(self.model.model_kwargs), self.num_classes,
+            list(self.classes), dict(self.best), self.ema.module.state_dict() if self.ema is not None else None,
+            optimizer=self.optimizer.state_dict(), scheduler=plain_scheduler_state(self.scheduler),
+            scaler=self.scaler.state_dict(), epoch=self.epoch, step_in_epoch=self.step_in_epoch,
+            global_step=self.global_step, skipped=sorted(self.skipped), rng=capture_rng(),
+            world_size=self.dist.world_size, epoch_loss=dict(self.epoch_loss))
 
     def _load_state(self, state: dict) -> None:
         if state["world_size"] != self.dist.world_size:
@@ -509,10 +500,7 @@ class Trainer:
                 "best_epoch": self.best["epoch"], "weights": self.best["source"]}
         preprocess = Preprocess.from_train_config(self.cfg)
         save_checkpoint(model, self.run_dir / "best_model.safetensors", metadata=meta, preprocess=preprocess)
-        deployed = reparameterize(model)
-        check = verify_fold(model, deployed, input_size=(8, 3, self.cfg.img_size, self.cfg.img_size))
-        if not check.ok:
-            raise RuntimeError(f"deploy form differs from the train form: {check} (worst tensor {check.worst_param})")
+        deployed, check = fold_and_verify(model, (8, 3, self.cfg.img_size, self.cfg.img_size))
         path = save_checkpoint(deployed, self.run_dir / "best_deploy.safetensors", metadata=meta,
                                preprocess=preprocess)
         log.info("deploy form: %s (%s)", path, check)

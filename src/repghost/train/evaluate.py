@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from pathlib import Path
 
@@ -11,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import CheckpointError, LoadedModel, open_model
+from ..checkpoint import CheckpointError, LoadedModel, open_model, props_record
 from ..data import SampleDataset, build_datasets, build_loader, recorded_root
-from ..preprocess import METADATA_KEY as PREPROCESS_KEY
-from ..preprocess import Preprocess, PreprocessError
+from ..preprocess import Preprocess
 from ..progress import progress as progress_bar
 from ..reparam import is_deploy, reparameterize
 from .distributed import DistInfo, all_reduce_sum, gather_lists
@@ -75,16 +73,10 @@ def open_for_eval(path: str | Path, use_ema: bool = False, model_name: str | Non
         return open_model(path, model_name=model_name, use_ema=use_ema)
     from ..deploy.onnx_export import OnnxModel, onnx_metadata
 
-    meta = onnx_metadata(path)
-    try:
-        preprocess = Preprocess.from_json(meta[PREPROCESS_KEY]) if PREPROCESS_KEY in meta else None
-        classes = json.loads(meta["repghost_classes"]) if "repghost_classes" in meta else None
-        data = json.loads(meta["repghost_data"]) if "repghost_data" in meta else None
-    except (PreprocessError, ValueError) as err:
-        raise CheckpointError(f"{path}: malformed repghost metadata ({err})") from None
+    record = props_record(onnx_metadata(path), path)
     model = OnnxModel(path)
     model.num_classes = int(model.session.get_outputs()[0].shape[-1])
-    return LoadedModel(model, preprocess, classes, data, "ONNX")
+    return LoadedModel(model, record.preprocess, record.classes, record.data, "ONNX")
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "val", use_ema: bool = False,

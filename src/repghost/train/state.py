@@ -14,9 +14,7 @@ import random
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, read_checkpoint_file
-
-CHECKPOINT_VERSION = 1
+from ..checkpoint import read_training_checkpoint
 
 
 def capture_rng() -> dict:
@@ -60,9 +58,6 @@ def plain_scheduler_state(scheduler) -> dict:
 
 
 def load_training_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a training checkpoint (tensors and plain containers only; nothing is executed)."""
-    state = read_checkpoint_file(path)
-    if not isinstance(state, dict) or state.get("kind") != "repghost-train":
-        raise CheckpointError(f"{path} is not a repghost training checkpoint (no resumable state); "
-                              "use --pretrained to start from plain weights")
-    return state
+    """Read a training checkpoint (tensors and plain containers only; nothing is executed). Its layout is
+    part of the file contract: :func:`repghost.checkpoint.training_checkpoint` writes it."""
+    return read_training_checkpoint(path)
