@@ -135,6 +135,36 @@ def test_no_unit_imports_another_units_private_names():
     assert private == []
 
 
+#: Imports that the floors allow but the design does not: what long runs share (distributed set-up, the stop
+#: flag, resumable state, schedules) lives in ``run``, so run imports none of its siblings and the engines
+#: borrow nothing from each other. (importer unit, imported module prefix)
+SIDEWAYS = [("run", "repghost.train"), ("run", "repghost.detection"), ("run", "repghost.deploy"),
+            ("run", "repghost.search"), ("detection", "repghost.train"), ("train", "repghost.detection"),
+            ("search", "repghost.train"), ("search", "repghost.detection.engine")]
+
+
+def sideways_imports(edges) -> list[str]:
+    found = []
+    for importer, target, name, line in edges:
+        reached = f"{target}.{name}" if target == "repghost" else target
+        for unit, prefix in SIDEWAYS:
+            if _unit(importer) == unit and (reached == prefix or reached.startswith(prefix + ".")):
+                found.append(f"{importer}:{line} imports {target}.{name}")
+    return found
+
+
+def test_long_runs_share_through_run_not_each_other():
+    assert sideways_imports(import_edges()) == []
+
+
+def test_the_sideways_check_sees_an_engine_borrowing_from_another():
+    edges = [("repghost.search.engine", "repghost.detection.engine", "DataConfig", 3),
+             ("repghost.search.engine", "repghost.detection.data", "DataConfig", 4),
+             ("repghost.run.state", "repghost", "train", 5)]
+    assert sideways_imports(edges) == ["repghost.search.engine:3 imports repghost.detection.engine.DataConfig",
+                                       "repghost.run.state:5 imports repghost.train"]
+
+
 @pytest.mark.parametrize("graph, cycle", [
     ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
     ({"a": {"b"}, "b": set()}, None),

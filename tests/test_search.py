@@ -19,7 +19,7 @@ from repghost.cli import main
 from repghost.costmodel.fit import CostModel, fit
 from repghost.costmodel.space import SearchSpace
 from repghost.deploy import compare_onnx, export_onnx
-from repghost.detection.engine import DataConfig
+from repghost.detection.data import DataConfig
 from repghost.detection.models import (
     DetectorConfig,
     build_detector,

@@ -137,7 +137,8 @@ def add_det_train(sub) -> None:
 
 
 def _cmd_det_eval(args) -> int:
-    from ..detection.engine import DataConfig, evaluate_checkpoint
+    from ..detection.data import DataConfig
+    from ..detection.engine import evaluate_checkpoint
 
     data = None
     if args.data is not None:

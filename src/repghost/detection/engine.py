@@ -26,62 +26,32 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
-from ..checkpoint import DETECTION_FORMAT, CheckpointError, read_checkpoint_file
+from ..checkpoint import DETECTION_FORMAT, CheckpointError
 from ..data import SkipSampler
 from ..io import atomic_torch_save, atomic_write_json
 from ..progress import progress, write
-from ..train.distributed import DistInfo, any_rank, init_distributed
-from ..train.engine import StopFlag
-from ..train.state import capture_rng, restore_rng
-from .data import CocoDetection, collate, hflip
+from ..run import (
+    Runtime,
+    StopFlag,
+    any_rank,
+    barrier,
+    capture_rng,
+    check_resumable,
+    init_runtime,
+    read_run_state,
+    restore_rng,
+    step_decay,
+)
+from .data import CocoDetection, DataConfig, collate, hflip
 from .evaluate import evaluate, format_metrics
 from .models import DetectorConfig, build_detector
-from .synthetic import annotation_path, image_dir, make_synthetic_coco
 
 CHECKPOINT_FORMAT = DETECTION_FORMAT  # the file contract lives in repghost.checkpoint
 #: Base learning rate per 16 images (the 1× recipes' 8 GPUs × 2); scaled linearly with the batch.
 BASE_LR_PER_16 = {"retinanet": 0.01, "maskrcnn": 0.02, "ssdlite": 0.01}
-
-
-@dataclass
-class DataConfig:
-    """Where the data is: a COCO-layout root (``annotations/instances_<split>.json`` + ``<split>/``),
-    or, when ``root`` is None, the built-in synthetic set generated into ``synthetic_dir``."""
-
-    root: str | None = None
-    train_split: str = "train"
-    val_split: str = "val"
-    skip_missing_images: bool = False
-    synthetic_dir: str | None = None
-    synthetic_train: int = 256
-    synthetic_val: int = 64
-    synthetic_size: int = 128
-    seed: int = 0
-
-    def __post_init__(self):
-        # Absolute, so that det-eval finds the data from any working directory.
-        if self.root is not None:
-            self.root = str(Path(self.root).resolve())
-        if self.synthetic_dir is not None:
-            self.synthetic_dir = str(Path(self.synthetic_dir).resolve())
-
-    def resolve_root(self) -> Path:
-        """The dataset root, generating the synthetic set first when no ``root`` is given."""
-        if self.root is not None:
-            return Path(self.root)
-        if self.synthetic_dir is None:
-            raise ValueError("no dataset root and no synthetic_dir to generate the synthetic set into")
-        return make_synthetic_coco(self.synthetic_dir, self.synthetic_train, self.synthetic_val,
-                                   self.synthetic_size, seed=self.seed)
-
-    def dataset(self, split: str, train: bool, masks: bool) -> CocoDetection:
-        root = self.resolve_root()
-        return CocoDetection(annotation_path(root, split), image_dir(root, split), train=train, masks=masks,
-                             skip_missing_images=self.skip_missing_images)
 
 
 @dataclass
@@ -140,32 +110,11 @@ def make_train_config(output: str, model: str = "retinanet", data: str | None = 
     return TrainConfig(output=output, detector=detector, data=data_config, **values)
 
 
-# -- distributed --------------------------------------------------------------------------------
-@dataclass
-class Runtime:
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_runtime(device: str | None = None) -> Runtime:
-    """One process, or one of ``torchrun``'s (WORLD_SIZE > 1): NCCL on CUDA, Gloo on CPU."""
-    info, dev = init_distributed(device)
-    return Runtime(dev, info.rank, info.world_size)
-
-
 # -- schedule -----------------------------------------------------------------------------------
 def learning_rate(config: TrainConfig, base_lr: float, epoch: int, iteration: int) -> float:
     """Step decay at ``lr_steps`` (epochs) after a linear warm-up over the first ``warmup_iters``."""
-    lr = base_lr * config.lr_gamma ** sum(epoch >= step for step in config.lr_steps)
-    if iteration < config.warmup_iters:
-        alpha = iteration / config.warmup_iters
-        lr *= config.warmup_factor * (1 - alpha) + alpha
-    return lr
+    return step_decay(base_lr, epoch, config.lr_steps, config.lr_gamma, iteration, config.warmup_iters,
+                      config.warmup_factor)
 
 
 def base_learning_rate(config: TrainConfig, world_size: int) -> float:
@@ -177,10 +126,8 @@ def base_learning_rate(config: TrainConfig, world_size: int) -> float:
 # -- checkpoints --------------------------------------------------------------------------------
 def read_detector_checkpoint(path: str | os.PathLike) -> dict:
     """A detection checkpoint (``last.pt`` or one saved by :func:`save_detector`), tensors only."""
-    state = read_checkpoint_file(path)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a repghost detection checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
-    return state
+    return read_run_state(path, "format", CHECKPOINT_FORMAT,
+                          f"is not a repghost detection checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
 
 
 def save_detector(model: nn.Module, path: str | os.PathLike, categories: list[dict], extra: dict | None = None) -> Path:
@@ -278,7 +225,6 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runt
     loader.dataset.set_epoch(epoch)
     loader.sampler.set_epoch(epoch)
     loader.sampler.set_start(done.step * config.batch_size)
-    dist_info = DistInfo(runtime.rank, runtime.rank, runtime.world_size)
     started = time.time() - done.seconds
     # Transient: off a terminal the epoch's one line is the record train_detector logs.
     bar = progress(total=steps_per_epoch, initial=done.step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
@@ -286,7 +232,7 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runt
     batches = iter(loader)
     try:
         while done.step < steps_per_epoch:
-            if stop is not None and any_rank(stop.requested, dist_info, runtime.device):
+            if stop is not None and any_rank(stop.requested, runtime.info, runtime.device):
                 return False
             try:
                 images, targets, unreadable = next(batches)
@@ -355,11 +301,8 @@ def _resume_state(config: TrainConfig, out: Path) -> dict | None:
 
 
 def _check_resumable(state: dict, config: TrainConfig, dataset: CocoDetection, path: Path) -> None:
-    saved = DetectorConfig.from_dict(state["detector"])
-    if saved != config.detector:
-        diff = {k: (v, getattr(config.detector, k)) for k, v in saved.to_dict().items()
-                if getattr(config.detector, k) != v}
-        raise ValueError(f"cannot resume {path}: detector settings differ (saved, now): {diff}")
+    check_resumable(path, DetectorConfig.from_dict(state["detector"]).to_dict(), config.detector.to_dict(),
+                    what="detector settings")
     check_categories(state["categories"], dataset, str(path))
 
 
@@ -379,8 +322,7 @@ def train_detector(config: TrainConfig, on_step: Callable[[dict], None] | None =
     masks = config.detector.model == "maskrcnn"
     if runtime.is_main:  # generate the synthetic set once, before the other ranks read it
         config.data.resolve_root()
-    if runtime.world_size > 1:
-        dist.barrier()
+    barrier(runtime.info)
     train_set = config.data.dataset(config.data.train_split, train=True, masks=masks)
     val_set = config.data.dataset(config.data.val_split, train=False, masks=masks)
     _log(runtime, f"train: {train_set.report.summary()}\nval:   {val_set.report.summary()}")

@@ -50,18 +50,26 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import SEARCH_FORMAT, CheckpointError, read_checkpoint_file
+from ..checkpoint import SEARCH_FORMAT, CheckpointError
 from ..costmodel.fit import CostModel, CostModelError
-from ..detection.data import CocoDetection, collate, hflip
-from ..detection.engine import DataConfig
+from ..detection.data import CocoDetection, DataConfig, collate, hflip
 from ..detection.models import build_ssdlite
 from ..detection.synthetic import annotation_path, image_dir
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..limits import COUNT, COUNT0, NEGATIVE, POSITIVE, Number
 from ..models.searched import SearchSpace
 from ..progress import progress, write
-from ..train.distributed import any_rank, cleanup, init_distributed
-from ..train.engine import StopFlag
+from ..run import (
+    StopFlag,
+    any_rank,
+    average_gradients,
+    barrier,
+    check_resumable,
+    cleanup,
+    init_distributed,
+    read_run_state,
+    warmup_cosine,
+)
 from .controller import Controller, LinearCost, absolute_reward
 from .quality import held_out_quality
 from .supernet import SuperNet
@@ -246,22 +254,7 @@ class _FrozenBatchStats:
 
 def learning_rate(config: SearchConfig, step: int) -> float:
     """Linear warm-up over ``lr_warmup_steps``, then cosine to 0 at the last step."""
-    if step < config.lr_warmup_steps:
-        return config.lr * (step + 1) / config.lr_warmup_steps
-    span = max(1, config.steps - config.lr_warmup_steps)
-    return 0.5 * config.lr * (1 + math.cos(math.pi * (step - config.lr_warmup_steps) / span))
-
-
-def _average_gradients(params: list[nn.Parameter], world_size: int) -> None:
-    """All ranks ran the same path, so the same parameters have gradients: one flat all-reduce."""
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+    return warmup_cosine(config.lr, step, config.lr_warmup_steps, config.steps)
 
 
 class Search:
@@ -308,7 +301,7 @@ class Search:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.world_size > 1:
-            _average_gradients(self.params, self.world_size)
+            average_gradients(self.params, self.world_size)
         nn.utils.clip_grad_norm_([p for p in self.params if p.grad is not None], self.config.clip_grad)
         self.optimizer.step()
         self.trained[torch.arange(len(choices)), torch.as_tensor(choices)] = True
@@ -389,20 +382,15 @@ class Search:
 
 
 def read_search_checkpoint(path: str | os.PathLike) -> dict:
-    state = read_checkpoint_file(path)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a repghost search checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
-    return state
+    return read_run_state(path, "format", CHECKPOINT_FORMAT,
+                          f"is not a repghost search checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
 
 
 def _check_resumable(state: dict, config: SearchConfig, space: SearchSpace, path: Path) -> None:
     if state["space"] != space.fingerprint:
         raise SearchError(f"cannot resume {path}: it searched space {state['space']}, not {space.fingerprint}")
-    saved, now = state["config"], config.to_dict()
-    diff = {k: (saved.get(k), v) for k, v in now.items() if k not in RUN_ONLY and saved.get(k) != v}
-    if diff:
-        raise SearchError(f"cannot resume {path}: settings differ (saved, now): {diff}; resume with the same "
-                          "settings or start a new --output")
+    check_resumable(path, state["config"], config.to_dict(), ignore=RUN_ONLY, error=SearchError,
+                    hint="resume with the same settings or start a new --output")
 
 
 def _loader(dataset, sampler: StepBatches, workers: int) -> Iterator:
@@ -435,8 +423,7 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
         torch.set_num_threads(config.threads)
     if info.is_main:
         config.data.resolve_root()  # generate the synthetic set once, before the other ranks read it
-    if info.enabled:
-        dist.barrier()
+    barrier(info)
     dataset, weight_pool, reward_pool = open_datasets(config)
     global_batch = config.batch_size * info.world_size
     log = write if info.is_main else (lambda message: None)

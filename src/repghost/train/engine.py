@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import shutil
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -53,18 +50,12 @@ from ..models import create_model, resolve_model_name, short_model_name
 from ..preprocess import Preprocess
 from ..progress import progress, write
 from ..reparam import FoldCheck, reparameterize, verify_fold
+from ..run import StopFlag, any_rank, capture_rng, check_resumable, cleanup, gather_lists, init_distributed, restore_rng
 from .config import TrainConfig, absolute_paths, config_from_dict, config_to_dict, save_config, validate_config
-from .distributed import any_rank, cleanup, gather_lists, init_distributed
 from .evaluate import autocast, evaluate
 from .fit import check_schedule, describe_derived, fit_to_data
 from .report import MetricsLog, plot_curves
-from .state import (
-    CHECKPOINT_VERSION,
-    capture_rng,
-    load_training_checkpoint,
-    plain_scheduler_state,
-    restore_rng,
-)
+from .state import CHECKPOINT_VERSION, load_training_checkpoint, plain_scheduler_state
 
 log = logging.getLogger("repghost.train")
 
@@ -79,44 +70,6 @@ class TrainResult:
     interrupted: bool
     deploy_path: Path | None
     equivalence: FoldCheck | None   # how the deploy file relates to the best train-form weights
-
-
-class StopFlag:
-    """Ctrl-C (SIGINT) or SIGTERM (what torchrun and schedulers send) asks the loop to stop at the
-    next step and save a resumable checkpoint; a second signal aborts at once (KeyboardInterrupt).
-
-    The first signal is acknowledged with one line, ``interrupt: ...`` plus ``note`` (e.g. how to
-    resume), through ``announce`` (default: the training log). A terminal's Ctrl-C reaches the whole
-    process group, data-loader workers included; they inherit this handler when forked and ignore
-    the signal (the training process stops them), so the line is printed once.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, note: str = "", announce: Callable[[str], None] | None = None):
-        self.requested = False
-        self.note, self.announce = note, announce or log.warning
-        self._old = {}
-        self._pid = os.getpid()
-
-    def __enter__(self):
-        self._pid = os.getpid()
-        if threading.current_thread() is threading.main_thread():
-            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def _handle(self, signum, frame):
-        if os.getpid() != self._pid:  # a forked data-loader worker
-            return
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.announce("interrupt: saving a resumable checkpoint at the next step, then stopping (Ctrl-C again to "
-                      "abort)" + (f"; {self.note}" if self.note else ""))
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -240,7 +193,7 @@ class Trainer:
         self.skipped: set[str] = set()
         self.best_weights: dict | None = None
         if resume_state is not None:
-            self._load_state(resume_state)
+            self._load_state(resume_state, resume)
             log.info("resumed %s at epoch %d, step %d of %d", resume, self.epoch, self.step_in_epoch,
                      self.steps_per_epoch)
         else:
@@ -299,10 +252,10 @@ class Trainer:
             state["state_dict_ema"] = self.ema.module.state_dict()
         return state
 
-    def _load_state(self, state: dict) -> None:
-        if state["world_size"] != self.dist.world_size:
-            raise RuntimeError(f"checkpoint was written by {state['world_size']} processes, now "
-                               f"{self.dist.world_size}; exact resume needs the same number")
+    def _load_state(self, state: dict, path) -> None:
+        check_resumable(path, {"world_size": state["world_size"]}, {"world_size": self.dist.world_size},
+                        what="process counts", hint="exact resume needs the same number of processes",
+                        error=RuntimeError)
         self.model.load_state_dict(state["state_dict"])
         if self.ema is not None:
             self.ema.module.load_state_dict(state["state_dict_ema"])
@@ -323,7 +276,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg, interrupted = self.cfg, False
         resume = f"resume with: repghost train --resume {self.run_dir / 'last.pt'}"
-        with StopFlag(note=resume) as stop:
+        with StopFlag(note=resume, announce=log.warning) as stop:
             while self.epoch < cfg.epochs and not interrupted:
                 train_stats = self._train_epoch(stop)
                 if train_stats is None:

@@ -17,7 +17,7 @@ from ..preprocess import METADATA_KEY as PREPROCESS_KEY
 from ..preprocess import Preprocess, PreprocessError
 from ..progress import progress as progress_bar
 from ..reparam import is_deploy, reparameterize
-from .distributed import DistInfo, all_reduce_sum, gather_lists
+from ..run.distributed import DistInfo, all_reduce_sum, gather_lists
 
 log_module = logging.getLogger("repghost.train")
 
