@@ -282,6 +282,28 @@ def collate(batch):
     return images, targets, bad
 
 
+class SeededFlips(Dataset):
+    """The training set with each image's horizontal flip drawn from (seed, epoch, index) rather than
+    from a loader worker's RNG: an epoch sees the same images however many workers load them and
+    wherever a resumed epoch starts."""
+
+    def __init__(self, dataset: CocoDetection, seed: int):
+        dataset.flip = False  # flipped here instead
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, target = self.dataset[index]
+        if image is not None and np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5:
+            image, target = hflip(image, target)
+        return image, target
+
+
 @dataclass
 class DataConfig:
     """Where the data is: a COCO-layout root (``annotations/instances_<split>.json`` + ``<split>/``),

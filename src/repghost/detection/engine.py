@@ -12,6 +12,9 @@ Under ``torchrun`` every process trains on its shard (DistributedSampler) and on
 and writes files. The data order and every flip depend only on (seed, epoch, image index), and the
 checkpoint keeps the RNG state and the loss summed so far in the epoch, so a run resumed from a
 mid-epoch checkpoint continues that epoch where it stopped.
+
+The settings are in :mod:`.config`, the detector files in :mod:`.files`; this module holds the loop,
+its checkpoint and the evaluation of a saved detector.
 """
 
 from __future__ import annotations
@@ -24,12 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
-from ..checkpoint import DETECTION_FORMAT, CheckpointError
 from ..data import SkipSampler
 from ..io import atomic_torch_save, atomic_write_json
 from ..progress import progress, write
@@ -41,149 +42,40 @@ from ..run import (
     capture_rng,
     check_resumable,
     init_runtime,
-    read_run_state,
     restore_rng,
-    step_decay,
 )
-from .data import CocoDetection, DataConfig, collate, hflip
+from .config import (
+    BASE_LR_PER_16,
+    COCO_DEFAULTS,
+    SYNTHETIC_DEFAULTS,
+    DetTrainConfig,
+    TrainConfig,
+    base_learning_rate,
+    learning_rate,
+    make_train_config,
+)
+from .data import CocoDetection, DataConfig, SeededFlips, collate
+from .detectors import DetectorConfig, build_detector
 from .evaluate import evaluate, format_metrics
-from .models import DetectorConfig, build_detector
+from .files import (
+    CHECKPOINT_FORMAT,
+    categories_of,
+    check_categories,
+    load_detector,
+    read_detector_checkpoint,
+    save_detector,
+)
 
-CHECKPOINT_FORMAT = DETECTION_FORMAT  # the file contract lives in repghost.checkpoint
-#: Base learning rate per 16 images (the 1× recipes' 8 GPUs × 2); scaled linearly with the batch.
-BASE_LR_PER_16 = {"retinanet": 0.01, "maskrcnn": 0.02, "ssdlite": 0.01}
-
-
-@dataclass
-class TrainConfig:
-    """The 1× schedule by default: 12 epochs, SGD, lr × 0.1 at epochs 8 and 11, linear warm-up."""
-
-    output: str
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    pretrained: str | None = None
-    epochs: int = 12
-    lr_steps: tuple[int, ...] = (8, 11)
-    lr_gamma: float = 0.1
-    lr: float | None = None  # None: BASE_LR_PER_16 scaled to the global batch
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 500
-    warmup_factor: float = 0.001
-    batch_size: int = 2  # per process
-    workers: int = 2
-    amp: bool = True  # CUDA only
-    clip_grad: float | None = None
-    seed: int = 42
-    device: str | None = None
-    threads: int | None = None  # torch CPU threads (None: torch's default)
-    eval_every: int = 1
-    resume: bool = False
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["lr_steps"] = list(self.lr_steps)
-        return values
-
-
-#: The built-in synthetic set's CPU-friendly recipe: used for every option left unset without ``--data``.
-SYNTHETIC_DEFAULTS = dict(backbone="repghostnet_050", fpn_channels=64, min_size=128, max_size=128, batch_size=8,
-                          epochs=24, lr_steps=(23,), lr=0.05, warmup_iters=50, clip_grad=10.0)
-#: The paper's COCO setting, for every option left unset with ``--data``.
-COCO_DEFAULTS = dict(backbone="repghostnet_100", fpn_channels=256)
-
-
-def make_train_config(output: str, model: str = "retinanet", data: str | None = None, **options) -> TrainConfig:
-    """A :class:`TrainConfig` from flat options (the CLI's); ``None`` means "default": the synthetic
-    recipe (:data:`SYNTHETIC_DEFAULTS`) without ``data``, the paper's COCO setting with it."""
-    preset = COCO_DEFAULTS if data is not None else SYNTHETIC_DEFAULTS
-    values = {**preset, **{k: v for k, v in options.items() if v is not None}}
-    detector_fields = {f.name for f in dataclasses.fields(DetectorConfig)}
-    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
-    detector = DetectorConfig(model=model, **{k: values.pop(k) for k in list(values) if k in detector_fields})
-    data_values = {k: values.pop(k) for k in list(values) if k in data_fields and k != "seed"}
-    if data is None and data_values.get("synthetic_dir") is None:
-        data_values["synthetic_dir"] = str(Path(output) / "synthetic")
-    data_config = DataConfig(root=data, **data_values)
-    if "lr_steps" in values:
-        values["lr_steps"] = tuple(values["lr_steps"])
-    return TrainConfig(output=output, detector=detector, data=data_config, **values)
-
-
-# -- schedule -----------------------------------------------------------------------------------
-def learning_rate(config: TrainConfig, base_lr: float, epoch: int, iteration: int) -> float:
-    """Step decay at ``lr_steps`` (epochs) after a linear warm-up over the first ``warmup_iters``."""
-    return step_decay(base_lr, epoch, config.lr_steps, config.lr_gamma, iteration, config.warmup_iters,
-                      config.warmup_factor)
-
-
-def base_learning_rate(config: TrainConfig, world_size: int) -> float:
-    if config.lr is not None:
-        return config.lr
-    return BASE_LR_PER_16[config.detector.model] * config.batch_size * world_size / 16
-
-
-# -- checkpoints --------------------------------------------------------------------------------
-def read_detector_checkpoint(path: str | os.PathLike) -> dict:
-    """A detection checkpoint (``last.pt`` or one saved by :func:`save_detector`), tensors only."""
-    return read_run_state(path, "format", CHECKPOINT_FORMAT,
-                          f"is not a repghost detection checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
-
-
-def save_detector(model: nn.Module, path: str | os.PathLike, categories: list[dict], extra: dict | None = None) -> Path:
-    """Write a standalone detector checkpoint (weights + config + categories) atomically."""
-    path = Path(path)
-    state = {"format": CHECKPOINT_FORMAT, "detector": model.detector_config.to_dict(), "categories": categories,
-             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **(extra or {})}
-    atomic_torch_save(state, path)
-    return path
-
-
-def load_detector(path: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """Rebuild the detector saved in ``path`` (train or deploy form) in eval mode, and the checkpoint dict."""
-    state = read_detector_checkpoint(path)
-    model = build_detector(DetectorConfig.from_dict(state["detector"]))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit its own detector config: {err}") from None
-    return model.eval(), state
-
-
-def categories_of(dataset: CocoDetection) -> list[dict]:
-    return [{"id": int(c), "name": n} for c, n in zip(dataset.category_ids, dataset.category_names, strict=True)]
-
-
-def check_categories(expected: list[dict], dataset: CocoDetection, source: str) -> None:
-    found = categories_of(dataset)
-    if [c["id"] for c in expected] != [c["id"] for c in found]:
-        raise ValueError(f"{source} was trained on category ids {[c['id'] for c in expected]}, but "
-                         f"{dataset.ann_file} has {[c['id'] for c in found]}")
+#: What this module offered before its settings and files moved out: importable from here still.
+__all__ = [
+    "BASE_LR_PER_16", "CHECKPOINT_FORMAT", "COCO_DEFAULTS", "SYNTHETIC_DEFAULTS", "DataConfig", "DetTrainConfig",
+    "EpochProgress", "Runtime", "SeededFlips", "TrainConfig", "base_learning_rate", "categories_of", "check_categories",
+    "evaluate_checkpoint", "init_runtime", "learning_rate", "load_detector", "make_train_config",
+    "read_detector_checkpoint", "save_detector", "train_detector",
+]
 
 
 # -- training -----------------------------------------------------------------------------------
-class SeededFlips(Dataset):
-    """The training set with each image's horizontal flip drawn from (seed, epoch, index) rather than
-    from a loader worker's RNG: an epoch sees the same images however many workers load them and
-    wherever a resumed epoch starts."""
-
-    def __init__(self, dataset: CocoDetection, seed: int):
-        dataset.flip = False  # flipped here instead
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, target = self.dataset[index]
-        if image is not None and np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5:
-            image, target = hflip(image, target)
-        return image, target
-
-
 def _loader(dataset, batch_size: int, workers: int, runtime: Runtime, train: bool, seed: int = 0) -> DataLoader:
     """Train: shuffled per (seed, epoch) by a sampler that can start mid-epoch; eval: in order, sharded.
     The loader's own generator keeps creating an iterator from drawing on the global RNG."""
@@ -215,7 +107,7 @@ class EpochProgress:
     seconds: float = 0.0
 
 
-def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runtime: Runtime, base_lr: float,
+def _train_one_epoch(model, optimizer, scaler, loader, config: DetTrainConfig, runtime: Runtime, base_lr: float,
                      epoch: int, use_amp: bool, done: EpochProgress, stop: StopFlag | None = None,
                      on_step: Callable[[dict], None] | None = None) -> bool:
     """Train the rest of ``epoch`` from ``done.step``, updating ``done``; ``False`` when ``stop`` cut it short."""
@@ -254,7 +146,7 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runt
     return True
 
 
-def _train_step(model, optimizer, scaler, images, targets, unreadable, config: TrainConfig, runtime: Runtime,
+def _train_step(model, optimizer, scaler, images, targets, unreadable, config: DetTrainConfig, runtime: Runtime,
                 base_lr: float, epoch: int, iteration: int, use_amp: bool, done: EpochProgress, bar) -> None:
     lr = learning_rate(config, base_lr, epoch, iteration)
     for group in optimizer.param_groups:
@@ -291,7 +183,7 @@ def _epoch_record(epoch: int, done: EpochProgress) -> dict:
             "skipped_images": len(done.skipped), "seconds": round(done.seconds, 1)}
 
 
-def _resume_state(config: TrainConfig, out: Path) -> dict | None:
+def _resume_state(config: DetTrainConfig, out: Path) -> dict | None:
     path = out / "last.pt"
     if not config.resume:
         if path.exists():
@@ -300,13 +192,13 @@ def _resume_state(config: TrainConfig, out: Path) -> dict | None:
     return read_detector_checkpoint(path)
 
 
-def _check_resumable(state: dict, config: TrainConfig, dataset: CocoDetection, path: Path) -> None:
+def _check_resumable(state: dict, config: DetTrainConfig, dataset: CocoDetection, path: Path) -> None:
     check_resumable(path, DetectorConfig.from_dict(state["detector"]).to_dict(), config.detector.to_dict(),
                     what="detector settings")
     check_categories(state["categories"], dataset, str(path))
 
 
-def train_detector(config: TrainConfig, on_step: Callable[[dict], None] | None = None) -> dict:
+def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | None = None) -> dict:
     """Train per ``config``; returns the final COCO metrics (also in ``output/metrics.json``).
 
     Ctrl-C (SIGINT) or SIGTERM stops the run at the next step and saves a resumable ``last.pt``
@@ -393,7 +285,7 @@ def train_detector(config: TrainConfig, on_step: Callable[[dict], None] | None =
     return metrics
 
 
-def _saver(out: Path, model, optimizer, scaler, config: TrainConfig, dataset, runtime: Runtime):
+def _saver(out: Path, model, optimizer, scaler, config: DetTrainConfig, dataset, runtime: Runtime):
     """``save(epoch, history, progress=None)``: ``last.pt`` (rank 0) after ``epoch`` whole epochs and,
     mid-epoch, ``progress`` steps into the next; ``history.json`` beside it."""
     def save(epoch: int, history: list, done: EpochProgress | None = None) -> None:

@@ -12,6 +12,10 @@
 Exact resume: the data order and every augmentation depend only on (seed, epoch, sample index),
 and checkpoints carry all RNG states and the position within the epoch, so a resumed run makes
 the same updates as an uninterrupted one.
+
+Over 350 lines for one reason: :class:`Trainer` is one object whose methods share the run's state
+(model, EMA, optimizer, position, best result); what does not need that state lives beside it
+(:mod:`.config`, :mod:`.fit`, :mod:`.evaluate`, :mod:`.report`, :mod:`.state`, :mod:`repghost.run`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import logging
 import math
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -48,13 +51,13 @@ from ..data import (
 from ..io import atomic_torch_save
 from ..models import create_model, resolve_model_name, short_model_name
 from ..preprocess import Preprocess
-from ..progress import progress, write
+from ..progress import progress
 from ..reparam import FoldCheck, reparameterize, verify_fold
 from ..run import StopFlag, any_rank, capture_rng, check_resumable, cleanup, gather_lists, init_distributed, restore_rng
 from .config import TrainConfig, absolute_paths, config_from_dict, config_to_dict, save_config, validate_config
 from .evaluate import autocast, evaluate
 from .fit import check_schedule, describe_derived, fit_to_data
-from .report import MetricsLog, plot_curves
+from .report import FILE_ONLY, MetricsLog, plot_curves, setup_logging
 from .state import CHECKPOINT_VERSION, load_training_checkpoint, plain_scheduler_state
 
 log = logging.getLogger("repghost.train")
@@ -79,32 +82,6 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
             return None
         choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
-
-
-#: ``log.info(..., extra={FILE_ONLY: True})``: a record for log.txt that the console has already seen in other words.
-FILE_ONLY = "file_only"
-
-
-def _setup_logging(run_dir: Path | None, is_main: bool) -> None:
-    log.setLevel(logging.INFO if is_main else logging.ERROR)
-    log.propagate = False
-    for h in list(log.handlers):
-        log.removeHandler(h)
-        h.close()
-    if not is_main:
-        return
-    class ProgressHandler(logging.Handler):  # log lines that do not tear the progress bars
-        def emit(self, record):
-            write(self.format(record), file=sys.stderr)
-
-    console = ProgressHandler()
-    console.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
-    console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
-    if run_dir is not None:
-        file = logging.FileHandler(run_dir / "log.txt")
-        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(file)
 
 
 def _seed_all(seed: int) -> None:
@@ -156,7 +133,7 @@ class Trainer:
         model = create_model(cfg.model, num_classes=self.num_classes, drop_rate=cfg.drop_rate, **cfg.model_kwargs)
 
         self.run_dir = Path(resume).parent if resume else self._new_run_dir()
-        _setup_logging(self.run_dir if self.dist.is_main else None, self.dist.is_main)
+        setup_logging(log, self.run_dir if self.dist.is_main else None, self.dist.is_main)
         if cfg.pretrained and resume_state is None:
             load_checkpoint(model, cfg.pretrained, use_ema=True, drop_classifier=True)
             log.info("initial weights: %s", cfg.pretrained)
