@@ -183,3 +183,19 @@ def test_the_edge_reader_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
     edges = import_edges()
     assert ("repghost.models.registry", "repghost.costmodel.space", "thing", 2) in edges
     assert unit_graph(edges) == {"models": {"costmodel"}}
+
+
+def test_moved_names_still_import_from_their_old_modules():
+    """The engines were split by concern and homonyms renamed; code written against the old paths still runs."""
+    from repghost.detection import config, data, detectors, engine, models
+    from repghost.search import config as search_config
+    from repghost.search import data as search_data
+    from repghost.search import engine as search_engine
+    from repghost.search import report as search_report
+
+    assert engine.TrainConfig is config.DetTrainConfig is config.TrainConfig
+    assert engine.DataConfig is data.DataConfig
+    assert models.build_detector is detectors.build_detector and models.DetectorConfig is detectors.DetectorConfig
+    assert search_engine.SearchConfig is search_config.SearchConfig
+    assert search_engine.StepBatches is search_data.StepBatches
+    assert search_engine.measure is search_report.measure and search_engine.short_choice is search_report.short_choice
