@@ -135,6 +135,36 @@ def test_no_unit_imports_another_units_private_names():
     assert private == []
 
 
+#: Imports that the floors allow but the design does not: what long runs share (distributed set-up, the stop
+#: flag, resumable state, schedules) lives in ``run``, so run imports none of its siblings and the engines
+#: borrow nothing from each other. (importer unit, imported module prefix)
+SIDEWAYS = [("run", "repghost.train"), ("run", "repghost.detection"), ("run", "repghost.deploy"),
+            ("run", "repghost.search"), ("detection", "repghost.train"), ("train", "repghost.detection"),
+            ("search", "repghost.train"), ("search", "repghost.detection.engine")]
+
+
+def sideways_imports(edges) -> list[str]:
+    found = []
+    for importer, target, name, line in edges:
+        reached = f"{target}.{name}" if target == "repghost" else target
+        for unit, prefix in SIDEWAYS:
+            if _unit(importer) == unit and (reached == prefix or reached.startswith(prefix + ".")):
+                found.append(f"{importer}:{line} imports {target}.{name}")
+    return found
+
+
+def test_long_runs_share_through_run_not_each_other():
+    assert sideways_imports(import_edges()) == []
+
+
+def test_the_sideways_check_sees_an_engine_borrowing_from_another():
+    edges = [("repghost.search.engine", "repghost.detection.engine", "DataConfig", 3),
+             ("repghost.search.engine", "repghost.detection.data", "DataConfig", 4),
+             ("repghost.run.state", "repghost", "train", 5)]
+    assert sideways_imports(edges) == ["repghost.search.engine:3 imports repghost.detection.engine.DataConfig",
+                                       "repghost.run.state:5 imports repghost.train"]
+
+
 @pytest.mark.parametrize("graph, cycle", [
     ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
     ({"a": {"b"}, "b": set()}, None),
@@ -153,3 +183,19 @@ def test_the_edge_reader_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
     edges = import_edges()
     assert ("repghost.models.registry", "repghost.costmodel.space", "thing", 2) in edges
     assert unit_graph(edges) == {"models": {"costmodel"}}
+
+
+def test_moved_names_still_import_from_their_old_modules():
+    """The engines were split by concern and homonyms renamed; code written against the old paths still runs."""
+    from repghost.detection import config, data, detectors, engine, models
+    from repghost.search import config as search_config
+    from repghost.search import data as search_data
+    from repghost.search import engine as search_engine
+    from repghost.search import report as search_report
+
+    assert engine.TrainConfig is config.DetTrainConfig is config.TrainConfig
+    assert engine.DataConfig is data.DataConfig
+    assert models.build_detector is detectors.build_detector and models.DetectorConfig is detectors.DetectorConfig
+    assert search_engine.SearchConfig is search_config.SearchConfig
+    assert search_engine.StepBatches is search_data.StepBatches
+    assert search_engine.measure is search_report.measure and search_engine.short_choice is search_report.short_choice

@@ -19,8 +19,8 @@ from repghost.cli import main
 from repghost.costmodel.fit import CostModel, fit
 from repghost.costmodel.space import SearchSpace
 from repghost.deploy import compare_onnx, export_onnx
-from repghost.detection.engine import DataConfig
-from repghost.detection.models import (
+from repghost.detection.data import DataConfig
+from repghost.detection.detectors import (
     DetectorConfig,
     build_detector,
     build_ssdlite,

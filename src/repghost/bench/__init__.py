@@ -11,8 +11,8 @@ from .latency import (
     time_modules,
     write_results,
 )
-from .models import PAPER_TOP1, ModelSpec
 from .runtimes import RUNTIMES, make_runner
+from .specs import PAPER_TOP1, ModelSpec
 
 __all__ = [
     "PAPER_TOP1", "RUNTIMES", "BenchConfig", "ModelSpec", "Result", "StudyRow", "environment", "format_study",

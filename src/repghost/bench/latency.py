@@ -25,8 +25,8 @@ import torch
 from ..deploy.edge import EDGE_RUNTIMES, edge_runtime
 from ..profile import profile
 from ..progress import progress as progress_bar
-from .models import ModelSpec
 from .runtimes import RUNTIMES, make_runner
+from .specs import ModelSpec
 
 
 @dataclass

@@ -39,7 +39,7 @@ def _cmd_bench(args) -> int:
 
 def _recorded_sizes(specs: list[str]) -> list[int]:
     """The one input size the model files among ``specs`` record (224 when none does)."""
-    from ..bench.models import ModelSpec
+    from ..bench.specs import ModelSpec
 
     sizes = {s for s in (ModelSpec.parse(t).input_size() for t in specs) if s is not None}
     if len(sizes) > 1:
@@ -50,7 +50,7 @@ def _recorded_sizes(specs: list[str]) -> list[int]:
 def _spec(text: str) -> str:
     import argparse
 
-    from ..bench.models import ModelSpec
+    from ..bench.specs import ModelSpec
 
     try:
         spec = ModelSpec.parse(text)

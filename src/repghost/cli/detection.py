@@ -55,8 +55,8 @@ def _default(name: str, coco_value) -> str:
 
 
 def add_det_train(sub) -> None:
+    from ..detection.detectors import DEFAULT_SIZES, DETECTORS, DetectorConfig
     from ..detection.engine import SYNTHETIC_DEFAULTS, DataConfig, TrainConfig
-    from ..detection.models import DEFAULT_SIZES, DETECTORS, DetectorConfig
 
     p = sub.add_parser(
         "det-train", help="train RetinaNet / Mask R-CNN / SSDLite with a RepGhostNet backbone on COCO-format data",
@@ -137,7 +137,8 @@ def add_det_train(sub) -> None:
 
 
 def _cmd_det_eval(args) -> int:
-    from ..detection.engine import DataConfig, evaluate_checkpoint
+    from ..detection.data import DataConfig
+    from ..detection.engine import evaluate_checkpoint
 
     data = None
     if args.data is not None:

@@ -29,8 +29,7 @@ TUNABLE = {
 
 def _cmd_search(args) -> int:
     from ..checkpoint import CheckpointError
-    from ..detection.data import DetectionDataError
-    from ..detection.engine import DataConfig
+    from ..detection.data import DataConfig, DetectionDataError
     from ..search import SearchConfig, SearchError, run_search
 
     data = DataConfig(root=args.data, train_split=args.train_split, skip_missing_images=args.skip_missing_images)

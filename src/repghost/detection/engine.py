@@ -12,6 +12,9 @@ Under ``torchrun`` every process trains on its shard (DistributedSampler) and on
 and writes files. The data order and every flip depend only on (seed, epoch, image index), and the
 checkpoint keeps the RNG state and the loss summed so far in the epoch, so a run resumed from a
 mid-epoch checkpoint continues that epoch where it stopped.
+
+The settings are in :mod:`.config`, the detector files in :mod:`.files`; this module holds the loop,
+its checkpoint and the evaluation of a saved detector.
 """
 
 from __future__ import annotations
@@ -24,219 +27,55 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
-from ..checkpoint import DETECTION_FORMAT, CheckpointError, read_checkpoint_file
 from ..data import SkipSampler
 from ..io import atomic_torch_save, atomic_write_json
 from ..progress import progress, write
-from ..train.distributed import DistInfo, any_rank, init_distributed
-from ..train.engine import StopFlag
-from ..train.state import capture_rng, restore_rng
-from .data import CocoDetection, collate, hflip
+from ..run import (
+    Runtime,
+    StopFlag,
+    any_rank,
+    barrier,
+    capture_rng,
+    check_resumable,
+    init_runtime,
+    restore_rng,
+)
+from .config import (
+    BASE_LR_PER_16,
+    COCO_DEFAULTS,
+    SYNTHETIC_DEFAULTS,
+    DetTrainConfig,
+    TrainConfig,
+    base_learning_rate,
+    learning_rate,
+    make_train_config,
+)
+from .data import CocoDetection, DataConfig, SeededFlips, collate
+from .detectors import DetectorConfig, build_detector
 from .evaluate import evaluate, format_metrics
-from .models import DetectorConfig, build_detector
-from .synthetic import annotation_path, image_dir, make_synthetic_coco
+from .files import (
+    CHECKPOINT_FORMAT,
+    categories_of,
+    check_categories,
+    load_detector,
+    read_detector_checkpoint,
+    save_detector,
+)
 
-CHECKPOINT_FORMAT = DETECTION_FORMAT  # the file contract lives in repghost.checkpoint
-#: Base learning rate per 16 images (the 1× recipes' 8 GPUs × 2); scaled linearly with the batch.
-BASE_LR_PER_16 = {"retinanet": 0.01, "maskrcnn": 0.02, "ssdlite": 0.01}
-
-
-@dataclass
-class DataConfig:
-    """Where the data is: a COCO-layout root (``annotations/instances_<split>.json`` + ``<split>/``),
-    or, when ``root`` is None, the built-in synthetic set generated into ``synthetic_dir``."""
-
-    root: str | None = None
-    train_split: str = "train"
-    val_split: str = "val"
-    skip_missing_images: bool = False
-    synthetic_dir: str | None = None
-    synthetic_train: int = 256
-    synthetic_val: int = 64
-    synthetic_size: int = 128
-    seed: int = 0
-
-    def __post_init__(self):
-        # Absolute, so that det-eval finds the data from any working directory.
-        if self.root is not None:
-            self.root = str(Path(self.root).resolve())
-        if self.synthetic_dir is not None:
-            self.synthetic_dir = str(Path(self.synthetic_dir).resolve())
-
-    def resolve_root(self) -> Path:
-        """The dataset root, generating the synthetic set first when no ``root`` is given."""
-        if self.root is not None:
-            return Path(self.root)
-        if self.synthetic_dir is None:
-            raise ValueError("no dataset root and no synthetic_dir to generate the synthetic set into")
-        return make_synthetic_coco(self.synthetic_dir, self.synthetic_train, self.synthetic_val,
-                                   self.synthetic_size, seed=self.seed)
-
-    def dataset(self, split: str, train: bool, masks: bool) -> CocoDetection:
-        root = self.resolve_root()
-        return CocoDetection(annotation_path(root, split), image_dir(root, split), train=train, masks=masks,
-                             skip_missing_images=self.skip_missing_images)
-
-
-@dataclass
-class TrainConfig:
-    """The 1× schedule by default: 12 epochs, SGD, lr × 0.1 at epochs 8 and 11, linear warm-up."""
-
-    output: str
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    pretrained: str | None = None
-    epochs: int = 12
-    lr_steps: tuple[int, ...] = (8, 11)
-    lr_gamma: float = 0.1
-    lr: float | None = None  # None: BASE_LR_PER_16 scaled to the global batch
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 500
-    warmup_factor: float = 0.001
-    batch_size: int = 2  # per process
-    workers: int = 2
-    amp: bool = True  # CUDA only
-    clip_grad: float | None = None
-    seed: int = 42
-    device: str | None = None
-    threads: int | None = None  # torch CPU threads (None: torch's default)
-    eval_every: int = 1
-    resume: bool = False
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["lr_steps"] = list(self.lr_steps)
-        return values
-
-
-#: The built-in synthetic set's CPU-friendly recipe: used for every option left unset without ``--data``.
-SYNTHETIC_DEFAULTS = dict(backbone="repghostnet_050", fpn_channels=64, min_size=128, max_size=128, batch_size=8,
-                          epochs=24, lr_steps=(23,), lr=0.05, warmup_iters=50, clip_grad=10.0)
-#: The paper's COCO setting, for every option left unset with ``--data``.
-COCO_DEFAULTS = dict(backbone="repghostnet_100", fpn_channels=256)
-
-
-def make_train_config(output: str, model: str = "retinanet", data: str | None = None, **options) -> TrainConfig:
-    """A :class:`TrainConfig` from flat options (the CLI's); ``None`` means "default": the synthetic
-    recipe (:data:`SYNTHETIC_DEFAULTS`) without ``data``, the paper's COCO setting with it."""
-    preset = COCO_DEFAULTS if data is not None else SYNTHETIC_DEFAULTS
-    values = {**preset, **{k: v for k, v in options.items() if v is not None}}
-    detector_fields = {f.name for f in dataclasses.fields(DetectorConfig)}
-    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
-    detector = DetectorConfig(model=model, **{k: values.pop(k) for k in list(values) if k in detector_fields})
-    data_values = {k: values.pop(k) for k in list(values) if k in data_fields and k != "seed"}
-    if data is None and data_values.get("synthetic_dir") is None:
-        data_values["synthetic_dir"] = str(Path(output) / "synthetic")
-    data_config = DataConfig(root=data, **data_values)
-    if "lr_steps" in values:
-        values["lr_steps"] = tuple(values["lr_steps"])
-    return TrainConfig(output=output, detector=detector, data=data_config, **values)
-
-
-# -- distributed --------------------------------------------------------------------------------
-@dataclass
-class Runtime:
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_runtime(device: str | None = None) -> Runtime:
-    """One process, or one of ``torchrun``'s (WORLD_SIZE > 1): NCCL on CUDA, Gloo on CPU."""
-    info, dev = init_distributed(device)
-    return Runtime(dev, info.rank, info.world_size)
-
-
-# -- schedule -----------------------------------------------------------------------------------
-def learning_rate(config: TrainConfig, base_lr: float, epoch: int, iteration: int) -> float:
-    """Step decay at ``lr_steps`` (epochs) after a linear warm-up over the first ``warmup_iters``."""
-    lr = base_lr * config.lr_gamma ** sum(epoch >= step for step in config.lr_steps)
-    if iteration < config.warmup_iters:
-        alpha = iteration / config.warmup_iters
-        lr *= config.warmup_factor * (1 - alpha) + alpha
-    return lr
-
-
-def base_learning_rate(config: TrainConfig, world_size: int) -> float:
-    if config.lr is not None:
-        return config.lr
-    return BASE_LR_PER_16[config.detector.model] * config.batch_size * world_size / 16
-
-
-# -- checkpoints --------------------------------------------------------------------------------
-def read_detector_checkpoint(path: str | os.PathLike) -> dict:
-    """A detection checkpoint (``last.pt`` or one saved by :func:`save_detector`), tensors only."""
-    state = read_checkpoint_file(path)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a repghost detection checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
-    return state
-
-
-def save_detector(model: nn.Module, path: str | os.PathLike, categories: list[dict], extra: dict | None = None) -> Path:
-    """Write a standalone detector checkpoint (weights + config + categories) atomically."""
-    path = Path(path)
-    state = {"format": CHECKPOINT_FORMAT, "detector": model.detector_config.to_dict(), "categories": categories,
-             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **(extra or {})}
-    atomic_torch_save(state, path)
-    return path
-
-
-def load_detector(path: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """Rebuild the detector saved in ``path`` (train or deploy form) in eval mode, and the checkpoint dict."""
-    state = read_detector_checkpoint(path)
-    model = build_detector(DetectorConfig.from_dict(state["detector"]))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit its own detector config: {err}") from None
-    return model.eval(), state
-
-
-def categories_of(dataset: CocoDetection) -> list[dict]:
-    return [{"id": int(c), "name": n} for c, n in zip(dataset.category_ids, dataset.category_names, strict=True)]
-
-
-def check_categories(expected: list[dict], dataset: CocoDetection, source: str) -> None:
-    found = categories_of(dataset)
-    if [c["id"] for c in expected] != [c["id"] for c in found]:
-        raise ValueError(f"{source} was trained on category ids {[c['id'] for c in expected]}, but "
-                         f"{dataset.ann_file} has {[c['id'] for c in found]}")
+#: What this module offered before its settings and files moved out: importable from here still.
+__all__ = [
+    "BASE_LR_PER_16", "CHECKPOINT_FORMAT", "COCO_DEFAULTS", "SYNTHETIC_DEFAULTS", "DataConfig", "DetTrainConfig",
+    "EpochProgress", "Runtime", "SeededFlips", "TrainConfig", "base_learning_rate", "categories_of", "check_categories",
+    "evaluate_checkpoint", "init_runtime", "learning_rate", "load_detector", "make_train_config",
+    "read_detector_checkpoint", "save_detector", "train_detector",
+]
 
 
 # -- training -----------------------------------------------------------------------------------
-class SeededFlips(Dataset):
-    """The training set with each image's horizontal flip drawn from (seed, epoch, index) rather than
-    from a loader worker's RNG: an epoch sees the same images however many workers load them and
-    wherever a resumed epoch starts."""
-
-    def __init__(self, dataset: CocoDetection, seed: int):
-        dataset.flip = False  # flipped here instead
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, target = self.dataset[index]
-        if image is not None and np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5:
-            image, target = hflip(image, target)
-        return image, target
-
-
 def _loader(dataset, batch_size: int, workers: int, runtime: Runtime, train: bool, seed: int = 0) -> DataLoader:
     """Train: shuffled per (seed, epoch) by a sampler that can start mid-epoch; eval: in order, sharded.
     The loader's own generator keeps creating an iterator from drawing on the global RNG."""
@@ -268,7 +107,7 @@ class EpochProgress:
     seconds: float = 0.0
 
 
-def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runtime: Runtime, base_lr: float,
+def _train_one_epoch(model, optimizer, scaler, loader, config: DetTrainConfig, runtime: Runtime, base_lr: float,
                      epoch: int, use_amp: bool, done: EpochProgress, stop: StopFlag | None = None,
                      on_step: Callable[[dict], None] | None = None) -> bool:
     """Train the rest of ``epoch`` from ``done.step``, updating ``done``; ``False`` when ``stop`` cut it short."""
@@ -278,7 +117,6 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runt
     loader.dataset.set_epoch(epoch)
     loader.sampler.set_epoch(epoch)
     loader.sampler.set_start(done.step * config.batch_size)
-    dist_info = DistInfo(runtime.rank, runtime.rank, runtime.world_size)
     started = time.time() - done.seconds
     # Transient: off a terminal the epoch's one line is the record train_detector logs.
     bar = progress(total=steps_per_epoch, initial=done.step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
@@ -286,7 +124,7 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runt
     batches = iter(loader)
     try:
         while done.step < steps_per_epoch:
-            if stop is not None and any_rank(stop.requested, dist_info, runtime.device):
+            if stop is not None and any_rank(stop.requested, runtime.info, runtime.device):
                 return False
             try:
                 images, targets, unreadable = next(batches)
@@ -308,7 +146,7 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: TrainConfig, runt
     return True
 
 
-def _train_step(model, optimizer, scaler, images, targets, unreadable, config: TrainConfig, runtime: Runtime,
+def _train_step(model, optimizer, scaler, images, targets, unreadable, config: DetTrainConfig, runtime: Runtime,
                 base_lr: float, epoch: int, iteration: int, use_amp: bool, done: EpochProgress, bar) -> None:
     lr = learning_rate(config, base_lr, epoch, iteration)
     for group in optimizer.param_groups:
@@ -345,7 +183,7 @@ def _epoch_record(epoch: int, done: EpochProgress) -> dict:
             "skipped_images": len(done.skipped), "seconds": round(done.seconds, 1)}
 
 
-def _resume_state(config: TrainConfig, out: Path) -> dict | None:
+def _resume_state(config: DetTrainConfig, out: Path) -> dict | None:
     path = out / "last.pt"
     if not config.resume:
         if path.exists():
@@ -354,16 +192,13 @@ def _resume_state(config: TrainConfig, out: Path) -> dict | None:
     return read_detector_checkpoint(path)
 
 
-def _check_resumable(state: dict, config: TrainConfig, dataset: CocoDetection, path: Path) -> None:
-    saved = DetectorConfig.from_dict(state["detector"])
-    if saved != config.detector:
-        diff = {k: (v, getattr(config.detector, k)) for k, v in saved.to_dict().items()
-                if getattr(config.detector, k) != v}
-        raise ValueError(f"cannot resume {path}: detector settings differ (saved, now): {diff}")
+def _check_resumable(state: dict, config: DetTrainConfig, dataset: CocoDetection, path: Path) -> None:
+    check_resumable(path, DetectorConfig.from_dict(state["detector"]).to_dict(), config.detector.to_dict(),
+                    what="detector settings")
     check_categories(state["categories"], dataset, str(path))
 
 
-def train_detector(config: TrainConfig, on_step: Callable[[dict], None] | None = None) -> dict:
+def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | None = None) -> dict:
     """Train per ``config``; returns the final COCO metrics (also in ``output/metrics.json``).
 
     Ctrl-C (SIGINT) or SIGTERM stops the run at the next step and saves a resumable ``last.pt``
@@ -379,8 +214,7 @@ def train_detector(config: TrainConfig, on_step: Callable[[dict], None] | None =
     masks = config.detector.model == "maskrcnn"
     if runtime.is_main:  # generate the synthetic set once, before the other ranks read it
         config.data.resolve_root()
-    if runtime.world_size > 1:
-        dist.barrier()
+    barrier(runtime.info)
     train_set = config.data.dataset(config.data.train_split, train=True, masks=masks)
     val_set = config.data.dataset(config.data.val_split, train=False, masks=masks)
     _log(runtime, f"train: {train_set.report.summary()}\nval:   {val_set.report.summary()}")
@@ -451,7 +285,7 @@ def train_detector(config: TrainConfig, on_step: Callable[[dict], None] | None =
     return metrics
 
 
-def _saver(out: Path, model, optimizer, scaler, config: TrainConfig, dataset, runtime: Runtime):
+def _saver(out: Path, model, optimizer, scaler, config: DetTrainConfig, dataset, runtime: Runtime):
     """``save(epoch, history, progress=None)``: ``last.pt`` (rank 0) after ``epoch`` whole epochs and,
     mid-epoch, ``progress`` steps into the next; ``history.json`` beside it."""
     def save(epoch: int, history: list, done: EpochProgress | None = None) -> None:

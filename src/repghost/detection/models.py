@@ -1,129 +1,17 @@
-"""RetinaNet, Mask R-CNN and SSDLite with a RepGhostNet (or GhostNet) backbone.
+"""The detectors' old module path, kept importable: they live in :mod:`.detectors` (``models`` is the
+classification families' package, one floor down)."""
 
-The detectors are torchvision's own classes with only the backbone swapped, as in the paper's COCO
-experiments; nothing is downloaded (no torchvision builder with weights is ever called). Every
-detector carries its :class:`DetectorConfig` as ``model.detector_config`` so a checkpoint can
-rebuild it.
-"""
+from .detectors import (
+    DEFAULT_SIZES,
+    DETECTORS,
+    OUT_INDICES,
+    DetectorConfig,
+    build_detector,
+    build_ssdlite,
+    detector_body,
+    reparameterize_detector,
+    retinanet_anchors,
+)
 
-from __future__ import annotations
-
-import dataclasses
-import os
-from dataclasses import dataclass
-from functools import partial
-
-from torch import nn
-from torchvision.models.detection import MaskRCNN, RetinaNet
-from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
-from torchvision.models.detection.ssd import SSD
-from torchvision.models.detection.ssdlite import SSDLiteHead
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
-
-from ..reparam import reparameterize
-from .backbone import BackboneWithFPN, SSDLiteBackbone, backbone_name, build_body
-
-DETECTORS = ("retinanet", "maskrcnn", "ssdlite")
-
-#: Feature levels each detector takes from the body (0…4 = strides 2…32).
-OUT_INDICES = {"retinanet": (2, 3, 4), "maskrcnn": (1, 2, 3, 4), "ssdlite": (3, 4)}
-#: Input resizing: (min_size, max_size) of the paper's COCO setting; SSDLite is a fixed square.
-DEFAULT_SIZES = {"retinanet": (800, 1333), "maskrcnn": (800, 1333), "ssdlite": (320, 320)}
-
-
-@dataclass
-class DetectorConfig:
-    """Everything that defines a detector's architecture (and so its checkpoint's layout).
-
-    ``num_classes`` counts the background, as torchvision does: K object classes → K + 1.
-    ``min_size`` / ``max_size`` default to the paper's COCO setting (800 / 1333; SSDLite 320).
-    ``backbone`` may be a searched architecture's file; it is kept as its inline name, so the checkpoint
-    does not depend on the file.
-    """
-
-    model: str = "retinanet"
-    backbone: str = "repghostnet_100"
-    num_classes: int = 91
-    fpn_channels: int = 256
-    min_size: int | None = None
-    max_size: int | None = None
-    frozen_bn: bool | None = None
-    trainable_stages: int | None = None
-    deploy: bool = False
-
-    def __post_init__(self):
-        if self.model not in DETECTORS:
-            raise ValueError(f"unknown detector {self.model!r}; choose one of {', '.join(DETECTORS)}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes counts the background and must be ≥ 2, got {self.num_classes}")
-        self.backbone = backbone_name(self.backbone)
-        default_min, default_max = DEFAULT_SIZES[self.model]
-        self.min_size = self.min_size or default_min
-        self.max_size = self.max_size or max(default_max, self.min_size)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DetectorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown detector config keys: {', '.join(unknown)}")
-        return cls(**values)
-
-
-def retinanet_anchors() -> AnchorGenerator:
-    """RetinaNet's anchors on P3–P7: sizes 32…512 at three octave scales, ratios 0.5, 1, 2."""
-    sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in (32, 64, 128, 256, 512))
-    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-
-
-def build_detector(config: DetectorConfig, pretrained: str | os.PathLike | None = None, **detector_kwargs) -> nn.Module:
-    """The torchvision detector ``config.model`` on a ``config.backbone`` body.
-
-    ``pretrained`` is a classification checkpoint for the backbone (see
-    :func:`repghost.detection.backbone.build_body`); ``detector_kwargs`` go to the torchvision class
-    (e.g. ``score_thresh``, ``detections_per_img``).
-    """
-    body = build_body(config.backbone, OUT_INDICES[config.model], pretrained=pretrained,
-                      frozen_bn=config.frozen_bn, trainable_stages=config.trainable_stages, deploy=config.deploy)
-    sizes = dict(min_size=config.min_size, max_size=config.max_size)
-    if config.model == "retinanet":
-        # P6 from C5 ("on input"), as the usual 1× RetinaNet recipe does.
-        c5 = body.feature_info.channels()[-1]
-        backbone = BackboneWithFPN(body, config.fpn_channels, LastLevelP6P7(c5, config.fpn_channels))
-        model = RetinaNet(backbone, config.num_classes, anchor_generator=retinanet_anchors(), **sizes,
-                          **detector_kwargs)
-    elif config.model == "maskrcnn":
-        backbone = BackboneWithFPN(body, config.fpn_channels, LastLevelMaxPool())
-        model = MaskRCNN(backbone, config.num_classes, **sizes, **detector_kwargs)
-    else:
-        model = build_ssdlite(body, config.num_classes, config.min_size, **detector_kwargs)
-    model.detector_config = config
-    return model
-
-
-def build_ssdlite(body: nn.Module, num_classes: int, image_size: int, **detector_kwargs) -> SSD:
-    """torchvision's SSD with SSDLite's extra layers and head on ``body`` (maps at strides 16 and 32):
-    six anchors per location, square ``image_size`` input."""
-    backbone = SSDLiteBackbone(body)
-    anchors = DefaultBoxGenerator([[2, 3] for _ in backbone.out_channels], min_ratio=0.2, max_ratio=0.95)
-    head = SSDLiteHead(backbone.out_channels, anchors.num_anchors_per_location(), num_classes,
-                       partial(nn.BatchNorm2d, eps=0.001, momentum=0.03))
-    defaults = dict(score_thresh=0.001, nms_thresh=0.55, detections_per_img=300, topk_candidates=300)
-    return SSD(backbone, anchors, (image_size, image_size), num_classes, head=head, **{**defaults, **detector_kwargs})
-
-
-def detector_body(model: nn.Module) -> nn.Module:
-    """The RepGhostNet / GhostNet body inside a detector built by :func:`build_detector`."""
-    return model.backbone.body
-
-
-def reparameterize_detector(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with its backbone in deploy form (every BN, frozen or not, and every
-    RepGhost branch folded); heads and FPN are untouched. The input is left as it is."""
-    deployed = reparameterize(model)
-    if hasattr(deployed, "detector_config"):
-        deployed.detector_config = dataclasses.replace(deployed.detector_config, deploy=True)
-    return deployed
+__all__ = ["DEFAULT_SIZES", "DETECTORS", "OUT_INDICES", "DetectorConfig", "build_detector", "build_ssdlite",
+           "detector_body", "reparameterize_detector", "retinanet_anchors"]

@@ -31,201 +31,64 @@ search cannot go on: ``steps`` is a setting a resume must keep).
 same generator), trains it on its share of the global minibatch, and the gradients are averaged
 across ranks; Q (pooled over the ranks' objects) and the held-out loss too, so the controllers stay
 identical.
+
+The settings and set-up checks are in :mod:`.config`, the data split and step-indexed minibatches in
+:mod:`.data`, log records and the result files in :mod:`.report`; this module holds the loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
 
-from ..checkpoint import SEARCH_FORMAT, CheckpointError, read_checkpoint_file
-from ..costmodel.fit import CostModel, CostModelError
-from ..detection.data import CocoDetection, collate, hflip
-from ..detection.engine import DataConfig
-from ..detection.models import build_ssdlite
-from ..detection.synthetic import annotation_path, image_dir
-from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
-from ..limits import COUNT, COUNT0, NEGATIVE, POSITIVE, Number
+from ..checkpoint import CheckpointError
+from ..detection.detectors import build_ssdlite
+from ..io import atomic_torch_save, atomic_write_json
 from ..models.searched import SearchSpace
 from ..progress import progress, write
-from ..train.distributed import any_rank, cleanup, init_distributed
-from ..train.engine import StopFlag
+from ..run import (
+    StopFlag,
+    any_rank,
+    average_gradients,
+    barrier,
+    check_resumable,
+    cleanup,
+    init_distributed,
+    read_run_state,
+)
+from .config import (
+    ARCH_FILE,
+    CHECKPOINT_FILE,
+    CHECKPOINT_FORMAT,
+    RUN_ONLY,
+    SearchConfig,
+    SearchError,
+    SearchResult,
+    check_target,
+    learning_rate,
+    load_cost,
+)
 from .controller import Controller, LinearCost, absolute_reward
+from .data import StepBatches, flips, open_datasets, step_loader
 from .quality import held_out_quality
+from .report import choice_counts, finish, format_record, log_record, measure, report, short_choice
 from .supernet import SuperNet
 
-CHECKPOINT_FORMAT = SEARCH_FORMAT  # the file contract lives in repghost.checkpoint
-CHECKPOINT_FILE = "search.pt"
-ARCH_FILE = "arch.json"
-
-#: Options a resumed search may change (they do not alter what it computes).
-RUN_ONLY = ("output", "resume", "threads", "workers", "device", "measure", "log_every", "checkpoint_every",
-            "allow_unfit_costmodel")
-
-
-class SearchError(ValueError):
-    """A search that cannot start as asked (bad cost model, target, data or resume state)."""
+#: What this module offered before its settings, data and report moved out: importable from here still.
+__all__ = [
+    "ARCH_FILE", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "RUN_ONLY", "Search", "SearchConfig", "SearchError",
+    "SearchResult", "StepBatches", "check_target", "choice_counts", "learning_rate", "load_cost", "measure",
+    "open_datasets", "read_search_checkpoint", "report", "run_search", "short_choice",
+]
 
 
-def _limit(number: Number, **kwargs):
-    return field(metadata={"limit": number}, **kwargs)
-
-
-@dataclass
-class SearchConfig:
-    """One search. ``target_ms`` is in the cost model's unit (its timing settings: runtime, threads,
-    batch, input size); ``data`` is a COCO-layout root or, when ``data.root`` is None, the built-in
-    synthetic set generated into ``output/synthetic``."""
-
-    output: str
-    costmodel: str
-    target_ms: float = _limit(POSITIVE, default=1.0)
-    data: DataConfig = field(default_factory=DataConfig)
-    steps: int = _limit(COUNT, default=3000)
-    warmup_fraction: float = _limit(Number(float, 0.0, 0.95), default=0.25)
-    batch_size: int = _limit(COUNT, default=8)  # per process
-    img_size: int = _limit(Number(int, 32), default=128)
-    lr: float = _limit(POSITIVE, default=0.05)  # super-network SGD, cosine after a linear warm-up
-    lr_warmup_steps: int = _limit(COUNT0, default=50)
-    momentum: float = _limit(Number(float, 0.0, 1.0), default=0.9)
-    weight_decay: float = _limit(Number(float, 0.0), default=4e-5)
-    clip_grad: float = _limit(POSITIVE, default=10.0)
-    tau: float = _limit(NEGATIVE, default=-0.07)
-    controller_lr: float = _limit(POSITIVE, default=0.05)
-    baseline_momentum: float = _limit(Number(float, 0.0, 0.999), default=0.95)
-    reward_fraction: float = _limit(Number(float, 0.0, 0.5, exclusive=True), default=0.2)
-    seed: int = _limit(COUNT0, default=0)
-    log_every: int = _limit(COUNT, default=50)
-    checkpoint_every: int = _limit(COUNT, default=250)
-    workers: int = _limit(COUNT0, default=0)
-    threads: int | None = None
-    device: str | None = None
-    measure: bool = True
-    resume: bool = False
-    allow_unfit_costmodel: bool = False  # search with a cost model whose held-out r² marks it unfit
-
-    def __post_init__(self):
-        if isinstance(self.data, dict):
-            self.data = DataConfig(**self.data)
-        problems = [f"{f.name} {problem}" for f in dataclasses.fields(self) if "limit" in f.metadata
-                    for problem in [f.metadata["limit"].problem(getattr(self, f.name))] if problem]
-        if problems:
-            raise SearchError("; ".join(problems))
-        self.costmodel = str(Path(self.costmodel).resolve())  # a resume from another directory finds it
-        if self.data.root is None and self.data.synthetic_dir is None:
-            self.data.synthetic_dir = str(Path(self.output).resolve() / "synthetic")
-
-    @property
-    def warmup_steps(self) -> int:
-        return int(self.steps * self.warmup_fraction)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class SearchResult:
-    output: Path
-    arch: tuple[str, ...]
-    predicted_ms: float
-    measured_ms: float | None
-    steps_done: int
-    interrupted: bool
-    history: list[dict]
-
-
-# -- set-up checks: everything that can be wrong is found before any training -----------------------
-def load_cost(path: str | os.PathLike, space: SearchSpace, allow_unfit: bool = False) -> tuple[CostModel, LinearCost]:
-    """The cost model at ``path`` and its table; one marked unfit (see :meth:`CostModel.unfit_reason`)
-    is refused unless ``allow_unfit``."""
-    try:
-        model = CostModel.load(path, space)
-    except CostModelError as err:
-        raise SearchError(f"{err}; fit a cost model on this search space with `repghost costmodel sample` "
-                          "and `repghost costmodel fit`") from None
-    reason = model.unfit_reason()
-    if reason and not allow_unfit:
-        raise SearchError(f"cost model {path} is unfit: {reason}; or pass --allow-unfit to search with it anyway")
-    return model, LinearCost(model, space)
-
-
-def check_target(target_ms: float, cost: LinearCost) -> None:
-    """The target must lie between the cheapest and the dearest architecture the model predicts."""
-    low, high = cost.cheapest[0], cost.dearest[0]
-    if not low <= target_ms <= high:
-        side = "below the cheapest" if target_ms < low else "above the dearest"
-        raise SearchError(f"--target-ms {target_ms:g} is {side} architecture of the space ({low:.3f} … "
-                          f"{high:.3f} ms predicted by the cost model); choose a target in that range")
-
-
-def open_datasets(config: SearchConfig) -> tuple[CocoDetection, list[int], list[int]]:
-    """The training split and its (weights, reward) index split, a seeded ``reward_fraction`` held out."""
-    data = config.data
-    if data.root is not None:
-        root = Path(data.root)
-        ann = annotation_path(root, data.train_split)
-        if not root.is_dir():
-            raise SearchError(f"data root {root} does not exist; pass a COCO-layout folder (annotations/"
-                              f"instances_{data.train_split}.json + {data.train_split}/), or leave --data out for "
-                              "the built-in synthetic set")
-        if not ann.is_file():
-            raise SearchError(f"{root} has no {ann.relative_to(root)}; a COCO-layout root holds annotations/"
-                              f"instances_<split>.json and <split>/ (choose the split with --train-split)")
-    root = data.resolve_root()
-    dataset = CocoDetection(annotation_path(root, data.train_split), image_dir(root, data.train_split), train=True,
-                            flip=False, skip_missing_images=data.skip_missing_images)
-    order = np.random.default_rng([config.seed, 7]).permutation(len(dataset))
-    n_reward = int(round(len(dataset) * config.reward_fraction))
-    reward, weights = sorted(order[:n_reward].tolist()), sorted(order[n_reward:].tolist())
-    return dataset, weights, reward
-
-
-# -- minibatches as a function of the step -------------------------------------------------------
-class StepBatches(torch.utils.data.Sampler):
-    """Minibatch ``step`` (this rank's share) of a stream of seeded epochs over ``pool``, for the steps
-    ``start…stop-1``: resuming at any step gives the same minibatches as running through."""
-
-    def __init__(self, pool: Sequence[int], global_batch: int, seed: Sequence[int], start: int, stop: int,
-                 rank: int = 0, world_size: int = 1, what: str = "images"):
-        if len(pool) < global_batch:
-            raise SearchError(f"{len(pool)} {what} for a global minibatch of {global_batch}; use a smaller "
-                              "--batch-size or more data")
-        self.pool, self.global_batch, self.seed = np.asarray(pool), global_batch, list(seed)
-        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
-        self.per_epoch = len(pool) // global_batch
-
-    def batch(self, step: int) -> list[int]:
-        epoch, k = divmod(step, self.per_epoch)
-        order = self.pool[np.random.default_rng([*self.seed, epoch]).permutation(len(self.pool))]
-        return order[k * self.global_batch:(k + 1) * self.global_batch][self.rank::self.world_size].tolist()
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return (self.batch(step) for step in range(self.start, self.stop))
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-
-def _flips(images, targets, seed: Sequence[int], step: int):
-    """Horizontal flips of half the images, chosen by (seed, step)."""
-    coins = np.random.default_rng([*seed, step]).random(len(images)) < 0.5
-    pairs = [hflip(i, t) if c else (i, t) for i, t, c in zip(images, targets, coins, strict=True)]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-# -- the search ---------------------------------------------------------------------------------
 class _FrozenBatchStats:
     """BatchNorm keeps its running statistics while the controller scores a held-out minibatch
     (momentum 0: the batch's own statistics normalize, nothing is accumulated)."""
@@ -242,26 +105,6 @@ class _FrozenBatchStats:
         for m, (momentum, tracked) in zip(self.norms, self.saved, strict=True):
             m.momentum = momentum
             m.num_batches_tracked.copy_(tracked)
-
-
-def learning_rate(config: SearchConfig, step: int) -> float:
-    """Linear warm-up over ``lr_warmup_steps``, then cosine to 0 at the last step."""
-    if step < config.lr_warmup_steps:
-        return config.lr * (step + 1) / config.lr_warmup_steps
-    span = max(1, config.steps - config.lr_warmup_steps)
-    return 0.5 * config.lr * (1 + math.cos(math.pi * (step - config.lr_warmup_steps) / span))
-
-
-def _average_gradients(params: list[nn.Parameter], world_size: int) -> None:
-    """All ranks ran the same path, so the same parameters have gradients: one flat all-reduce."""
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
 
 
 class Search:
@@ -308,7 +151,7 @@ class Search:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.world_size > 1:
-            _average_gradients(self.params, self.world_size)
+            average_gradients(self.params, self.world_size)
         nn.utils.clip_grad_norm_([p for p in self.params if p.grad is not None], self.config.clip_grad)
         self.optimizer.step()
         self.trained[torch.arange(len(choices)), torch.as_tensor(choices)] = True
@@ -389,24 +232,15 @@ class Search:
 
 
 def read_search_checkpoint(path: str | os.PathLike) -> dict:
-    state = read_checkpoint_file(path)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a repghost search checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
-    return state
+    return read_run_state(path, "format", CHECKPOINT_FORMAT,
+                          f"is not a repghost search checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
 
 
 def _check_resumable(state: dict, config: SearchConfig, space: SearchSpace, path: Path) -> None:
     if state["space"] != space.fingerprint:
         raise SearchError(f"cannot resume {path}: it searched space {state['space']}, not {space.fingerprint}")
-    saved, now = state["config"], config.to_dict()
-    diff = {k: (saved.get(k), v) for k, v in now.items() if k not in RUN_ONLY and saved.get(k) != v}
-    if diff:
-        raise SearchError(f"cannot resume {path}: settings differ (saved, now): {diff}; resume with the same "
-                          "settings or start a new --output")
-
-
-def _loader(dataset, sampler: StepBatches, workers: int) -> Iterator:
-    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate))
+    check_resumable(path, state["config"], config.to_dict(), ignore=RUN_ONLY, error=SearchError,
+                    hint="resume with the same settings or start a new --output")
 
 
 def run_search(config: SearchConfig, callback: Callable[[Search], None] | None = None) -> SearchResult:
@@ -435,8 +269,7 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
         torch.set_num_threads(config.threads)
     if info.is_main:
         config.data.resolve_root()  # generate the synthetic set once, before the other ranks read it
-    if info.enabled:
-        dist.barrier()
+    barrier(info)
     dataset, weight_pool, reward_pool = open_datasets(config)
     global_batch = config.batch_size * info.world_size
     log = write if info.is_main else (lambda message: None)
@@ -456,10 +289,10 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
             raise CheckpointError(f"cannot resume {ckpt}: {err}") from None
         log(f"resumed {ckpt} at step {search.step}")
     start = search.step
-    train_batches = _loader(dataset, StepBatches(weight_pool, global_batch, (config.seed, 0), start, config.steps,
+    train_batches = step_loader(dataset, StepBatches(weight_pool, global_batch, (config.seed, 0), start, config.steps,
                                                  info.rank, info.world_size), config.workers)
     reward_start = max(start, config.warmup_steps)
-    reward_batches = _loader(dataset, StepBatches(reward_pool, global_batch, (config.seed, 1), reward_start,
+    reward_batches = step_loader(dataset, StepBatches(reward_pool, global_batch, (config.seed, 1), reward_start,
                                                   config.steps, info.rank, info.world_size,
                                                   what="held-out images (--reward-fraction of the train split)"),
                              config.workers)
@@ -476,24 +309,24 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
         while search.step < config.steps:
             step = search.step
             images, targets, skipped = next(train_batches)
-            images, targets = _flips(images, targets, (config.seed, 0), step)
+            images, targets = flips(images, targets, (config.seed, 0), step)
             _, train_loss = search.train_weights(images, targets)
             record = dict(train_loss=train_loss, skipped=len(skipped))
             if step >= config.warmup_steps:
                 images, targets, skipped = next(reward_batches)
-                images, targets = _flips(images, targets, (config.seed, 1), step)
+                images, targets = flips(images, targets, (config.seed, 1), step)
                 record.update(search.train_controller(images, targets))
                 record["skipped"] += len(skipped)
             search.step += 1
             search.window.append(record)
             bar.update(1)
             if search.step % config.log_every == 0 or search.step == config.steps:
-                search.history.append(_log_record(search, search.window))
+                search.history.append(log_record(search, search.window))
                 search.window = []
                 entry = search.history[-1]
                 bar.set_postfix(phase=entry["phase"], ml_ms=f"{entry['most_likely_ms']:.2f}",
                                 reward=f"{entry.get('reward', float('nan')):.4f}")
-                log(_format_record(entry, config.steps))
+                log(format_record(entry, config.steps))
             if callback is not None:
                 callback(search)
             if any_rank(stop.requested, info, device):
@@ -509,129 +342,8 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
                               True, search.history)
     else:
         log(f"search finished in {time.time() - started:.0f} s")
-        result = _finish(search, cost_model, config, out, info.is_main)
+        result = finish(search, cost_model, config, out, info.is_main)
     cleanup(info)
     return result
 
 
-def _log_record(search: Search, window: list[dict]) -> dict:
-    """The mean of the last steps' numbers, with the controller's current state."""
-    entry = dict(step=search.step, phase="warm-up" if search.step <= search.config.warmup_steps else "joint",
-                 lr=learning_rate(search.config, search.step - 1))
-    for key in ("train_loss", "held_out_loss", "quality", "sampled_ms", "reward"):
-        values = [r[key] for r in window if key in r and math.isfinite(r[key])]
-        if values:
-            entry[key] = float(np.mean(values))
-    entry["skipped_images"] = int(sum(r["skipped"] for r in window))
-    return {**entry, **search.summary()}
-
-
-def _format_record(entry: dict, steps: int) -> str:
-    parts = [f"step {entry['step']}/{steps} [{entry['phase']}]",
-             f"train loss {entry.get('train_loss', float('nan')):.3f}"]
-    if "reward" in entry:
-        parts += [f"held-out Q {entry['quality']:.4f}", f"loss {entry['held_out_loss']:.3f}",
-                  f"reward {entry['reward']:.4f}",
-                  f"sampled {entry['sampled_ms']:.2f} ms"]
-    if entry["phase"] == "warm-up":
-        parts.append("controller uniform until the warm-up ends")
-    else:
-        parts += [f"entropy {entry['entropy']:.2f}", f"most likely {entry['most_likely_ms']:.2f} ms:",
-                  " ".join(short_choice(name) for name in entry["most_likely"])]
-    if entry["skipped_images"]:
-        parts.append(f"skipped {entry['skipped_images']} unreadable image(s)")
-    return "  ".join(parts)
-
-
-def short_choice(name: str) -> str:
-    """A layer choice in a few characters for log lines: ``ibn_k5_e8`` → ``I5e8``,
-    ``tucker_k3_r25_75`` → ``T3r25/75``, ``repghost_k3_e4`` → ``R3e4``, ``fused_k5_e4`` → ``F5e4``."""
-    op, kernel, *rest = name.split("_")
-    return op[0].upper() + kernel[1:] + "/".join(rest)
-
-
-# -- the result ---------------------------------------------------------------------------------
-def measure(space: SearchSpace, arch: Sequence[str], timing: dict) -> dict:
-    """The deploy-form latency of ``arch`` on this machine under the cost model's timing settings,
-    with the reference architecture timed in the same rounds."""
-    from ..costmodel.sampling import TimingSettings, time_archs
-
-    settings = TimingSettings(runtime=timing.get("runtime", "onnxruntime"), threads=int(timing.get("threads", 1)),
-                              batch=int(timing.get("batch", 1)), img_size=int(timing.get("img_size", 320)),
-                              warmup=5, runs=30, chunk=1, reference=timing.get("reference") or "mobiledet_cpu")
-    threads = torch.get_num_threads()
-    try:
-        (record,) = time_archs(space, [arch], settings, progress=False)
-    finally:
-        torch.set_num_threads(threads)  # timing sets its own; the caller's must survive
-    return dict(measured_ms=record["median_ms"], reference=settings.reference,
-                reference_measured_ms=record.get("ref_median_ms"), relative_to_reference=record.get("rel_to_ref"),
-                runtime=settings.runtime, threads=settings.threads, batch=settings.batch, img_size=settings.img_size,
-                runs=settings.runs, params=record["params"], macs=record["macs"])
-
-
-def choice_counts(arch: Sequence[str]) -> dict[str, int]:
-    """How many layers picked each layer type (ibn / fused / tucker / repghost)."""
-    counts: dict[str, int] = {}
-    for name in arch:
-        op = name.split("_", 1)[0]
-        counts[op] = counts.get(op, 0) + 1
-    return counts
-
-
-def _finish(search: Search, cost_model: CostModel, config: SearchConfig, out: Path, is_main: bool) -> SearchResult:
-    space, arch = search.space, search.most_likely()
-    predicted = search.cost(search.controller.most_likely())
-    timing = None
-    if is_main:
-        probs = search.controller.probs
-        layers = [dict(layer=i, in_chs=p.in_chs, out=p.out, stride=p.stride, residual=p.residual, choice=name,
-                       probability=float(probs[i, space.choice_names.index(name)]))
-                  for i, (p, name) in enumerate(zip(space.positions, arch, strict=True))]
-        result = {**space.arch_to_json(arch), "predicted_ms": predicted, "target_ms": config.target_ms,
-                  "measured": None, "choice_counts": choice_counts(arch), "layer_details": layers,
-                  "costmodel": dict(path=str(config.costmodel), timing=cost_model.timing,
-                                    metrics=cost_model.metrics.get("test")),
-                  "search": dict(steps=search.step, warmup_steps=config.warmup_steps, tau=config.tau,
-                                 seed=config.seed, final=search.history[-1] if search.history else None)}
-        _write_result(out, result)  # before timing: a runtime missing here must not cost the search's result
-        if config.measure:
-            try:
-                timing = measure(space, arch, cost_model.timing)
-            except (ImportError, RuntimeError, OSError, ValueError) as err:
-                write(f"warning: could not time the result under the cost model's settings here ({err}); "
-                      "arch.json keeps the predicted latency only")
-            else:
-                _write_result(out, {**result, "measured": timing})
-        write(f"architecture: {', '.join(arch)}")
-        write(f"layer types: {result['choice_counts']}; predicted {predicted:.3f} ms (target {config.target_ms:g})"
-              + (f", measured {timing['measured_ms']:.3f} ms on this machine ({timing['runtime']}, "
-                 f"{timing['threads']} thread(s), {timing['img_size']}²; {timing['reference']} "
-                 f"{timing['reference_measured_ms']:.3f} ms in the same rounds)" if timing else ""))
-        write(f"wrote {out / ARCH_FILE} (use it as `--backbone {out / ARCH_FILE}` or `create_model(path)`)")
-    measured = timing["measured_ms"] if timing else None
-    return SearchResult(out, arch, predicted, measured, search.step, False, search.history)
-
-
-def _write_result(out: Path, result: dict) -> None:
-    atomic_write_json(out / ARCH_FILE, result)
-    atomic_write_text(out / "report.md", report(result))
-
-
-def report(result: dict) -> str:
-    """The found architecture as Markdown: one row per searchable layer, and the latencies."""
-    lines = ["# Architecture search result", "",
-             f"Predicted latency **{result['predicted_ms']:.3f} ms** (target {result['target_ms']:g} ms, cost model "
-             f"`{result['costmodel']['path']}`)."]
-    timing = result.get("measured")
-    if timing:
-        lines.append(f"Measured on the searching machine: **{timing['measured_ms']:.3f} ms** ({timing['runtime']}, "
-                     f"{timing['threads']} thread(s), batch {timing['batch']}, {timing['img_size']}², median of "
-                     f"{timing['runs']}); `{timing['reference']}` in the same rounds: "
-                     f"{timing['reference_measured_ms']:.3f} ms.")
-    lines += ["", f"Layer types: {json.dumps(result['choice_counts'])}.", "",
-              "| layer | in → out | stride | residual | choice | probability |", "|---|---|---|---|---|---|"]
-    for d in result["layer_details"]:
-        lines.append(f"| {d['layer']} | {d['in_chs']} → {d['out']} | {d['stride']} | {'yes' if d['residual'] else 'no'}"
-                     f" | `{d['choice']}` | {d['probability']:.2f} |")
-    return "\n".join(lines) + "\n"

@@ -12,18 +12,18 @@
 Exact resume: the data order and every augmentation depend only on (seed, epoch, sample index),
 and checkpoints carry all RNG states and the position within the epoch, so a resumed run makes
 the same updates as an uninterrupted one.
+
+Over 350 lines for one reason: :class:`Trainer` is one object whose methods share the run's state
+(model, EMA, optimizer, position, best result); what does not need that state lives beside it
+(:mod:`.config`, :mod:`.fit`, :mod:`.evaluate`, :mod:`.report`, :mod:`.state`, :mod:`repghost.run`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import shutil
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -51,19 +51,14 @@ from ..data import (
 from ..io import atomic_torch_save
 from ..models import create_model, resolve_model_name, short_model_name
 from ..preprocess import Preprocess
-from ..progress import progress, write
+from ..progress import progress
 from ..reparam import FoldCheck, fold_and_verify
+from ..run import StopFlag, any_rank, capture_rng, check_resumable, cleanup, gather_lists, init_distributed, restore_rng
 from .config import TrainConfig, absolute_paths, config_from_dict, config_to_dict, save_config, validate_config
-from .distributed import any_rank, cleanup, gather_lists, init_distributed
 from .evaluate import autocast, evaluate
 from .fit import check_schedule, describe_derived, fit_to_data
-from .report import MetricsLog, plot_curves
-from .state import (
-    capture_rng,
-    load_training_checkpoint,
-    plain_scheduler_state,
-    restore_rng,
-)
+from .report import FILE_ONLY, MetricsLog, plot_curves, setup_logging
+from .state import load_training_checkpoint, plain_scheduler_state
 
 log = logging.getLogger("repghost.train")
 
@@ -80,44 +75,6 @@ class TrainResult:
     equivalence: FoldCheck | None   # how the deploy file relates to the best train-form weights
 
 
-class StopFlag:
-    """Ctrl-C (SIGINT) or SIGTERM (what torchrun and schedulers send) asks the loop to stop at the
-    next step and save a resumable checkpoint; a second signal aborts at once (KeyboardInterrupt).
-
-    The first signal is acknowledged with one line, ``interrupt: ...`` plus ``note`` (e.g. how to
-    resume), through ``announce`` (default: the training log). A terminal's Ctrl-C reaches the whole
-    process group, data-loader workers included; they inherit this handler when forked and ignore
-    the signal (the training process stops them), so the line is printed once.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, note: str = "", announce: Callable[[str], None] | None = None):
-        self.requested = False
-        self.note, self.announce = note, announce or log.warning
-        self._old = {}
-        self._pid = os.getpid()
-
-    def __enter__(self):
-        self._pid = os.getpid()
-        if threading.current_thread() is threading.main_thread():
-            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def _handle(self, signum, frame):
-        if os.getpid() != self._pid:  # a forked data-loader worker
-            return
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.announce("interrupt: saving a resumable checkpoint at the next step, then stopping (Ctrl-C again to "
-                      "abort)" + (f"; {self.note}" if self.note else ""))
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     choice = cfg.amp
     if choice == "auto":
@@ -125,32 +82,6 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
             return None
         choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
-
-
-#: ``log.info(..., extra={FILE_ONLY: True})``: a record for log.txt that the console has already seen in other words.
-FILE_ONLY = "file_only"
-
-
-def _setup_logging(run_dir: Path | None, is_main: bool) -> None:
-    log.setLevel(logging.INFO if is_main else logging.ERROR)
-    log.propagate = False
-    for h in list(log.handlers):
-        log.removeHandler(h)
-        h.close()
-    if not is_main:
-        return
-    class ProgressHandler(logging.Handler):  # log lines that do not tear the progress bars
-        def emit(self, record):
-            write(self.format(record), file=sys.stderr)
-
-    console = ProgressHandler()
-    console.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
-    console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
-    if run_dir is not None:
-        file = logging.FileHandler(run_dir / "log.txt")
-        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(file)
 
 
 def _seed_all(seed: int) -> None:
@@ -202,7 +133,7 @@ class Trainer:
         model = create_model(cfg.model, num_classes=self.num_classes, drop_rate=cfg.drop_rate, **cfg.model_kwargs)
 
         self.run_dir = Path(resume).parent if resume else self._new_run_dir()
-        _setup_logging(self.run_dir if self.dist.is_main else None, self.dist.is_main)
+        setup_logging(log, self.run_dir if self.dist.is_main else None, self.dist.is_main)
         if cfg.pretrained and resume_state is None:
             load_checkpoint(model, cfg.pretrained, use_ema=True, drop_classifier=True)
             log.info("initial weights: %s", cfg.pretrained)
@@ -239,7 +170,7 @@ class Trainer:
         self.skipped: set[str] = set()
         self.best_weights: dict | None = None
         if resume_state is not None:
-            self._load_state(resume_state)
+            self._load_state(resume_state, resume)
             log.info("resumed %s at epoch %d, step %d of %d", resume, self.epoch, self.step_in_epoch,
                      self.steps_per_epoch)
         else:
@@ -290,10 +221,10 @@ class Trainer:
             global_step=self.global_step, skipped=sorted(self.skipped), rng=capture_rng(),
             world_size=self.dist.world_size, epoch_loss=dict(self.epoch_loss))
 
-    def _load_state(self, state: dict) -> None:
-        if state["world_size"] != self.dist.world_size:
-            raise RuntimeError(f"checkpoint was written by {state['world_size']} processes, now "
-                               f"{self.dist.world_size}; exact resume needs the same number")
+    def _load_state(self, state: dict, path) -> None:
+        check_resumable(path, {"world_size": state["world_size"]}, {"world_size": self.dist.world_size},
+                        what="process counts", hint="exact resume needs the same number of processes",
+                        error=RuntimeError)
         self.model.load_state_dict(state["state_dict"])
         if self.ema is not None:
             self.ema.module.load_state_dict(state["state_dict_ema"])
@@ -314,7 +245,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg, interrupted = self.cfg, False
         resume = f"resume with: repghost train --resume {self.run_dir / 'last.pt'}"
-        with StopFlag(note=resume) as stop:
+        with StopFlag(note=resume, announce=log.warning) as stop:
             while self.epoch < cfg.epochs and not interrupted:
                 train_stats = self._train_epoch(stop)
                 if train_stats is None:

@@ -15,7 +15,7 @@ from ..data import SampleDataset, build_datasets, build_loader, recorded_root
 from ..preprocess import Preprocess
 from ..progress import progress as progress_bar
 from ..reparam import is_deploy, reparameterize
-from .distributed import DistInfo, all_reduce_sum, gather_lists
+from ..run.distributed import DistInfo, all_reduce_sum, gather_lists
 
 log_module = logging.getLogger("repghost.train")
 

@@ -30,7 +30,7 @@ import statistics
 from dataclasses import replace
 
 from ..data.datasets import RawDataset, load_split
-from .distributed import world_size_from_env
+from ..run.distributed import world_size_from_env
 
 #: The settings :func:`fit_to_data` derives when they are unset, in the order the start line lists them.
 FITTED = ("img_size", "batch_size", "warmup_epochs", "ema_decay", "workers")

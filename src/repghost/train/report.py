@@ -1,12 +1,44 @@
-"""Run-directory outputs: per-epoch metrics CSV (TensorBoard when installed), the training-curve plot."""
+"""Run-directory outputs: the log (console and log.txt), per-epoch metrics CSV (TensorBoard when installed),
+the training-curve plot."""
 
 from __future__ import annotations
 
 import csv
+import logging
+import sys
 from pathlib import Path
+
+from ..progress import write
 
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_img_s", "epoch_time_s", "val_loss", "val_top1",
                   "val_top5", "ema_val_loss", "ema_top1", "ema_top5", "skipped_images"]
+
+
+#: ``log.info(..., extra={FILE_ONLY: True})``: a record for log.txt that the console has already seen in other words.
+FILE_ONLY = "file_only"
+
+
+def setup_logging(log: logging.Logger, run_dir: Path | None, is_main: bool) -> None:
+    """``log`` to the console (through the progress bars) and to ``run_dir/log.txt``, on rank 0 only."""
+    log.setLevel(logging.INFO if is_main else logging.ERROR)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    if not is_main:
+        return
+    class ProgressHandler(logging.Handler):  # log lines that do not tear the progress bars
+        def emit(self, record):
+            write(self.format(record), file=sys.stderr)
+
+    console = ProgressHandler()
+    console.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    if run_dir is not None:
+        file = logging.FileHandler(run_dir / "log.txt")
+        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(file)
 
 
 class MetricsLog:

@@ -2,45 +2,16 @@
 
 A checkpoint holds model, EMA, optimizer, scheduler and grad-scaler state, the position
 (epoch, step within the epoch, global step), the best result so far, every RNG state (python,
-numpy, torch CPU and CUDA) and the resolved config. It is written atomically (temporary file in
-the same directory, then ``os.replace``) and read with ``torch.load(weights_only=True)`` only.
+numpy, torch CPU and CUDA; see :mod:`repghost.run.state`) and the resolved config. It is written
+atomically (temporary file in the same directory, then ``os.replace``) and read with
+``torch.load(weights_only=True)`` only.
 """
 
 from __future__ import annotations
 
 import os
-import random
-
-import numpy as np
-import torch
 
 from ..checkpoint import read_training_checkpoint
-
-
-def capture_rng() -> dict:
-    """Every RNG the training loop touches, as tensors / ints / lists (``weights_only``-safe)."""
-    version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
-    state = {
-        "python": [version, list(internal), gauss],
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def plain_scheduler_state(scheduler) -> dict:
