@@ -73,6 +73,7 @@ def _timing_args(p, warmup: int, runs: int, threads: bool = True) -> None:
 def add_study(sub) -> None:
     from ..bench import RUNTIMES
     from ..models.resnet import RATIOS
+    from ..study import figure1
     from ..study.ablation import VARIANTS
 
     p = sub.add_parser("study", help="the paper's experiments on this machine (res50, ablation, figure1, concat-add)",
@@ -118,7 +119,10 @@ def add_study(sub) -> None:
                                        "answers the headline claims with the ratios measured here.")
     s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="default onnxruntime")
     s.add_argument("--img-size", type=COUNT, default=224, help="input size (default 224)")
-    s.add_argument("--models", nargs="+", default=None, help="a subset of the figure's models (default all)")
+    s.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help="a subset of the figure's models (default all): "
+                        + ", ".join(figure1.PAPER_POINTS) + "; a timm model also by its bare name, e.g. "
+                        "mobilenetv3_large_075")
     _timing_args(s, warmup=5, runs=100)
     s.set_defaults(func=_cmd_figure1)
 
