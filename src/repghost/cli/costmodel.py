@@ -78,7 +78,7 @@ def _cmd_predict(args) -> int:
 
 
 def add_costmodel(sub) -> None:
-    from ..bench.runtimes import RUNTIMES
+    from ..names import RUNTIMES
 
     p = sub.add_parser("costmodel", help="MobileDets' latency cost model: sample & time, fit, predict",
                        description="TuNAS / MobileDets linear latency model on a search space with MobileDet-CPU's "

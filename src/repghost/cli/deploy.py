@@ -56,16 +56,16 @@ def add_convert(sub) -> None:
 
 def _source(text: str) -> str:
     """A checkpoint file, or a registered model name."""
-    from ..models import list_models
+    from ..names import MODEL_NAMES
 
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text} is a directory; expected a checkpoint file or a model name")
-    if os.path.isfile(text) or text in list_models():
+    if os.path.isfile(text) or text in MODEL_NAMES:
         return text
     if os.sep in text or os.path.splitext(text)[1]:
         raise argparse.ArgumentTypeError(f"checkpoint not found: {text}")
     raise argparse.ArgumentTypeError(f"{text!r} is neither a checkpoint file nor a model name; "
-                                     f"models: {', '.join(list_models())}")
+                                     f"models: {', '.join(MODEL_NAMES)}")
 
 
 def _recipe(text: str) -> str:
@@ -108,7 +108,7 @@ def _cmd_export(args) -> int:
 
 def add_export(sub) -> None:
     from ..deploy import DEFAULT_RECIPE
-    from ..deploy.pipeline import FORMATS
+    from ..names import EXPORT_FORMATS as FORMATS
 
     p = sub.add_parser("export", help="export a model to ONNX (optionally int8), TorchScript, MNN, ncnn, OpenVINO "
                                       "or LiteRT",

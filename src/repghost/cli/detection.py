@@ -41,8 +41,8 @@ def _cmd_det_train(args) -> int:
 
 
 def add_det_train(sub) -> None:
-    from ..detection.engine import SYNTHETIC_DEFAULTS, TrainConfig
-    from ..detection.models import DETECTORS
+    from ..detection.config import SYNTHETIC_DEFAULTS, TrainConfig
+    from ..names import DETECTORS
 
     p = sub.add_parser(
         "det-train", help="train RetinaNet / Mask R-CNN / SSDLite with a RepGhostNet backbone on COCO-format data",

@@ -20,6 +20,7 @@ from torch import nn
 from ..checkpoint import LoadedModel
 from ..io import atomic_write_json
 from ..models import create_model, list_models
+from ..names import EXPORT_FORMATS
 from ..preprocess import METADATA_KEY, Preprocess
 from .calib import ImageSplit, describe, load_split
 from .conversion import ConvertError, file_metadata, fold_checked, load_any
@@ -37,7 +38,7 @@ from .onnx_export import (
 from .quantize import DEFAULT_RECIPE, Int8Report, compare_int8, int8_report, quantize
 
 #: ``repghost export --format`` choices: ONNX, TorchScript and every edge runtime.
-FORMATS = ("onnx", "torchscript", *EDGE_RUNTIMES)
+FORMATS = EXPORT_FORMATS
 
 
 @dataclass

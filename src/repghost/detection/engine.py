@@ -13,11 +13,10 @@ and writes files.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,107 +28,14 @@ from ..checkpoint import CheckpointError, read_checkpoint_file
 from ..io import atomic_torch_save, atomic_write_json
 from ..progress import progress, write
 from ..train.distributed import init_distributed
+from .config import SYNTHETIC_DEFAULTS, DataConfig, TrainConfig, make_train_config  # noqa: F401  (re-exported)
 from .data import CocoDetection, collate
 from .evaluate import evaluate, format_metrics
 from .models import DetectorConfig, build_detector
-from .synthetic import annotation_path, image_dir, make_synthetic_coco
 
 CHECKPOINT_FORMAT = "repghost-detection"
 #: Base learning rate per 16 images (the 1× recipes' 8 GPUs × 2); scaled linearly with the batch.
 BASE_LR_PER_16 = {"retinanet": 0.01, "maskrcnn": 0.02, "ssdlite": 0.01}
-
-
-@dataclass
-class DataConfig:
-    """Where the data is: a COCO-layout root (``annotations/instances_<split>.json`` + ``<split>/``),
-    or, when ``root`` is None, the built-in synthetic set generated into ``synthetic_dir``."""
-
-    root: str | None = None
-    train_split: str = "train"
-    val_split: str = "val"
-    skip_missing_images: bool = False
-    synthetic_dir: str | None = None
-    synthetic_train: int = 256
-    synthetic_val: int = 64
-    synthetic_size: int = 128
-    seed: int = 0
-
-    def __post_init__(self):
-        # Absolute, so that det-eval finds the data from any working directory.
-        if self.root is not None:
-            self.root = str(Path(self.root).resolve())
-        if self.synthetic_dir is not None:
-            self.synthetic_dir = str(Path(self.synthetic_dir).resolve())
-
-    def resolve_root(self) -> Path:
-        """The dataset root, generating the synthetic set first when no ``root`` is given."""
-        if self.root is not None:
-            return Path(self.root)
-        if self.synthetic_dir is None:
-            raise ValueError("no dataset root and no synthetic_dir to generate the synthetic set into")
-        return make_synthetic_coco(self.synthetic_dir, self.synthetic_train, self.synthetic_val,
-                                   self.synthetic_size, seed=self.seed)
-
-    def dataset(self, split: str, train: bool, masks: bool) -> CocoDetection:
-        root = self.resolve_root()
-        return CocoDetection(annotation_path(root, split), image_dir(root, split), train=train, masks=masks,
-                             skip_missing_images=self.skip_missing_images)
-
-
-@dataclass
-class TrainConfig:
-    """The 1× schedule by default: 12 epochs, SGD, lr × 0.1 at epochs 8 and 11, linear warm-up."""
-
-    output: str
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    pretrained: str | None = None
-    epochs: int = 12
-    lr_steps: tuple[int, ...] = (8, 11)
-    lr_gamma: float = 0.1
-    lr: float | None = None  # None: BASE_LR_PER_16 scaled to the global batch
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 500
-    warmup_factor: float = 0.001
-    batch_size: int = 2  # per process
-    workers: int = 2
-    amp: bool = True  # CUDA only
-    clip_grad: float | None = None
-    seed: int = 42
-    device: str | None = None
-    threads: int | None = None  # torch CPU threads (None: torch's default)
-    eval_every: int = 1
-    resume: bool = False
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["lr_steps"] = list(self.lr_steps)
-        return values
-
-
-#: The built-in synthetic set's CPU-friendly recipe: used for every option left unset without ``--data``.
-SYNTHETIC_DEFAULTS = dict(backbone="repghostnet_050", fpn_channels=64, min_size=128, max_size=128, batch_size=8,
-                          epochs=24, lr_steps=(23,), lr=0.05, warmup_iters=50, clip_grad=10.0)
-#: The paper's COCO setting, for every option left unset with ``--data``.
-COCO_DEFAULTS = dict(backbone="repghostnet_100", fpn_channels=256)
-
-
-def make_train_config(output: str, model: str = "retinanet", data: str | None = None, **options) -> TrainConfig:
-    """A :class:`TrainConfig` from flat options (the CLI's); ``None`` means "default": the synthetic
-    recipe (:data:`SYNTHETIC_DEFAULTS`) without ``data``, the paper's COCO setting with it."""
-    preset = COCO_DEFAULTS if data is not None else SYNTHETIC_DEFAULTS
-    values = {**preset, **{k: v for k, v in options.items() if v is not None}}
-    detector_fields = {f.name for f in dataclasses.fields(DetectorConfig)}
-    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
-    detector = DetectorConfig(model=model, **{k: values.pop(k) for k in list(values) if k in detector_fields})
-    data_values = {k: values.pop(k) for k in list(values) if k in data_fields and k != "seed"}
-    if data is None and data_values.get("synthetic_dir") is None:
-        data_values["synthetic_dir"] = str(Path(output) / "synthetic")
-    data_config = DataConfig(root=data, **data_values)
-    if "lr_steps" in values:
-        values["lr_steps"] = tuple(values["lr_steps"])
-    return TrainConfig(output=output, detector=detector, data=data_config, **values)
 
 
 # -- distributed --------------------------------------------------------------------------------

@@ -1,8 +1,13 @@
-"""Latency-aware architecture search (TuNAS) over the cost model's space, for SSDLite detectors."""
+"""Latency-aware architecture search (TuNAS) over the cost model's space, for SSDLite detectors.
 
-from .controller import Controller, LinearCost, absolute_reward
-from .engine import SearchConfig, SearchError, SearchResult, run_search
-from .supernet import ChoiceLayer, SuperNet
+Names load on first use (:mod:`repghost.lazy`): the command line reads :mod:`.config` without torch.
+"""
 
-__all__ = ["ChoiceLayer", "Controller", "LinearCost", "SearchConfig", "SearchError", "SearchResult", "SuperNet",
-           "absolute_reward", "run_search"]
+from ..lazy import lazy_exports
+
+__all__ = lazy_exports(__name__, {
+    "config": ("SearchConfig", "SearchError"),
+    "controller": ("Controller", "LinearCost", "absolute_reward"),
+    "engine": ("SearchResult", "run_search"),
+    "supernet": ("ChoiceLayer", "SuperNet"),
+})

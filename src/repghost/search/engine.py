@@ -30,13 +30,12 @@ identical.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +48,13 @@ from ..checkpoint import CheckpointError, read_checkpoint_file
 from ..costmodel.fit import CostModel, CostModelError
 from ..costmodel.space import SearchSpace
 from ..detection.data import CocoDetection, collate, hflip
-from ..detection.engine import DataConfig
 from ..detection.models import build_ssdlite
 from ..detection.synthetic import annotation_path, image_dir
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
-from ..limits import COUNT, COUNT0, NEGATIVE, POSITIVE, Number
 from ..progress import progress, write
 from ..train.distributed import any_rank, cleanup, init_distributed
 from ..train.engine import StopFlag
+from .config import SearchConfig, SearchError
 from .controller import Controller, LinearCost, absolute_reward
 from .quality import held_out_quality
 from .supernet import SuperNet
@@ -67,65 +65,6 @@ ARCH_FILE = "arch.json"
 
 #: Options a resumed search may change (they do not alter what it computes).
 RUN_ONLY = ("output", "resume", "threads", "workers", "device", "measure", "log_every", "checkpoint_every")
-
-
-class SearchError(ValueError):
-    """A search that cannot start as asked (bad cost model, target, data or resume state)."""
-
-
-def _limit(number: Number, **kwargs):
-    return field(metadata={"limit": number}, **kwargs)
-
-
-@dataclass
-class SearchConfig:
-    """One search. ``target_ms`` is in the cost model's unit (its timing settings: runtime, threads,
-    batch, input size); ``data`` is a COCO-layout root or, when ``data.root`` is None, the built-in
-    synthetic set generated into ``output/synthetic``."""
-
-    output: str
-    costmodel: str
-    target_ms: float = _limit(POSITIVE, default=1.0)
-    data: DataConfig = field(default_factory=DataConfig)
-    steps: int = _limit(COUNT, default=3000)
-    warmup_fraction: float = _limit(Number(float, 0.0, 0.95), default=0.25)
-    batch_size: int = _limit(COUNT, default=8)  # per process
-    img_size: int = _limit(Number(int, 32), default=128)
-    lr: float = _limit(POSITIVE, default=0.05)  # super-network SGD, cosine after a linear warm-up
-    lr_warmup_steps: int = _limit(COUNT0, default=50)
-    momentum: float = _limit(Number(float, 0.0, 1.0), default=0.9)
-    weight_decay: float = _limit(Number(float, 0.0), default=4e-5)
-    clip_grad: float = _limit(POSITIVE, default=10.0)
-    tau: float = _limit(NEGATIVE, default=-0.07)
-    controller_lr: float = _limit(POSITIVE, default=0.05)
-    baseline_momentum: float = _limit(Number(float, 0.0, 0.999), default=0.95)
-    reward_fraction: float = _limit(Number(float, 0.0, 0.5, exclusive=True), default=0.2)
-    seed: int = _limit(COUNT0, default=0)
-    log_every: int = _limit(COUNT, default=50)
-    checkpoint_every: int = _limit(COUNT, default=250)
-    workers: int = _limit(COUNT0, default=0)
-    threads: int | None = None
-    device: str | None = None
-    measure: bool = True
-    resume: bool = False
-
-    def __post_init__(self):
-        if isinstance(self.data, dict):
-            self.data = DataConfig(**self.data)
-        problems = [f"{f.name} {problem}" for f in dataclasses.fields(self) if "limit" in f.metadata
-                    for problem in [f.metadata["limit"].problem(getattr(self, f.name))] if problem]
-        if problems:
-            raise SearchError("; ".join(problems))
-        self.costmodel = str(Path(self.costmodel).resolve())  # a resume from another directory finds it
-        if self.data.root is None and self.data.synthetic_dir is None:
-            self.data.synthetic_dir = str(Path(self.output).resolve() / "synthetic")
-
-    @property
-    def warmup_steps(self) -> int:
-        return int(self.steps * self.warmup_fraction)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass

@@ -16,15 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from tqdm import tqdm
 
-from ..bench import environment, time_modules
-from ..bench.runtimes import RUNTIMES
-from ..checkpoint import load_model, read_metadata
-from ..data import build_datasets, describe_data
-from ..models.repghostnet import WIDTHS
-from ..profile import profile
-from ..train import resolve_config, train
+from ..names import RUNTIMES
 from .report import Claim, Column, StudyResult, faster_or_slower, save_figure
 
 #: variant → (ablation, model keyword arguments). "bn" is the paper's RepGhost, the reference of both.
@@ -52,6 +45,8 @@ class StudyInterrupted(RuntimeError):
 
 
 def model_for_width(width: float) -> str:
+    from ..models.repghostnet import WIDTHS
+
     names = [name for name, w in WIDTHS.items() if math.isclose(w, width)]
     if not names:
         raise ValueError(f"no RepGhostNet of width {width}; widths: {', '.join(str(w) for w in WIDTHS.values())}")
@@ -84,6 +79,9 @@ def _run_dir_state(run_dir: Path, cfg) -> str:
 def plan(out: str | Path, data: str | None = None, width: float = 0.5, seeds: Sequence[int] = (0, 1, 2),
          variants: Sequence[str] = tuple(VARIANTS), recipe: str | None = None, **overrides) -> list[tuple]:
     """Check everything and list the runs ``(variant, seed, config, run_dir, state)`` before any training."""
+    from ..data import build_datasets
+    from ..train import resolve_config
+
     model = model_for_width(width)
     variants = check_variants(variants)
     if not seeds:
@@ -106,6 +104,15 @@ def run(out: str | Path, data: str | None = None, width: float = 0.5, seeds: Seq
         latency_size: int = 224, threads: int = 1, warmup: int = 5, runs: int = 30, progress: bool = True,
         **overrides) -> StudyResult:
     """Train (or resume, or skip) every (variant, seed), then time each variant's deploy form."""
+    # Imported here, not at the top: the command line reads VARIANTS to build its parser without torch.
+    from tqdm import tqdm
+
+    from ..bench import environment, time_modules
+    from ..checkpoint import load_model, read_metadata
+    from ..data import describe_data
+    from ..profile import profile
+    from ..train import train
+
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     todo = plan(out, data, width, seeds, variants, recipe, progress=progress, **overrides)

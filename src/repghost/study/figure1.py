@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..bench import RUNTIMES, BenchConfig, environment, run_benchmark
+from ..names import RUNTIMES
 from .report import Claim, Column, StudyResult, faster_or_slower, save_figure
 
 #: model spec → (family, label, paper phone latency ms, paper top-1 %), from PAPER.md.
@@ -70,6 +70,9 @@ def check_runtime(runtime: str) -> str:
 def run(runtime: str = "onnxruntime", threads: int = 1, img_size: int = 224, warmup: int = 5, runs: int = 100,
         models: Sequence[str] | None = None, progress: bool = True) -> StudyResult:
     """Time every model of the figure (or ``models``, a subset of :data:`PAPER_POINTS`) at batch 1."""
+    # Imported here, not at the top: the command line lists PAPER_POINTS in its help without torch.
+    from ..bench import BenchConfig, environment, run_benchmark
+
     check_runtime(runtime)
     models = [figure_point(m) for m in models] if models else list(PAPER_POINTS)
     config = BenchConfig(models=[f"{m}@deploy" for m in models], runtimes=(runtime,), threads=(threads,),

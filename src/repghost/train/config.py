@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from ..data.datasets import DIGITS
 from ..limits import COUNT, COUNT0, FRACTION, POSITIVE, RATE, Number
+from ..names import DIGITS
 from ..preprocess import INTERPOLATIONS
 
 #: crop_pct is a fraction in (0, 1]
