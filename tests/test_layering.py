@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "repghost"
 #: The floors, bottom first: a unit may import from its own floor's other units (siblings, public
 #: names only) and from floors below it, never from a floor above.
 FLOORS = [
-    {"limits", "io", "progress", "preprocess", "data", "layers"},
+    {"limits", "io", "progress", "preprocess", "data", "layers", "names", "lazy"},
     {"models", "profile"},
     {"reparam", "checkpoint"},
     {"run", "deploy", "train", "detection"},

@@ -64,9 +64,11 @@ def test_ghostnet_add_is_narrower_than_concat():
 
 
 def test_cli_models(capsys):
-    assert main(["models", "repghostnet_05*"]) == 0
+    assert main(["models", "repghostnet_05*", "--profile"]) == 0
     out = capsys.readouterr().out
     assert "repghostnet_050" in out and "2.314" in out and "43.3" in out
-    assert main(["models", "--names-only", "ghostnet_*"]) == 0
+    assert main(["models", "ghostnet_*"]) == 0
     assert capsys.readouterr().out.split() == list_models("ghostnet_*")
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.split() == list_models()
     assert main(["models", "nothing*"]) == 2

@@ -1,14 +1,16 @@
-"""repghost — RepGhostNet models, re-parameterization, training, deployment and benchmarks."""
+"""repghost — RepGhostNet models, re-parameterization, training, deployment and benchmarks.
 
-from .checkpoint import CheckpointError, load_checkpoint, load_model, load_state_dict, save_checkpoint
-from .models import UnknownModelError, create_model, list_models, register_model
-from .profile import Profile, profile
-from .reparam import check_equivalence, is_deploy, reparameterize
+The public names below load on first use, so ``import repghost`` (and the command line's
+``--help``) does not wait for torch.
+"""
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CheckpointError", "Profile", "UnknownModelError", "check_equivalence", "create_model", "is_deploy",
-    "list_models", "load_checkpoint", "load_model", "load_state_dict", "profile", "register_model",
-    "reparameterize", "save_checkpoint",
-]
+__all__ = lazy_exports(__name__, {
+    "checkpoint": ("CheckpointError", "load_checkpoint", "load_model", "load_state_dict", "save_checkpoint"),
+    "models": ("UnknownModelError", "create_model", "list_models", "register_model"),
+    "profile": ("Profile", "profile"),
+    "reparam": ("check_equivalence", "is_deploy", "reparameterize"),
+})

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -51,6 +49,8 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically (and fsync'd: a checkpoint must survive a power cut)."""
+    import torch  # here, not at the top: the light modules that write JSON import this module too
+
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
         f.flush()

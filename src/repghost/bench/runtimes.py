@@ -30,8 +30,7 @@ import torch
 from torch import nn
 
 from ..deploy.edge import EDGE_RUNTIMES, edge_runtime
-
-RUNTIMES = ("eager", "channels_last", "torchscript", "compile", "onnxruntime", *EDGE_RUNTIMES)
+from ..names import RUNTIMES
 
 
 def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..models import is_architecture_file
+from ..names import is_architecture_file, is_checkpoint_path  # noqa: F401  (re-exported)
 
 
 class CheckpointError(RuntimeError):
@@ -68,17 +68,6 @@ def _torch_load(path: Path):
     except Exception as err:  # corrupt zip, truncated file, ...
         first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
         raise CheckpointError(f"cannot read {path}: damaged or truncated checkpoint ({first})") from None
-
-
-def is_checkpoint_path(spec: str | os.PathLike) -> bool:
-    """Whether a command's model argument names a checkpoint rather than a model: a file or directory that
-    exists, or a path that looks like one (a directory part or an extension) — except an architecture
-    file (``.json``), and a name with ``:`` (a searched architecture's inline name), which are models."""
-    text = os.fspath(spec)
-    exists = os.path.exists(text)  # False, not an error, for a name too long to be a path
-    if is_architecture_file(text) or (":" in text and not exists):
-        return False
-    return exists or os.sep in text or bool(Path(text).suffix)
 
 
 def file_kind(path: str | os.PathLike) -> str | None:

@@ -74,7 +74,7 @@ def _spec(text: str) -> str:
 
 
 def add_bench(sub) -> None:
-    from ..bench import RUNTIMES
+    from ..names import ORT_OPT_LEVELS, RUNTIMES
 
     p = sub.add_parser("bench", help="measure latency of models across runtimes (or the Concat-vs-Add study)",
                        description="Latency of each MODEL under each runtime, thread count, batch size and input "
@@ -105,7 +105,7 @@ def add_bench(sub) -> None:
     s.add_argument("--concat-vs-add", action="store_true",
                    help="profile ghostnet_100 vs ghostnet_add_100 per operator with onnxruntime at each --batch "
                         "(e.g. --batch 1 2 4 8 16 32); an alias of `repghost study concat-add`, same files")
-    s.add_argument("--ort-opt-level", default="basic", choices=("disable", "basic", "extended", "all"),
+    s.add_argument("--ort-opt-level", default="basic", choices=ORT_OPT_LEVELS,
                    help="onnxruntime graph optimization for the study (default basic: keeps Concat/Add nodes)")
     p.set_defaults(func=_cmd_bench)
 

@@ -88,11 +88,8 @@ def _cmd_predict(args) -> int:
 
 
 def add_costmodel(sub) -> None:
-    from ..bench.runtimes import RUNTIMES
-    from ..costmodel.fit import MIN_HELD_OUT_R2, free_parameters, samples_needed
-    from ..models.searched import SearchSpace
-
-    space = SearchSpace()
+    from ..costmodel.fitness import MIN_HELD_OUT_R2
+    from ..names import RUNTIMES
 
     p = sub.add_parser("costmodel", help="MobileDets' latency cost model: sample & time, fit, predict",
                        description="TuNAS / MobileDets linear latency model on a search space with MobileDet-CPU's "
@@ -133,10 +130,9 @@ def add_costmodel(sub) -> None:
                         description="Least squares on TuNAS's features (per layer one-hot in-ch × out-ch × layer "
                                     "type; constant features dropped) on a seeded random split; reports r², MAPE "
                                     "and Kendall's τ on the held-out architectures; writes the model JSON and a "
-                                    "predicted-vs-measured PNG beside it. The model has "
-                                    f"{free_parameters(space)} free parameters, so fewer training architectures "
-                                    f"are refused (at the default --test-fraction: fewer than "
-                                    f"{samples_needed(space, 0.2)} timed). A model whose held-out r² is below "
+                                    "predicted-vs-measured PNG beside it. Fewer training architectures than "
+                                    "the model has free parameters are refused, saying how many to time. "
+                                    "A model whose held-out r² is below "
                                     f"{MIN_HELD_OUT_R2:g} (its prediction error is then over a third of the "
                                     "latencies' spread) is written marked unfit and the command exits 1: "
                                     "`search` and `predict` refuse it unless given --allow-unfit.")

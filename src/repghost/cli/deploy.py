@@ -56,17 +56,16 @@ def add_convert(sub) -> None:
 
 def _source(text: str) -> str:
     """A checkpoint file, or a model name: registered, or a searched architecture's file or inline name."""
-    from ..checkpoint import is_checkpoint_path
-    from ..models import is_architecture_file, list_models
+    from ..names import MODEL_NAMES, is_architecture_file, is_checkpoint_path
 
     if is_checkpoint_path(text):
         return checkpoint_file(text)  # what it holds is read by the work (exit 1 when it is not a checkpoint)
     if ":" in text or is_architecture_file(text):
         model_name(text)  # a searched architecture: its errors say what is wrong
         return text
-    if text not in list_models():
+    if text not in MODEL_NAMES:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a checkpoint file nor a model name; "
-                                         f"models: {', '.join(list_models())}")
+                                         f"models: {', '.join(MODEL_NAMES)}")
     return text
 
 
@@ -114,7 +113,8 @@ def _cmd_export(args) -> int:
 
 def add_export(sub) -> None:
     from ..deploy import DEFAULT_RECIPE
-    from ..deploy.pipeline import FORMATS, SUFFIXES
+    from ..names import EXPORT_FORMATS as FORMATS
+    from ..names import EXPORT_SUFFIXES as SUFFIXES
 
     p = sub.add_parser("export", help="export a model to ONNX (optionally int8), TorchScript, MNN, ncnn, OpenVINO "
                                       "or LiteRT",

@@ -43,7 +43,7 @@ def _cmd_det_train(args) -> int:
 
 def _default(name: str, coco_value) -> str:
     """``(default: X)`` for an option whose default differs with and without --data (the synthetic recipe)."""
-    from ..detection.engine import COCO_DEFAULTS, SYNTHETIC_DEFAULTS
+    from ..detection.config import COCO_DEFAULTS, SYNTHETIC_DEFAULTS
 
     def shown(value):
         if value is None:
@@ -55,8 +55,8 @@ def _default(name: str, coco_value) -> str:
 
 
 def add_det_train(sub) -> None:
-    from ..detection.detectors import DEFAULT_SIZES, DETECTORS, DetectorConfig
-    from ..detection.engine import SYNTHETIC_DEFAULTS, DataConfig, TrainConfig
+    from ..detection.config import DEFAULT_SIZES, SYNTHETIC_DEFAULTS, DataConfig, DetectorConfig, TrainConfig
+    from ..names import DETECTORS
 
     p = sub.add_parser(
         "det-train", help="train RetinaNet / Mask R-CNN / SSDLite with a RepGhostNet backbone on COCO-format data",

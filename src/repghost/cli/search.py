@@ -48,7 +48,7 @@ def _cmd_search(args) -> int:
 
 
 def add_search(sub) -> None:
-    from ..costmodel.fit import MIN_HELD_OUT_R2
+    from ..costmodel.fitness import MIN_HELD_OUT_R2
     from ..search import SearchConfig
 
     fields = {f.name: f for f in dataclasses.fields(SearchConfig)}

@@ -71,8 +71,8 @@ def _timing_args(p, warmup: int, runs: int, threads: bool = True) -> None:
 
 
 def add_study(sub) -> None:
-    from ..bench import RUNTIMES
-    from ..models.resnet import RATIOS
+    from ..names import ORT_OPT_LEVELS, RESNET_RATIOS, RUNTIMES
+    from ..study import figure1
     from ..study.ablation import VARIANTS
 
     p = sub.add_parser("study", help="the paper's experiments on this machine (res50, ablation, figure1, concat-add)",
@@ -84,7 +84,7 @@ def add_study(sub) -> None:
                            description="Ghost-Res50 and RepGhost-Res50 at each ratio s, deploy form: params, MACs "
                                        "and latency per runtime and batch size, and the paper's claim (RepGhost-"
                                        "Res50 s=2 faster than Ghost-Res50 s=4: 22 %% MNN, 44 %% TensorRT b32).")
-    s.add_argument("--ratios", nargs="+", type=COUNT, default=list(RATIOS), help="ratios s (default 2 4)")
+    s.add_argument("--ratios", nargs="+", type=COUNT, default=list(RESNET_RATIOS), help="ratios s (default 2 4)")
     s.add_argument("--batch", nargs="+", type=COUNT, default=[1, 32], help="batch sizes (default 1 32)")
     s.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"], choices=RUNTIMES,
                    help="default: eager onnxruntime")
@@ -118,7 +118,10 @@ def add_study(sub) -> None:
                                        "answers the headline claims with the ratios measured here.")
     s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="default onnxruntime")
     s.add_argument("--img-size", type=COUNT, default=224, help="input size (default 224)")
-    s.add_argument("--models", nargs="+", default=None, help="a subset of the figure's models (default all)")
+    s.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help="a subset of the figure's models (default all): "
+                        + ", ".join(figure1.PAPER_POINTS) + "; a timm model also by its bare name, e.g. "
+                        "mobilenetv3_large_075")
     _timing_args(s, warmup=5, runs=100)
     s.set_defaults(func=_cmd_figure1)
 
@@ -127,7 +130,7 @@ def add_study(sub) -> None:
                                        "onnxruntime at each batch size.")
     s.add_argument("--batch", nargs="+", type=COUNT, default=[1, 2, 4, 8, 16, 32], help="default 1 2 4 8 16 32")
     s.add_argument("--img-size", type=COUNT, default=224, help="input size (default 224)")
-    s.add_argument("--ort-opt-level", default="basic", choices=("disable", "basic", "extended", "all"),
+    s.add_argument("--ort-opt-level", default="basic", choices=ORT_OPT_LEVELS,
                    help="onnxruntime graph optimization (default basic: keeps Concat/Add nodes)")
     _timing_args(s, warmup=3, runs=10)
     s.set_defaults(func=_cmd_concat_add)

@@ -27,15 +27,9 @@ import numpy as np
 
 from ..io import atomic_write_json
 from ..models.searched import SPACE_ID, SearchSpace, SpaceError
+from .fitness import MIN_HELD_OUT_R2
 
 MODEL_FORMAT = "repghost-costmodel/1"
-
-#: The least held-out r² for a cost model to be used. r² = 1 − MSE / variance, so the prediction's RMS
-#: error is √(1 − r²) of the spread of latencies over the space: at 0.9 about a third of it. The
-#: fidelity a good model reaches here is r² ≥ 0.95 (0.991 on an idle machine, benchmarks/README.md);
-#: timed under heavy load the same procedure gave 0.85 (τ 0.74, MAPE 11 %), and 20 architectures
-#: gave −0.76: below 0.9 the search would chase the model's errors, not latency.
-MIN_HELD_OUT_R2 = 0.9
 
 
 class CostModelError(ValueError):

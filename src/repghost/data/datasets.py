@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-#: The built-in dataset's name (``data: digits`` in a recipe, or no ``--data`` at all).
-DIGITS = "digits"
+from ..names import DIGITS  # the built-in dataset's name (``data: digits`` in a recipe, or no ``--data``)
+
 #: Fraction of the 1,797 digits held out for validation (stratified, fixed seed).
 DIGITS_VAL_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..io import atomic_path
+from ..names import ORT_OPT_LEVELS
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -85,10 +86,9 @@ def session(path: str | os.PathLike, threads: int = 1, opt_level: str = "all", p
     """
     import onnxruntime as ort
 
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    level = ort.GraphOptimizationLevel
+    levels = dict(zip(ORT_OPT_LEVELS, (level.ORT_DISABLE_ALL, level.ORT_ENABLE_BASIC, level.ORT_ENABLE_EXTENDED,
+                                       level.ORT_ENABLE_ALL), strict=True))
     if opt_level not in levels:
         raise ValueError(f"opt_level must be one of {list(levels)}, got {opt_level!r}")
     options = ort.SessionOptions()

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..checkpoint import LoadedModel, export_props, is_checkpoint_path, torchscript_extra_files, write_sidecar
 from ..models import UnknownModelError, create_model, is_architecture_file, list_models
+from ..names import EXPORT_FORMATS, EXPORT_SUFFIXES
 from ..preprocess import Preprocess
 from .calib import ImageSplit, describe, load_split
 from .conversion import ConvertError, fold_checked, load_any
@@ -36,10 +37,9 @@ from .onnx_export import (
 from .quantize import DEFAULT_RECIPE, Int8Report, compare_int8, int8_report, quantize
 
 #: ``repghost export --format`` choices: ONNX, TorchScript and every edge runtime.
-FORMATS = ("onnx", "torchscript", *EDGE_RUNTIMES)
+FORMATS = EXPORT_FORMATS
 #: The output name endings that mean each format (the first is the usual one).
-SUFFIXES: dict[str, tuple[str, ...]] = {"onnx": (".onnx",), "torchscript": (".pt",),
-                                         **{name: rt.suffixes for name, rt in EDGE_RUNTIMES.items()}}
+SUFFIXES = EXPORT_SUFFIXES
 #: Ops a deploy graph must not hold: every BatchNorm is folded (any model), and a RepGhostNet merges
 #: its features with Add, never Concat.
 LEFTOVER_OPS = {"BatchNormalization": "", "Concat": "repghostnet"}

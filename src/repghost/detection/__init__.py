@@ -1,9 +1,12 @@
-"""Detection with RepGhostNet backbones: torchvision RetinaNet, Mask R-CNN and SSDLite."""
+"""Detection with RepGhostNet backbones: torchvision RetinaNet, Mask R-CNN and SSDLite.
 
-from .backbone import BackboneWithFPN, SSDLiteBackbone, build_body, freeze_batchnorm, freeze_stages
-from .detectors import DETECTORS, DetectorConfig, build_detector, detector_body, reparameterize_detector
+Names load on first use (:mod:`repghost.lazy`): the command line reads :mod:`.config` without torch.
+"""
 
-__all__ = [
-    "DETECTORS", "BackboneWithFPN", "DetectorConfig", "SSDLiteBackbone", "build_body", "build_detector",
-    "detector_body", "freeze_batchnorm", "freeze_stages", "reparameterize_detector",
-]
+from ..lazy import lazy_exports
+
+__all__ = lazy_exports(__name__, {
+    "backbone": ("BackboneWithFPN", "SSDLiteBackbone", "build_body", "freeze_batchnorm", "freeze_stages"),
+    "config": ("DETECTORS", "DetectorConfig"),
+    "detectors": ("build_detector", "detector_body", "reparameterize_detector"),
+})

@@ -1,15 +1,111 @@
-"""Detector training settings: the 1× schedule (:class:`DetTrainConfig`), the recipes a flat set of
-options fills in (synthetic set or COCO), and the learning rate per step."""
+"""What a detection run is, as plain data: the detector's architecture (:class:`DetectorConfig`), where
+its data is (:class:`DataConfig`) and the training schedule (:class:`DetTrainConfig`), with the
+built-in recipes and the learning rate per step. Light on purpose (no torch until a method needs it):
+``repghost det-train --help`` is built from these defaults.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..run import step_decay
-from .data import DataConfig
-from .detectors import DetectorConfig
+from ..names import DETECTORS, MODEL_NAMES
+
+if TYPE_CHECKING:
+    from .data import CocoDetection
+
+#: Input resizing: (min_size, max_size) of the paper's COCO setting; SSDLite is a fixed square.
+DEFAULT_SIZES = {"retinanet": (800, 1333), "maskrcnn": (800, 1333), "ssdlite": (320, 320)}
+
+
+@dataclass
+class DetectorConfig:
+    """Everything that defines a detector's architecture (and so its checkpoint's layout).
+
+    ``num_classes`` counts the background, as torchvision does: K object classes → K + 1.
+    ``min_size`` / ``max_size`` default to the paper's COCO setting (800 / 1333; SSDLite 320).
+    ``backbone`` may be a searched architecture's file; it is kept as its inline name, so the checkpoint
+    does not depend on the file.
+    """
+
+    model: str = "retinanet"
+    backbone: str = "repghostnet_100"
+    num_classes: int = 91
+    fpn_channels: int = 256
+    min_size: int | None = None
+    max_size: int | None = None
+    frozen_bn: bool | None = None
+    trainable_stages: int | None = None
+    deploy: bool = False
+
+    def __post_init__(self):
+        if self.model not in DETECTORS:
+            raise ValueError(f"unknown detector {self.model!r}; choose one of {', '.join(DETECTORS)}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes counts the background and must be ≥ 2, got {self.num_classes}")
+        if self.backbone not in MODEL_NAMES:  # a registered backbone stays as it is; anything else is resolved
+            from .backbone import backbone_name  # (a searched architecture) or refused, which needs the models
+
+            self.backbone = backbone_name(self.backbone)
+        default_min, default_max = DEFAULT_SIZES[self.model]
+        self.min_size = self.min_size or default_min
+        self.max_size = self.max_size or max(default_max, self.min_size)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DetectorConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown detector config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+
+@dataclass
+class DataConfig:
+    """Where the data is: a COCO-layout root (``annotations/instances_<split>.json`` + ``<split>/``),
+    or, when ``root`` is None, the built-in synthetic set generated into ``synthetic_dir``."""
+
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    skip_missing_images: bool = False
+    synthetic_dir: str | None = None
+    synthetic_train: int = 256
+    synthetic_val: int = 64
+    synthetic_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self):
+        # Absolute, so that det-eval finds the data from any working directory.
+        if self.root is not None:
+            self.root = str(Path(self.root).resolve())
+        if self.synthetic_dir is not None:
+            self.synthetic_dir = str(Path(self.synthetic_dir).resolve())
+
+    def resolve_root(self) -> Path:
+        """The dataset root, generating the synthetic set first when no ``root`` is given."""
+        from .synthetic import make_synthetic_coco
+
+        if self.root is not None:
+            return Path(self.root)
+        if self.synthetic_dir is None:
+            raise ValueError("no dataset root and no synthetic_dir to generate the synthetic set into")
+        return make_synthetic_coco(self.synthetic_dir, self.synthetic_train, self.synthetic_val,
+                                   self.synthetic_size, seed=self.seed)
+
+    def dataset(self, split: str, train: bool, masks: bool) -> CocoDetection:
+        from .data import CocoDetection
+        from .synthetic import annotation_path, image_dir
+
+        root = self.resolve_root()
+        return CocoDetection(annotation_path(root, split), image_dir(root, split), train=train, masks=masks,
+                             skip_missing_images=self.skip_missing_images)
+
 
 #: Base learning rate per 16 images (the 1× recipes' 8 GPUs × 2); scaled linearly with the batch.
 BASE_LR_PER_16 = {"retinanet": 0.01, "maskrcnn": 0.02, "ssdlite": 0.01}
@@ -78,6 +174,8 @@ def make_train_config(output: str, model: str = "retinanet", data: str | None = 
 # -- schedule -----------------------------------------------------------------------------------
 def learning_rate(config: DetTrainConfig, base_lr: float, epoch: int, iteration: int) -> float:
     """Step decay at ``lr_steps`` (epochs) after a linear warm-up over the first ``warmup_iters``."""
+    from ..run import step_decay  # the shared schedule; imported here so the config stays light
+
     return step_decay(base_lr, epoch, config.lr_steps, config.lr_gamma, iteration, config.warmup_iters,
                       config.warmup_factor)
 

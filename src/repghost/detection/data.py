@@ -31,7 +31,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from .synthetic import annotation_path, image_dir, make_synthetic_coco
+from .config import DataConfig  # noqa: F401  (re-exported: search and the CLI take it from here)
 
 
 class UnreadableImage(OSError):
@@ -302,40 +302,3 @@ class SeededFlips(Dataset):
         if image is not None and np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5:
             image, target = hflip(image, target)
         return image, target
-
-
-@dataclass
-class DataConfig:
-    """Where the data is: a COCO-layout root (``annotations/instances_<split>.json`` + ``<split>/``),
-    or, when ``root`` is None, the built-in synthetic set generated into ``synthetic_dir``."""
-
-    root: str | None = None
-    train_split: str = "train"
-    val_split: str = "val"
-    skip_missing_images: bool = False
-    synthetic_dir: str | None = None
-    synthetic_train: int = 256
-    synthetic_val: int = 64
-    synthetic_size: int = 128
-    seed: int = 0
-
-    def __post_init__(self):
-        # Absolute, so that det-eval finds the data from any working directory.
-        if self.root is not None:
-            self.root = str(Path(self.root).resolve())
-        if self.synthetic_dir is not None:
-            self.synthetic_dir = str(Path(self.synthetic_dir).resolve())
-
-    def resolve_root(self) -> Path:
-        """The dataset root, generating the synthetic set first when no ``root`` is given."""
-        if self.root is not None:
-            return Path(self.root)
-        if self.synthetic_dir is None:
-            raise ValueError("no dataset root and no synthetic_dir to generate the synthetic set into")
-        return make_synthetic_coco(self.synthetic_dir, self.synthetic_train, self.synthetic_val,
-                                   self.synthetic_size, seed=self.seed)
-
-    def dataset(self, split: str, train: bool, masks: bool) -> CocoDetection:
-        root = self.resolve_root()
-        return CocoDetection(annotation_path(root, split), image_dir(root, split), train=train, masks=masks,
-                             skip_missing_images=self.skip_missing_images)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
 from functools import partial
 
 from torch import nn
@@ -20,57 +19,13 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from ..names import DETECTORS  # noqa: F401  (re-exported)
 from ..reparam import reparameterize
-from .backbone import BackboneWithFPN, SSDLiteBackbone, backbone_name, build_body
-
-DETECTORS = ("retinanet", "maskrcnn", "ssdlite")
+from .backbone import BackboneWithFPN, SSDLiteBackbone, build_body
+from .config import DEFAULT_SIZES, DetectorConfig  # noqa: F401  (re-exported)
 
 #: Feature levels each detector takes from the body (0…4 = strides 2…32).
 OUT_INDICES = {"retinanet": (2, 3, 4), "maskrcnn": (1, 2, 3, 4), "ssdlite": (3, 4)}
-#: Input resizing: (min_size, max_size) of the paper's COCO setting; SSDLite is a fixed square.
-DEFAULT_SIZES = {"retinanet": (800, 1333), "maskrcnn": (800, 1333), "ssdlite": (320, 320)}
-
-
-@dataclass
-class DetectorConfig:
-    """Everything that defines a detector's architecture (and so its checkpoint's layout).
-
-    ``num_classes`` counts the background, as torchvision does: K object classes → K + 1.
-    ``min_size`` / ``max_size`` default to the paper's COCO setting (800 / 1333; SSDLite 320).
-    ``backbone`` may be a searched architecture's file; it is kept as its inline name, so the checkpoint
-    does not depend on the file.
-    """
-
-    model: str = "retinanet"
-    backbone: str = "repghostnet_100"
-    num_classes: int = 91
-    fpn_channels: int = 256
-    min_size: int | None = None
-    max_size: int | None = None
-    frozen_bn: bool | None = None
-    trainable_stages: int | None = None
-    deploy: bool = False
-
-    def __post_init__(self):
-        if self.model not in DETECTORS:
-            raise ValueError(f"unknown detector {self.model!r}; choose one of {', '.join(DETECTORS)}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes counts the background and must be ≥ 2, got {self.num_classes}")
-        self.backbone = backbone_name(self.backbone)
-        default_min, default_max = DEFAULT_SIZES[self.model]
-        self.min_size = self.min_size or default_min
-        self.max_size = self.max_size or max(default_max, self.min_size)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DetectorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown detector config keys: {', '.join(unknown)}")
-        return cls(**values)
 
 
 def retinanet_anchors() -> AnchorGenerator:

@@ -9,9 +9,10 @@ import fnmatch
 import hashlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
+
+from ..names import is_architecture_file  # noqa: F401  (re-exported)
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 #: ``resolver(spec) -> (name, builder) | None``: ``None`` when ``spec`` is not of its kind; a
@@ -59,12 +60,6 @@ def resolve_model(spec: str | os.PathLike) -> tuple[str, Callable[..., nn.Module
         if found is not None:
             return found
     raise UnknownModelError(f"unknown model {spec!r}; available models: {', '.join(list_models())}")
-
-
-def is_architecture_file(spec: str | os.PathLike) -> bool:
-    """Whether ``spec`` names a searched architecture's file (``.json``): a model without weights, where a
-    path would otherwise be a checkpoint."""
-    return Path(os.fspath(spec)).suffix.lower() == ".json"
 
 
 def resolve_model_name(spec: str | os.PathLike) -> str:

@@ -28,6 +28,7 @@ from functools import partial
 from torch import nn
 
 from ..layers import ConvNormAct, GhostModule, RepGhostModule
+from ..names import RESNET_RATIOS as RATIOS
 from .family import FeaturesOnlyForward, StagedNet, build_staged, default_cfg
 from .registry import register_model
 
@@ -35,8 +36,7 @@ from .registry import register_model
 RESNET50_TABLE = [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]
 EXPANSION = 4
 STEM_CHS = 64
-#: The ratios with registered names (``ghost_resnet50_s2`` …); any integer s ≥ 2 builds.
-RATIOS = (2, 4)
+# RATIOS: the ratios with registered names (``ghost_resnet50_s2`` …); any integer s ≥ 2 builds.
 
 ModuleFn = Callable[..., nn.Module]  # (in_chs, out_chs, relu, kernel_size, stride, deploy) -> module with out_chs
 

@@ -29,13 +29,14 @@ import numpy as np
 from torch import nn
 
 from ..layers.mobiledet import LayerCfg
+from ..names import SEARCHED_MODEL_PREFIX
 from .mobiledet import MOBILEDETS, mobiledet_builder
 from .registry import register_resolver
 
 SPACE_ID = "mobiledet_cpu_skeleton/v1"
 ARCH_FORMAT = "repghost-costmodel-arch/1"
 #: What a searched architecture's model name starts with (then ``:<fingerprint>:<layer>,<layer>,...``).
-ARCH_NAME_PREFIX = "mobiledet_search"
+ARCH_NAME_PREFIX = SEARCHED_MODEL_PREFIX
 
 
 class SpaceError(ValueError):

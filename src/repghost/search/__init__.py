@@ -1,9 +1,13 @@
-"""Latency-aware architecture search (TuNAS) over the cost model's space, for SSDLite detectors."""
+"""Latency-aware architecture search (TuNAS) over the cost model's space, for SSDLite detectors.
 
-from .config import SearchConfig, SearchError, SearchResult
-from .controller import Controller, LinearCost, absolute_reward
-from .engine import run_search
-from .supernet import ChoiceLayer, SuperNet
+Names load on first use (:mod:`repghost.lazy`): the command line reads :mod:`.config` without torch.
+"""
 
-__all__ = ["ChoiceLayer", "Controller", "LinearCost", "SearchConfig", "SearchError", "SearchResult", "SuperNet",
-           "absolute_reward", "run_search"]
+from ..lazy import lazy_exports
+
+__all__ = lazy_exports(__name__, {
+    "config": ("SearchConfig", "SearchError", "SearchResult"),
+    "controller": ("Controller", "LinearCost", "absolute_reward"),
+    "engine": ("run_search",),
+    "supernet": ("ChoiceLayer", "SuperNet"),
+})

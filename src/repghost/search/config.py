@@ -1,22 +1,16 @@
-"""A search's settings (checked where they are made), its result, and the set-up checks on the cost model
-and the target that run before any training."""
+"""What one search is (:class:`SearchConfig`, each setting with its allowed range, checked where it is
+made) and what it gives (:class:`SearchResult`). Light on purpose (no torch): ``repghost search
+--help`` is built from these fields; the set-up checks that need the cost model are in :mod:`.setup`."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import SEARCH_FORMAT
-from ..costmodel.fit import CostModel, CostModelError
-from ..detection.data import DataConfig
+from ..detection.config import DataConfig
 from ..limits import COUNT, COUNT0, NEGATIVE, POSITIVE, Number
-from ..models.searched import SearchSpace
-from ..run import warmup_cosine
-from .controller import LinearCost
 
-CHECKPOINT_FORMAT = SEARCH_FORMAT  # the file contract lives in repghost.checkpoint
 CHECKPOINT_FILE = "search.pt"
 ARCH_FILE = "arch.json"
 
@@ -94,32 +88,3 @@ class SearchResult:
     steps_done: int
     interrupted: bool
     history: list[dict]
-
-
-# -- set-up checks: everything that can be wrong is found before any training -----------------------
-def load_cost(path: str | os.PathLike, space: SearchSpace, allow_unfit: bool = False) -> tuple[CostModel, LinearCost]:
-    """The cost model at ``path`` and its table; one marked unfit (see :meth:`CostModel.unfit_reason`)
-    is refused unless ``allow_unfit``."""
-    try:
-        model = CostModel.load(path, space)
-    except CostModelError as err:
-        raise SearchError(f"{err}; fit a cost model on this search space with `repghost costmodel sample` "
-                          "and `repghost costmodel fit`") from None
-    reason = model.unfit_reason()
-    if reason and not allow_unfit:
-        raise SearchError(f"cost model {path} is unfit: {reason}; or pass --allow-unfit to search with it anyway")
-    return model, LinearCost(model, space)
-
-
-def check_target(target_ms: float, cost: LinearCost) -> None:
-    """The target must lie between the cheapest and the dearest architecture the model predicts."""
-    low, high = cost.cheapest[0], cost.dearest[0]
-    if not low <= target_ms <= high:
-        side = "below the cheapest" if target_ms < low else "above the dearest"
-        raise SearchError(f"--target-ms {target_ms:g} is {side} architecture of the space ({low:.3f} … "
-                          f"{high:.3f} ms predicted by the cost model); choose a target in that range")
-
-
-def learning_rate(config: SearchConfig, step: int) -> float:
-    """Linear warm-up over ``lr_warmup_steps``, then cosine to 0 at the last step."""
-    return warmup_cosine(config.lr, step, config.lr_warmup_steps, config.steps)

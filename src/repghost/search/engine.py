@@ -63,22 +63,12 @@ from ..run import (
     init_distributed,
     read_run_state,
 )
-from .config import (
-    ARCH_FILE,
-    CHECKPOINT_FILE,
-    CHECKPOINT_FORMAT,
-    RUN_ONLY,
-    SearchConfig,
-    SearchError,
-    SearchResult,
-    check_target,
-    learning_rate,
-    load_cost,
-)
+from .config import ARCH_FILE, CHECKPOINT_FILE, RUN_ONLY, SearchConfig, SearchError, SearchResult
 from .controller import Controller, LinearCost, absolute_reward
 from .data import StepBatches, flips, open_datasets, step_loader
 from .quality import held_out_quality
 from .report import choice_counts, finish, format_record, log_record, measure, report, short_choice
+from .setup import CHECKPOINT_FORMAT, check_target, learning_rate, load_cost
 from .supernet import SuperNet
 
 #: What this module offered before its settings, data and report moved out: importable from here still.

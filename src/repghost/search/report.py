@@ -16,7 +16,8 @@ from ..costmodel.fit import CostModel
 from ..io import atomic_write_json, atomic_write_text
 from ..models.searched import SearchSpace
 from ..progress import write
-from .config import ARCH_FILE, SearchConfig, SearchResult, learning_rate
+from .config import ARCH_FILE, SearchConfig, SearchResult
+from .setup import learning_rate
 
 if TYPE_CHECKING:
     from .engine import Search

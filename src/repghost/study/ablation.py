@@ -16,16 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from tqdm import tqdm
 
-from ..bench import environment, time_modules
-from ..bench.runtimes import RUNTIMES
-from ..checkpoint import load_model, read_metadata
-from ..data import build_datasets, describe_data
-from ..models.repghostnet import WIDTHS
-from ..profile import profile
-from ..train import resolve_config, train
-from .report import Column, StudyResult, save_figure
+from ..names import RUNTIMES
+from .report import Claim, Column, StudyResult, faster_or_slower, save_figure
 
 #: variant → (ablation, model keyword arguments). "bn" is the paper's RepGhost, the reference of both.
 VARIANTS = {
@@ -39,11 +32,21 @@ VARIANTS = {
 RUN_KEYS = ("model", "model_kwargs", "data", "seed", "epochs", "batch_size", "img_size")
 
 
+COLUMNS = [Column("variant", "variant"), Column("ablation", "ablation"), Column("reparam", "identity branch"),
+           Column("shortcut", "shortcut"), Column("seeds", "seeds"), Column("top1_mean", "top-1 mean %", ".2f"),
+           Column("top1_std", "top-1 std", ".2f"), Column("deploy_params_m", "deploy params M", ".3f"),
+           Column("median_ms", "deploy median ms", ".2f"), Column("p90_ms", "p90 ms", ".2f")]
+#: The identity-branch variants the paper's Fig. 9 compares with BN ("bn", the reference).
+IDENTITY_BRANCH_RIVALS = ("identity", "dw1x1", "none")
+
+
 class StudyInterrupted(RuntimeError):
     pass
 
 
 def model_for_width(width: float) -> str:
+    from ..models.repghostnet import WIDTHS
+
     names = [name for name, w in WIDTHS.items() if math.isclose(w, width)]
     if not names:
         raise ValueError(f"no RepGhostNet of width {width}; widths: {', '.join(str(w) for w in WIDTHS.values())}")
@@ -76,6 +79,9 @@ def _run_dir_state(run_dir: Path, cfg) -> str:
 def plan(out: str | Path, data: str | None = None, width: float = 0.5, seeds: Sequence[int] = (0, 1, 2),
          variants: Sequence[str] = tuple(VARIANTS), recipe: str | None = None, **overrides) -> list[tuple]:
     """Check everything and list the runs ``(variant, seed, config, run_dir, state)`` before any training."""
+    from ..data import build_datasets
+    from ..train import resolve_config
+
     model = model_for_width(width)
     variants = check_variants(variants)
     if not seeds:
@@ -98,6 +104,15 @@ def run(out: str | Path, data: str | None = None, width: float = 0.5, seeds: Seq
         latency_size: int = 224, threads: int = 1, warmup: int = 5, runs: int = 30, progress: bool = True,
         **overrides) -> StudyResult:
     """Train (or resume, or skip) every (variant, seed), then time each variant's deploy form."""
+    # Imported here, not at the top: the command line reads VARIANTS to build its parser without torch.
+    from tqdm import tqdm
+
+    from ..bench import environment, time_modules
+    from ..checkpoint import load_model, read_metadata
+    from ..data import describe_data
+    from ..profile import profile
+    from ..train import train
+
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     todo = plan(out, data, width, seeds, variants, recipe, progress=progress, **overrides)
@@ -134,15 +149,47 @@ def run(out: str | Path, data: str | None = None, width: float = 0.5, seeds: Seq
              "latencies differ only by noise; only the shortcut changes the deploy graph."]
     return StudyResult(
         name="ablation", title=f"RepGhostNet {width}× ablations (paper Fig. 9, 10) on {describe_data(data)}",
-        columns=[Column("variant", "variant"), Column("ablation", "ablation"), Column("reparam", "identity branch"),
-                 Column("shortcut", "shortcut"), Column("seeds", "seeds"), Column("top1_mean", "top-1 mean %", ".2f"),
-                 Column("top1_std", "top-1 std", ".2f"), Column("deploy_params_m", "deploy params M", ".3f"),
-                 Column("median_ms", "deploy median ms", ".2f"), Column("p90_ms", "p90 ms", ".2f")],
-        rows=rows, notes=notes,
+        columns=COLUMNS, rows=rows, claims=claims(rows), notes=notes,
         meta=dict(environment=environment(), width=width, model=cfg0.model, data=describe_data(data),
                   seeds=list(seeds), epochs=cfg0.epochs, runtime=runtime, latency_size=latency_size, threads=threads,
                   runs_dir=str(Path(out) / "runs")),
         plot=_plot)
+
+
+def claims(rows: list[dict]) -> list[Claim]:
+    """The paper's ablation claims that ``rows`` can answer. The paper's figures for them are not known
+    (PAPER.md), so top-1 claims are judged on their direction only, and a top-1 difference no larger
+    than the seeds' standard deviation is undecided."""
+    by_variant = {r["variant"]: r for r in rows}
+    bn = by_variant.get("bn")
+    if bn is None:
+        return []
+    out = []
+    rivals = [by_variant[v] for v in IDENTITY_BRANCH_RIVALS if v in by_variant]
+    if rivals:
+        best = max(rivals, key=lambda r: r["top1_mean"])
+        out.append(_top1_claim("BN on the identity branch gives the best top-1 (Fig. 9)",
+                               "BN best of BN / identity / 1×1 dw + BN / none", bn, best))
+    if "no-shortcut" in by_variant:
+        cut = by_variant["no-shortcut"]
+        out.append(_top1_claim("Removing the identity shortcuts lowers top-1 (Fig. 10)", "lower top-1", bn, cut))
+        if bn["median_ms"] and cut["median_ms"]:
+            gain = 1 - cut["median_ms"] / bn["median_ms"]
+            out.append(Claim.judged("Removing the identity shortcuts barely changes latency (Fig. 10)",
+                                    "barely changes (mobile)", f"no-shortcut {cut['median_ms']:.2f} vs bn "
+                                    f"{bn['median_ms']:.2f} ms: {faster_or_slower(gain)}", None, gain,
+                                    comparable=True))
+    return out
+
+
+def _top1_claim(text: str, paper: str, bn: dict, other: dict) -> Claim:
+    def mean_std(r: dict) -> str:
+        return f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["top1_std"] is not None else "") + " %"
+
+    stds = [r["top1_std"] for r in (bn, other) if r["top1_std"] is not None]
+    return Claim.judged(text, paper, f"bn {mean_std(bn)} vs {other['variant']} {mean_std(other)} (mean ± std over "
+                                     f"seeds)", None, bn["top1_mean"] - other["top1_mean"],
+                        describe=lambda d: f"{d:+.2f} points", noise=max(stds) if len(stds) == 2 else None)
 
 
 def _plot(result: StudyResult, out_dir):

@@ -1,11 +1,13 @@
-"""Training and evaluation: recipes, the loop (EMA, AMP, DDP), exact resume, evaluation."""
+"""Training and evaluation: recipes, the loop (EMA, AMP, DDP), exact resume, evaluation.
 
-from .config import TrainConfig, read_recipe, recipe_names, resolve_config
-from .engine import Trainer, TrainResult, train
-from .evaluate import evaluate, evaluate_checkpoint, open_for_eval
-from .state import load_training_checkpoint
+Names load on first use (:mod:`repghost.lazy`): the command line reads :mod:`.config` without torch.
+"""
 
-__all__ = [
-    "TrainConfig", "TrainResult", "Trainer", "evaluate", "evaluate_checkpoint", "open_for_eval",
-    "load_training_checkpoint", "read_recipe", "recipe_names", "resolve_config", "train",
-]
+from ..lazy import lazy_exports
+
+__all__ = lazy_exports(__name__, {
+    "config": ("TrainConfig", "read_recipe", "recipe_names", "resolve_config"),
+    "engine": ("Trainer", "TrainResult", "train"),
+    "evaluate": ("evaluate", "evaluate_checkpoint", "open_for_eval"),
+    "state": ("load_training_checkpoint",),
+})

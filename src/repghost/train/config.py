@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from ..data.datasets import DIGITS
 from ..limits import COUNT, COUNT0, FRACTION, POSITIVE, RATE, Number
+from ..names import DIGITS
 from ..preprocess import INTERPOLATIONS
 from .fit import fit_to_data
 

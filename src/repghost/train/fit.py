@@ -28,9 +28,10 @@ import math
 import os
 import statistics
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from ..data.datasets import RawDataset, load_split
-from ..run.distributed import world_size_from_env
+if TYPE_CHECKING:
+    from ..data.datasets import RawDataset
 
 #: The settings :func:`fit_to_data` derives when they are unset, in the order the start line lists them.
 FITTED = ("img_size", "batch_size", "warmup_epochs", "ema_decay", "workers")
@@ -76,6 +77,10 @@ def fit_to_data(cfg, train: RawDataset | None = None, world_size: int | None = N
     todo = [name for name in FITTED if getattr(cfg, name) is None]
     if not todo:
         return cfg
+    # Imported here: the recipe module (and so every ``--help``) imports this one without torch.
+    from ..data.datasets import load_split
+    from ..run.distributed import world_size_from_env
+
     world = world_size or world_size_from_env()
     if train is None and any(name in todo for name in ("img_size", "batch_size", "ema_decay")):
         train = load_split(cfg.data, "train")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...names import EXPORT_SUFFIXES
 from ..onnx_export import RTOL, Comparison, ExportError, export_onnx
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -78,7 +79,7 @@ class EdgeRuntime:
     name: str = ""            # the --format / --runtimes choice
     label: str = ""           # how reports name it
     extra: str = ""           # pip install 'repghost[EXTRA]'
-    suffix: str = ""          # the usual file suffix of OUT
+    suffix: str = ""          # the usual file suffix of OUT (the first of :attr:`suffixes`)
     run_modules: tuple[str, ...] = ()      # what running an exported file imports
     export_modules: tuple[str, ...] = ()   # what exporting additionally imports (converters)
     distributions: tuple[str, ...] = ()    # the packages whose versions a report names
@@ -87,7 +88,7 @@ class EdgeRuntime:
     @property
     def suffixes(self) -> tuple[str, ...]:
         """The output name endings that mean this runtime (``repghost export`` infers --format from them)."""
-        return (self.suffix,)
+        return EXPORT_SUFFIXES[self.name]
 
     def require(self, export: bool = False) -> None:
         """Raise :class:`MissingRuntimeError` when the runtime (or, for ``export``, its converter)

@@ -29,7 +29,6 @@ class NCNNRuntime(EdgeRuntime):
     label = "ncnn"
     extra = "ncnn"
     suffix = ".ncnn.param"
-    suffixes = (suffix, ".param")
     run_modules = ("ncnn",)
     export_modules = ("pnnx",)
     distributions = ("ncnn", "pnnx")
