@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ..io import atomic_path, atomic_savefig
+
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_img_s", "epoch_time_s", "val_loss", "val_top1",
                   "val_top5", "ema_val_loss", "ema_top1", "ema_top5", "skipped_images"]
 
@@ -27,7 +29,7 @@ class MetricsLog:
             self.tb = None
 
     def _write_all(self, rows: list[dict]) -> None:
-        with self.path.open("w", newline="") as f:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
@@ -80,6 +82,6 @@ def plot_curves(metrics_csv: Path, out_png: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    atomic_savefig(fig, out_png, dpi=100)
     plt.close(fig)
     return Path(out_png)
