@@ -18,9 +18,8 @@ def report(run: Callable, out_dir: str, **kwargs) -> int:
         result = run(**kwargs)
     except (ValueError, DataError, FileNotFoundError) as err:
         return fail("study", err, USAGE_ERROR)
-    except StudyInterrupted as err:
-        print(f"stopped: {err}", file=sys.stderr)
-        return 130
+    except StudyInterrupted as err:  # the CLI prints it, with how to go on
+        raise KeyboardInterrupt(str(err)) from None
     print(format_report(result))
     paths = write_report(result, out_dir)
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -109,7 +109,7 @@ def run(out: str | Path, data: str | None = None, width: float = 0.5, seeds: Seq
         if state != "done":
             result = train(resume=run_dir / "last.pt") if state == "resume" else train(cfg)
             if result.interrupted:
-                raise StudyInterrupted(f"interrupted in {run_dir}; run the same command again to resume")
+                raise StudyInterrupted(f"{run_dir} saved; run the same command again to resume")
         meta = read_metadata(run_dir / "best_deploy.safetensors")
         top1.setdefault(variant, []).append(float(meta["extra"]["best_top1"]))
         deploy_paths.setdefault(variant, run_dir / "best_deploy.safetensors")
