@@ -268,6 +268,18 @@ def test_ctrl_c_in_a_training_loop_saves_and_stops_cleanly(command, function, in
 
 
 @pytest.mark.slow
+def test_ctrl_c_in_the_last_training_step_is_not_lost(inputs, tmp_path, capfd):
+    """The loop has no step left to stop at: the run stops before its finishing work, resumably."""
+    argv = INVOCATIONS[("train",)](inputs, tmp_path)
+    steps = 3  # 12 images, batch 4, 1 epoch
+    assert _run(argv, Interrupter(steps, name="_train_step")) == 130
+    run = tmp_path / "run"
+    assert (run / "last.pt").is_file() and not (run / "best_deploy.safetensors").exists()
+    assert main(["train", "--resume", str(run / "last.pt")]) == 0
+    assert (run / "best_deploy.safetensors").is_file()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["compare_onnx", "compare_int8"])
 def test_an_export_cut_before_its_check_is_done_leaves_no_file(step, inputs, scratch, tmp_path, capfd):
     """The ONNX file is on disk, whole, but not yet checked (or its int8 model not yet measured):

@@ -60,10 +60,10 @@ def commands(parser: argparse.ArgumentParser | None = None) -> dict[tuple[str, .
     return found
 
 
-def _command_name(parser: argparse.ArgumentParser | None, argv: list[str]) -> str:
+def _command_name(parser: argparse.ArgumentParser, argv: list[str]) -> str:
     """``repghost costmodel sample`` for ``argv = ["costmodel", "sample", ...]``, as far as argv names one."""
     names, node = ["repghost"], parser
-    for token in argv if parser is not None else ():
+    for token in argv:
         below = subcommands(node)
         if not below:
             break
@@ -82,10 +82,11 @@ def _interrupted(parser: argparse.ArgumentParser | None, argv: list[str], err: K
     try:
         discard_pending()
         hint = str(err).strip()
+        parser = parser or build_parser()  # the interrupt came while it was being built
         print(f"{_command_name(parser, argv)}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr,
               flush=True)
     finally:
-        if main_thread:
+        if previous is not None:  # None: not set from Python, nothing to put back
             signal.signal(signal.SIGINT, previous)
     return INTERRUPTED
 

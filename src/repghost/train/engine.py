@@ -296,6 +296,7 @@ class Trainer:
                     interrupted = True
                     break
                 self._end_epoch(train_stats)
+            interrupted = interrupted or stop.requested  # asked for in the last step: stop before finishing
         if interrupted:
             path = self.save()
             log.warning("interrupted at epoch %d step %d; resume with: repghost train --resume %s",
