@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from repghost.bench.runtimes import make_runner
 from repghost.costmodel.fit import fidelity, fit, plot_fit, samples_needed, split_indices
 from repghost.costmodel.sampling import TimingSettings, latencies, read_records, sample, time_archs
 from repghost.deploy import export_onnx
+from repghost.io import scratch_dir
 from repghost.models.mobiledet import MOBILEDETS
 from repghost.models.searched import SearchSpace
 
@@ -138,7 +138,8 @@ def main() -> None:
     curve = {n: fit(space, archs, y, split=(train_idx[:n], test_idx), underdetermined=True).test
              for n in sorted({100, 200, 400, 600, len(train_idx)}) if n <= len(train_idx)}
 
-    md_measured = time_mobiledets(settings, Path(tempfile.mkdtemp(prefix="repghost-mobiledets-")))
+    with scratch_dir("mobiledets") as tmp:
+        md_measured = time_mobiledets(settings, tmp)
     predicted_cpu = float(result.model.predict(space, [cpu_arch])[0])
     mobiledets = {name: dict(measured_ms=md_measured[name], predicted_ms=None,
                              note="not expressible: other skeleton / stem / activation") for name in MOBILEDETS}

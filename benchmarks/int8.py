@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import repghost
 from repghost.bench import environment
 from repghost.data.datasets import digits
 from repghost.deploy import RECIPES, compare_int8, export_onnx, load_split, quantize, session
+from repghost.io import scratch_dir
 from repghost.preprocess import Preprocess
 
 
@@ -78,8 +78,12 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="repghost-int8-"))
+    with scratch_dir("int8") as tmp:  # the ONNX files live while they are timed and evaluated
+        latency, accuracy = measure(args, tmp)
+    write(args, latency, accuracy)
 
+
+def measure(args, tmp: Path) -> tuple[dict, dict]:
     # Latency at 224², 1000 classes.
     model = repghost.reparameterize(repghost.create_model("repghostnet_100").eval())
     fp32 = export_onnx(model, tmp / "fp32_224.onnx")
@@ -99,7 +103,10 @@ def main() -> None:
     for recipe in args.recipes:
         int8 = quantize(fp32_small, tmp / f"{recipe}_small.onnx", split.calib, recipe)
         accuracy[recipe] = compare_int8(fp32_small, int8, split, recipe)
+    return latency, accuracy
 
+
+def write(args, latency: dict, accuracy: dict) -> None:
     base = latency["fp32"]["median_ms"]
     lines = ["| model | median ms (224², 1 thread) | p90 ms | × fp32 | top-1 fp32 | top-1 int8 | change (points) "
              "| agreement |", "|" + "---|" * 8]

@@ -1,9 +1,19 @@
+import json
 import os
+import shutil
 import stat
+import tempfile
 
 import pytest
 
-from repghost.io import atomic_path, atomic_torch_save, atomic_write_json
+from repghost.io import (
+    atomic_path,
+    atomic_torch_save,
+    atomic_write_json,
+    discard_on_failure,
+    discard_pending,
+    scratch_dir,
+)
 
 
 def test_atomic_write_leaves_an_ordinary_file_and_no_temporaries(tmp_path):
@@ -24,3 +34,49 @@ def test_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_scratch_dir_is_removed_on_success_error_and_ctrl_c(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with scratch_dir("bench") as work:
+        (work / "model.onnx").write_bytes(b"x")
+        assert work.parent == tmp_path and work.name.startswith("repghost-bench-")
+    for stop in (RuntimeError, KeyboardInterrupt):
+        with pytest.raises(stop), scratch_dir("bench") as work:
+            (work / "model.onnx").write_bytes(b"x")
+            raise stop
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_what_an_interrupted_cleanup_leaves_is_removed_by_discard_pending(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    real_rmtree = shutil.rmtree
+
+    def ctrl_c_during_removal(path, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", ctrl_c_during_removal)
+    with pytest.raises(KeyboardInterrupt), scratch_dir("bench") as work:
+        (work / "model.onnx").write_bytes(b"x")
+    target = tmp_path / "out.json"
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as staged:
+        staged.write_text("half")
+        raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == [work.name]  # the staged file went; the directory stayed
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    assert discard_pending() == [work]
+    assert list(tmp_path.iterdir()) == [] and discard_pending() == []
+
+
+def test_discard_on_failure_removes_what_the_block_wrote_and_keeps_the_rest(tmp_path):
+    model, untouched, new = tmp_path / "m.onnx", tmp_path / "m.int8.onnx", tmp_path / "m.onnx.repghost.json"
+    model.write_text("old model")
+    untouched.write_text("an int8 model of an earlier export")
+    with pytest.raises(KeyboardInterrupt), discard_on_failure([model, untouched, new]):
+        atomic_write_json(model, {"new": 1})
+        atomic_write_json(new, {})
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx"] and untouched.read_text().startswith("an")
+    with discard_on_failure([model, new]):
+        atomic_write_json(model, {"new": 2})
+    assert json.loads(model.read_text()) == {"new": 2}

@@ -74,3 +74,21 @@ def test_train_and_bench_logs_to_a_file_have_one_line_per_epoch_and_stage(tmp_pa
                          "--out", str(tmp_path / "bench")], tmp_path / "bench.log")
     stage_lines = [line for line in text.splitlines() if re.search(r": 3/3 round in ", line)]
     assert len(stage_lines) == 2, text  # one per (size, threads, batch) stage
+
+
+def test_a_loop_cut_short_prints_no_summary_line():
+    import pytest
+
+    out = io.StringIO()
+    for stop in (KeyboardInterrupt, RuntimeError):
+        with pytest.raises(stop):
+            for i in progress(range(5), desc="stage", file=out, unit="round"):
+                if i == 2:
+                    raise stop
+        with pytest.raises(stop), progress(total=5, desc="stage", file=out) as bar:
+            bar.update(2)
+            raise stop
+    assert out.getvalue() == ""  # the line that explains the stop comes last, from whoever handles it
+    for _ in progress(range(2), desc="stage", file=out, unit="round"):
+        pass
+    assert out.getvalue().startswith("stage: 2/2 round")

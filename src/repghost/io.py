@@ -1,8 +1,18 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves half a file where a good one is expected.
+"""Files that are whole or absent, and scratch space that goes away: a crash or Ctrl-C never leaves
+half a file where a good one is expected, nor temporary files behind.
 
-Every writer in the package (checkpoints, exports, metrics, datasets) goes through
-:func:`atomic_path`: it hands out a temporary path in the target's directory and renames it onto
-the target only when the write finished.
+- Every writer in the package (checkpoints, exports, metrics, reports, datasets) goes through
+  :func:`atomic_path`: it hands out a temporary path in the target's directory and renames it onto
+  the target only when the write finished.
+- An output made in several steps (an export, then its check, then its metadata) is wrapped in
+  :func:`discard_on_failure`: a step that does not finish takes the files already written with it.
+- Files needed only while the work runs (exports being timed, converter intermediates) live in a
+  :func:`scratch_dir`, a ``repghost-*`` directory under the system's temporary directory
+  (``$TMPDIR``), removed when its block ends, however it ends.
+
+A block interrupted inside its own cleanup (Ctrl-C during the removal) leaves its path in a
+registry; :func:`discard_pending`, which the CLI calls on its way out of an interrupted command,
+removes what is left.
 """
 
 from __future__ import annotations
@@ -10,10 +20,71 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+#: Names of the scratch directories under the system's temporary directory.
+SCRATCH_PREFIX = "repghost-"
+
+# Scratch directories and staged files that exist now and are not outputs: what an interrupted
+# cleanup may have left.
+_pending: set[Path] = set()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    _pending.discard(path)
+
+
+def discard_pending() -> list[Path]:
+    """Remove every scratch directory and staged file whose block did not finish its cleanup (it
+    was interrupted while cleaning up); returns what was removed."""
+    left = sorted(_pending)
+    for path in left:
+        _remove(path)
+    return left
+
+
+@contextmanager
+def scratch_dir(purpose: str) -> Iterator[Path]:
+    """A new private directory ``$TMPDIR/repghost-<purpose>-XXXX`` for the block's temporary files;
+    removed with everything in it when the block ends: on success, on error and on Ctrl-C."""
+    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{purpose}-"))
+    _pending.add(path)
+    try:
+        yield path
+    finally:
+        _remove(path)
+
+
+def _identity(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@contextmanager
+def discard_on_failure(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """For an output written in several steps: when the block does not finish (an error, a failed
+    check, Ctrl-C), every one of ``paths`` that the block created or replaced is removed, so no
+    unchecked or half-made output stays behind; files it did not touch are kept."""
+    paths = [Path(p) for p in paths]
+    before = {p: _identity(p) for p in paths}
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            if _identity(path) != before[path]:
+                path.unlink(missing_ok=True)
+        raise
 
 
 def _umask() -> int:
@@ -31,12 +102,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
+    _pending.add(tmp)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
 
 
 @contextmanager
@@ -66,3 +138,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent))
+
+
+def atomic_savefig(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """``fig.savefig`` atomically, in the format the suffix names (the staged name ends in .tmp)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
+    return path

@@ -60,10 +60,15 @@ class LineProgress:
         self.closed = False
 
     def __iter__(self) -> Iterator:
+        # Only a loop that ran to its end reports: one cut short (an error, Ctrl-C) says nothing, so
+        # the line that explains why is the last one.
         try:
             for item in self.iterable:
                 yield item
                 self.n += 1
+        except BaseException:
+            self.quiet = True
+            raise
         finally:
             self.close()
 
@@ -73,7 +78,8 @@ class LineProgress:
     def __enter__(self) -> LineProgress:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        self.quiet = self.quiet or exc_type is not None
         self.close()
 
     def update(self, n: int = 1) -> None:

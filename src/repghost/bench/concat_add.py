@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..deploy.onnx_export import INPUT_NAME, export_onnx, session
+from ..io import atomic_write_json, atomic_write_text, scratch_dir
 from ..models import create_model
 from ..progress import progress as progress_bar
 
@@ -80,7 +80,12 @@ def _profile(path: Path, batch: int, img_size: int, runs: int, warmup: int, thre
 def run_study(batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32), img_size: int = 224, runs: int = 10,
               warmup: int = 3, threads: int = 1, opt_level: str = "basic", progress: bool = True) -> list[StudyRow]:
     """Profile ``ghostnet_100`` and ``ghostnet_add_100`` at each batch size."""
-    workdir = Path(tempfile.mkdtemp(prefix="repghost-concat-add-"))
+    with scratch_dir("concat-add") as workdir:  # the exports and the profiler's traces
+        return _run_study(workdir, batch_sizes, img_size, runs, warmup, threads, opt_level, progress)
+
+
+def _run_study(workdir: Path, batch_sizes: Sequence[int], img_size: int, runs: int, warmup: int, threads: int,
+               opt_level: str, progress: bool) -> list[StudyRow]:
     paths = {}
     for kind, name in MODELS.items():
         paths[kind] = export_onnx(create_model(name).eval(), workdir / f"{name}.onnx", (1, 3, img_size, img_size),
@@ -118,7 +123,7 @@ def write_study(rows: Sequence[StudyRow], out_dir: str | Path, meta: dict | None
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = dict(json=out_dir / "concat_vs_add.json", md=out_dir / "concat_vs_add.md")
     data = [dict(asdict(r), ratio=r.ratio) for r in rows]
-    paths["json"].write_text(json.dumps(dict(meta=meta or {}, rows=data), indent=1))
-    paths["md"].write_text(format_study(rows) + "\n")
+    atomic_write_json(paths["json"], dict(meta=meta or {}, rows=data), indent=1)
+    atomic_write_text(paths["md"], format_study(rows) + "\n")
     paths.update(plot_study(rows, out_dir))
     return paths

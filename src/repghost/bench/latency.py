@@ -10,10 +10,8 @@ and the paper's top-1 where known.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 
 from ..deploy.edge import EDGE_RUNTIMES, edge_runtime
+from ..io import atomic_path, atomic_write_json, atomic_write_text, scratch_dir
 from ..profile import profile
 from ..progress import progress as progress_bar
 from .runtimes import RUNTIMES, make_runner
@@ -93,6 +92,8 @@ def time_interleaved(runners: dict[str, callable], warmup: int, runs: int, progr
     times = {key: [] for key in runners}
     cpu = cpu_times if cpu_times is not None else {}
     cpu.update({key: [] for key in runners})
+    if not runners:  # every runtime failed for every model: nothing to time
+        return times
     for run in runners.values():
         for _ in range(warmup):
             run()
@@ -112,11 +113,11 @@ def time_modules(modules: dict[str, torch.nn.Module], runtime: str, input_size: 
     """Time already-built models (e.g. trained checkpoints) under one runtime, interleaved like
     :func:`run_benchmark`. Returns ``label -> {median_ms, p90_ms, min_ms, runs, times_ms}``."""
     torch.set_num_threads(threads)
-    onnx_dir = Path(tempfile.mkdtemp(prefix="repghost-bench-"))
-    runners = {label: make_runner(m, runtime, tuple(input_size), threads, torch.device(device),
-                                  onnx_dir / f"{i}.onnx")
-               for i, (label, m) in enumerate(modules.items())}
-    times = time_interleaved(runners, warmup, runs, progress, f"{runtime}, batch {input_size[0]}")
+    with scratch_dir("bench") as onnx_dir:  # the exports live while they are timed, no longer
+        runners = {label: make_runner(m, runtime, tuple(input_size), threads, torch.device(device),
+                                      onnx_dir / f"{i}.onnx")
+                   for i, (label, m) in enumerate(modules.items())}
+        times = time_interleaved(runners, warmup, runs, progress, f"{runtime}, batch {input_size[0]}")
     return {label: dict(median_ms=float(np.median(t)), p90_ms=float(np.percentile(t, 90)), min_ms=float(np.min(t)),
                         runs=len(t), times_ms=t) for label, t in times.items()}
 
@@ -132,8 +133,13 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
     specs = [ModelSpec.parse(m) for m in config.models]
     device = torch.device(config.device)
     models = {s.label: s.build(config.num_classes) for s in specs}
+    with scratch_dir("bench") as onnx_dir:  # the exports live while they are timed, no longer
+        return _run_benchmark(config, specs, models, device, onnx_dir)
+
+
+def _run_benchmark(config: BenchConfig, specs: list[ModelSpec], models: dict[str, torch.nn.Module],
+                   device: torch.device, onnx_dir: Path) -> list[Result]:
     results: list[Result] = []
-    onnx_dir = Path(tempfile.mkdtemp(prefix="repghost-bench-"))
     for size in config.img_sizes:
         costs = {label: profile(m, (1, 3, size, size)) for label, m in models.items()}
         for threads in config.threads:
@@ -197,11 +203,11 @@ def write_results(results: Sequence[Result], out_dir: str | Path, config: BenchC
     rows = [asdict(r) for r in results]
     paths = {k: out_dir / f"{name}.{k}" for k in ("json", "csv", "md", "png")}
     meta = dict(environment=environment(), config=asdict(config) if config else None)
-    paths["json"].write_text(json.dumps(dict(**meta, results=rows), indent=1))
-    with paths["csv"].open("w", newline="") as f:
+    atomic_write_json(paths["json"], dict(**meta, results=rows), indent=1)
+    with atomic_path(paths["csv"]) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model"])
         writer.writeheader()
         writer.writerows(rows)
-    paths["md"].write_text(format_table(results) + "\n")
+    atomic_write_text(paths["md"], format_table(results) + "\n")
     plot_latency(results, paths["png"])
     return paths

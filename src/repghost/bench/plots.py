@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..io import atomic_savefig  # noqa: E402
+
 
 def plot_latency(results: Sequence, path: str | Path) -> Path:
     """Latency vs MACs (left) and vs the paper's ImageNet top-1 (right), one marker per runtime,
@@ -37,7 +39,7 @@ def plot_latency(results: Sequence, path: str | Path) -> Path:
     if not any(r.paper_top1 is not None for r in timed):
         axes[1].text(0.5, 0.5, "no model with a known paper top-1", ha="center", transform=axes[1].transAxes)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
     return Path(path)
 
@@ -59,7 +61,7 @@ def plot_study(rows: Sequence, out_dir: str | Path) -> dict[str, Path]:
     ax.legend()
     fig.tight_layout()
     runtime_png = out_dir / "concat_vs_add_runtime.png"
-    fig.savefig(runtime_png, dpi=120)
+    atomic_savefig(fig, runtime_png, dpi=120)
     plt.close(fig)
 
     types = sorted({k for r in rows for k in (*r.concat_share, *r.add_share)},
@@ -79,6 +81,6 @@ def plot_study(rows: Sequence, out_dir: str | Path) -> dict[str, Path]:
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     share_png = out_dir / "concat_vs_add_share.png"
-    fig.savefig(share_png, dpi=120)
+    atomic_savefig(fig, share_png, dpi=120)
     plt.close(fig)
     return dict(runtime_png=runtime_png, share_png=share_png)

@@ -20,7 +20,6 @@ kernels' time, not the launch's; onnxruntime's ``run`` returns host arrays, whic
 from __future__ import annotations
 
 import copy
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from ..deploy.edge import EDGE_RUNTIMES, edge_runtime
+from ..io import scratch_dir
 from ..names import RUNTIMES
 
 
@@ -60,9 +60,14 @@ def make_runner(model: nn.Module, runtime: str, input_size: tuple[int, ...], thr
 
     ``onnx_path`` caches the export: an existing file there is reused (its batch axis is dynamic);
     an edge runtime's export goes beside it, named after the batch size (its shape is static).
+    Without one, the export goes to a scratch directory that is removed once the runtime has
+    loaded it.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if onnx_path is None and runtime in ("onnxruntime", *EDGE_RUNTIMES):
+        with scratch_dir("bench") as tmp:
+            return make_runner(model, runtime, input_size, threads, device, tmp / "model.onnx")
     x = torch.randn(input_size)
     if runtime == "onnxruntime":
         return _onnxruntime_runner(model, x, threads, device, onnx_path)
@@ -88,7 +93,7 @@ def make_runner(model: nn.Module, runtime: str, input_size: tuple[int, ...], thr
 def _onnxruntime_runner(model, x, threads, device, path):
     from ..deploy.onnx_export import INPUT_NAME, ExportError, export_onnx, session
 
-    path = Path(path or Path(tempfile.mkdtemp(prefix="repghost-bench-")) / "model.onnx")
+    path = Path(path)
     if not path.is_file():
         model = copy.deepcopy(model).cpu().eval()  # leave the caller's model on its device
         try:
@@ -114,8 +119,7 @@ def _edge_runner(model, runtime, x, threads, device, onnx_path):
     if device.type != "cpu":
         raise ValueError(f"{runtime} runs on the CPU here, not {device}")
     rt = edge_runtime(runtime)
-    base = Path(onnx_path) if onnx_path else Path(tempfile.mkdtemp(prefix="repghost-bench-")) / "model.onnx"
-    path = edge_export_path(base, runtime, x.shape[0])
+    path = edge_export_path(onnx_path, runtime, x.shape[0])
     model = copy.deepcopy(model).cpu().eval()
     if not path.is_file():
         rt.export(model, path, tuple(x.shape))

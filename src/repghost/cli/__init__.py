@@ -2,15 +2,24 @@
 
 One module per command group; each ``add_<name>(subparsers)`` registers its parser and sets ``func``.
 :data:`COMMANDS` lists them in the order ``--help`` shows.
+
+Ctrl-C is handled here, once for every command: whatever the command was doing, it stops with one
+line on stderr (``repghost <command>: interrupted``, with the command's own resume hint when it
+gives one) and exit code 130, after its ``with`` / ``finally`` blocks have removed their scratch
+files and unfinished outputs (:mod:`repghost.io`). Commands that stop at a safe point themselves
+(``train``, ``search``) print their resume line and return 130.
 """
 
 from __future__ import annotations
 
+import argparse
+import signal
 import sys
+import threading
 
 from .. import __version__
 from . import bench, costmodel, deploy, detection, models, search, study, train
-from .args import Parser
+from .args import INTERRUPTED, Parser
 
 COMMANDS = [models.add_models, train.add_train, train.add_eval, deploy.add_convert, deploy.add_export,
             bench.add_bench, study.add_study, detection.add_det_train, detection.add_det_eval,
@@ -31,16 +40,72 @@ def build_parser() -> Parser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The commands one level below ``parser`` by name (empty for a command that runs)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def commands(parser: argparse.ArgumentParser | None = None) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every command that runs, nested ones included: ``("costmodel", "sample") -> its parser``."""
+    found, todo = {}, [((), parser or build_parser())]
+    while todo:
+        path, node = todo.pop(0)
+        below = subcommands(node)
+        if not below and path:
+            found[path] = node
+        todo += [((*path, name), sub) for name, sub in below.items()]
+    return found
+
+
+def _command_name(parser: argparse.ArgumentParser, argv: list[str]) -> str:
+    """``repghost costmodel sample`` for ``argv = ["costmodel", "sample", ...]``, as far as argv names one."""
+    names, node = ["repghost"], parser
+    for token in argv:
+        below = subcommands(node)
+        if not below:
+            break
+        if token in below:
+            names.append(token)
+            node = below[token]
+    return " ".join(names)
+
+
+def _interrupted(parser: argparse.ArgumentParser | None, argv: list[str], err: KeyboardInterrupt) -> int:
+    """The one line and the exit code of an interrupted command; a second Ctrl-C while this runs is ignored."""
+    from ..io import discard_pending
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as done:  # --help, --version, or a usage error already printed
-        return done.code if isinstance(done.code, int) else 2
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return args.func(args)
+        discard_pending()
+        hint = str(err).strip()
+        parser = parser or build_parser()  # the interrupt came while it was being built
+        print(f"{_command_name(parser, argv)}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr,
+              flush=True)
+    finally:
+        if previous is not None:  # None: not set from Python, nothing to put back
+            signal.signal(signal.SIGINT, previous)
+    return INTERRUPTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = None
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help, --version, or a usage error already printed
+            return done.code if isinstance(done.code, int) else 2
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except KeyboardInterrupt as err:
+        return _interrupted(parser, argv, err)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ Exit codes, the same for every command:
 - ``2``: the command line is wrong — a value out of range, an unknown model name, a path that is
   missing or of the wrong kind, flags that do not go together. Nothing has been read or written;
 - ``1``: the work failed — a file that is not what it claims, unusable data, a check that failed;
-- ``130``: interrupted (training saves a resumable checkpoint first).
+- ``130``: interrupted (Ctrl-C): one line on stderr, ``repghost <command>: interrupted`` or the
+  command's resume hint; scratch files and unfinished outputs are removed, and commands that resume
+  (``train``, ``search``, ``costmodel sample``, ``study ablation``, ``det-train``) keep what they
+  need to continue.
 
 Each error is one line on stderr: ``repghost <command>: error: <what is wrong>``.
 """
@@ -22,6 +25,7 @@ from ..limits import COUNT, COUNT0, FRACTION, POSITIVE, RATE, Number  # noqa: F4
 
 USAGE_ERROR = 2
 RUNTIME_ERROR = 1
+INTERRUPTED = 130
 
 
 class Parser(argparse.ArgumentParser):

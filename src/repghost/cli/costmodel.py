@@ -27,9 +27,22 @@ def _cmd_sample(args) -> int:
                          progress=not args.quiet)
     except (SpaceError, ValueError) as err:
         return _error(str(err))
+    except KeyboardInterrupt:  # the CLI prints it, with how to go on
+        raise KeyboardInterrupt(_sample_resume_hint(args.out)) from None
     print(f"timed {summary['timed']} new architecture(s) in {summary['seconds']:.0f} s; "
           f"{summary['on_disk']} on disk in {args.out}")
     return 0
+
+
+def _sample_resume_hint(out: str) -> str:
+    from ..costmodel.sampling import read_records
+    from ..costmodel.space import SpaceError
+
+    try:
+        done = len(read_records(out))
+    except SpaceError:  # stopped before the directory was set up
+        return ""
+    return f"{done} architecture(s) on disk in {out}; the same command continues"
 
 
 def _cmd_fit(args) -> int:

@@ -18,8 +18,7 @@ def report(run: Callable, out_dir: str, **kwargs) -> int:
         result = run(**kwargs)
     except (ValueError, DataError, FileNotFoundError) as err:
         return fail("study", err, USAGE_ERROR)
-    except StudyInterrupted as err:
-        print(f"stopped: {err}", file=sys.stderr)
+    except StudyInterrupted:  # the training loop has printed the one line, with how to go on
         return 130
     print(format_report(result))
     paths = write_report(result, out_dir)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_json
+from ..io import atomic_savefig, atomic_write_json
 from ..models.searched import SPACE_ID, SearchSpace, SpaceError
 from .fitness import MIN_HELD_OUT_R2
 
@@ -280,6 +280,6 @@ def plot_fit(result: FitResult, path: str | os.PathLike, title: str = "") -> Pat
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
     return path

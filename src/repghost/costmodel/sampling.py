@@ -27,9 +27,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ import torch
 from ..bench.latency import time_interleaved
 from ..bench.runtimes import RUNTIMES, make_runner
 from ..deploy.onnx_export import ExportError, export_onnx
-from ..io import atomic_write_json
+from ..io import atomic_write_json, scratch_dir
 from ..models.searched import SearchSpace, SpaceError
 from ..profile import profile
 from ..progress import is_terminal, write
@@ -212,9 +212,18 @@ def time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: Tim
                progress: bool = True, workdir: str | os.PathLike | None = None) -> Iterator[dict]:
     """Time ``archs`` (deploy form) chunk by chunk; yields one record per architecture as each
     chunk finishes: ``arch``, ``median_ms``, ``times_ms``, ``params``, ``macs``, timing info, and
-    with a reference ``rel_to_ref`` and the reference's ``ref_median_ms`` in that chunk."""
+    with a reference ``rel_to_ref`` and the reference's ``ref_median_ms`` in that chunk. The exports
+    go to ``workdir``, by default a scratch directory removed when the generator finishes or is closed."""
+    if workdir is not None:
+        yield from _time_archs(space, archs, settings, progress, Path(workdir))
+        return
+    with scratch_dir("costmodel") as tmp:
+        yield from _time_archs(space, archs, settings, progress, tmp)
+
+
+def _time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: TimingSettings, progress: bool,
+                workdir: Path) -> Iterator[dict]:
     torch.set_num_threads(settings.threads)
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="repghost-costmodel-"))
     reference = None
     if settings.reference:
         reference, _ = _runner(space, space.load_arch(settings.reference), settings, workdir / "reference.onnx")
@@ -285,7 +294,9 @@ def sample(space: SearchSpace, out_dir: str | os.PathLike, n: int, seed: int = 0
     start = time.perf_counter()
     labels = dict(todo)
     path = out_dir / RECORDS_FILE
-    for record in time_archs(space, [a for a, _ in todo], settings, progress):
-        _append_record(path, {**labels[tuple(record["arch"])], **record})
+    # closing: an interrupt between two records removes the exports now, not when the generator is collected
+    with closing(time_archs(space, [a for a, _ in todo], settings, progress)) as records:
+        for record in records:
+            _append_record(path, {**labels[tuple(record["arch"])], **record})
     return dict(timed=len(todo), on_disk=len(read_records(out_dir)), seconds=time.perf_counter() - start,
                 settings=asdict(settings))

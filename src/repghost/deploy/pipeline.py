@@ -17,7 +17,15 @@ from pathlib import Path
 
 from torch import nn
 
-from ..checkpoint import LoadedModel, export_props, is_checkpoint_path, torchscript_extra_files, write_sidecar
+from ..checkpoint import (
+    LoadedModel,
+    export_props,
+    is_checkpoint_path,
+    sidecar_path,
+    torchscript_extra_files,
+    write_sidecar,
+)
+from ..io import discard_on_failure
 from ..models import UnknownModelError, create_model, is_architecture_file, list_models
 from ..names import EXPORT_FORMATS, EXPORT_SUFFIXES
 from ..preprocess import Preprocess
@@ -151,38 +159,55 @@ def export(source: str, out: str | os.PathLike, fmt: str | None = None, img_size
     split = load_split(calib or loaded.data or "digits", preprocess, num_calib, num_held_out) if int8 else None
     props = export_metadata(model, loaded, preprocess)
     out = Path(out)
-    size = (1, 3, preprocess.input_size, preprocess.input_size)
-    if fmt in EDGE_RUNTIMES:
-        report = export_edge(model, out, fmt, size, preprocess, rtol, log)
-        # These formats hold no metadata of ours: the contract goes in a file beside the model.
-        report.sidecar = write_sidecar(report.path, props)
-        log(f"wrote {report.sidecar} (model name, preprocessing, classes)")
-        if split is not None:
-            quantize_edge(report, model, fmt, split, loaded.classes, log)
-        return report
-    if fmt == "torchscript":
-        path = export_torchscript(model, out, size, extra_files=torchscript_extra_files(props))
-        log(f"wrote {path} (traced, frozen)")
-        return ExportReport(path, preprocess)
+    # Written, then checked, then given its metadata: an export that does not get to the end
+    # (a failed check, an error, Ctrl-C) takes the files it wrote with it.
+    with discard_on_failure(output_files(out, fmt)):
+        size = (1, 3, preprocess.input_size, preprocess.input_size)
+        if fmt in EDGE_RUNTIMES:
+            report = export_edge(model, out, fmt, size, preprocess, rtol, log)
+            # These formats hold no metadata of ours: the contract goes in a file beside the model.
+            report.sidecar = write_sidecar(report.path, props)
+            log(f"wrote {report.sidecar} (model name, preprocessing, classes)")
+            if split is not None:
+                quantize_edge(report, model, fmt, split, loaded.classes, log)
+            return report
+        if fmt == "torchscript":
+            path = export_torchscript(model, out, size, extra_files=torchscript_extra_files(props))
+            log(f"wrote {path} (traced, frozen)")
+            return ExportReport(path, preprocess)
 
-    path = export_onnx(model, out, size, opset=opset, exporter=exporter)
-    report = ExportReport(path, preprocess, comparison=compare_onnx(model, path, (2, *size[1:]), rtol=rtol),
-                          ops=op_counts(path))
-    log(f"wrote {path}: {sum(report.ops.values())} nodes: " +
-        ", ".join(f"{k} {v}" for k, v in sorted(report.ops.items(), key=lambda kv: -kv[1])))
-    log(f"onnxruntime vs PyTorch (batch 2): {report.comparison}")
-    if not report.comparison.ok:
-        path.unlink(missing_ok=True)
-        raise ExportError(f"ONNX output differs from PyTorch: {report.comparison}; file removed")
-    leftover = leftover_ops(report.ops, getattr(model, "model_name", ""))
-    if leftover:
-        path.unlink(missing_ok=True)
-        raise ExportError(f"the deploy graph still holds {', '.join(f'{n} {op}' for op, n in leftover.items())} "
-                          "node(s), which a deploy form of this model must not have; file removed")
-    set_onnx_metadata(path, props)
-    if split is not None:
-        _add_int8(report, loaded, props, split, recipe, log)
-    return report
+        path = export_onnx(model, out, size, opset=opset, exporter=exporter)
+        report = ExportReport(path, preprocess, comparison=compare_onnx(model, path, (2, *size[1:]), rtol=rtol),
+                              ops=op_counts(path))
+        log(f"wrote {path}: {sum(report.ops.values())} nodes: " +
+            ", ".join(f"{k} {v}" for k, v in sorted(report.ops.items(), key=lambda kv: -kv[1])))
+        log(f"onnxruntime vs PyTorch (batch 2): {report.comparison}")
+        if not report.comparison.ok:
+            path.unlink(missing_ok=True)
+            raise ExportError(f"ONNX output differs from PyTorch: {report.comparison}; file removed")
+        leftover = leftover_ops(report.ops, getattr(model, "model_name", ""))
+        if leftover:
+            path.unlink(missing_ok=True)
+            raise ExportError(f"the deploy graph still holds {', '.join(f'{n} {op}' for op, n in leftover.items())} "
+                              "node(s), which a deploy form of this model must not have; file removed")
+        set_onnx_metadata(path, props)
+        if split is not None:
+            _add_int8(report, loaded, props, split, recipe, log)
+        return report
+
+
+def output_files(out: str | os.PathLike, fmt: str) -> list[Path]:
+    """Every file ``export(..., out, fmt)`` may write, int8 model included."""
+    out = Path(out)
+    if fmt in EDGE_RUNTIMES:
+        rt = edge_runtime(fmt)
+        return [*rt.files(out), sidecar_path(out), *rt.files(rt.int8_path(out))]
+    return [out, onnx_int8_path(out)] if fmt == "onnx" else [out]
+
+
+
+def onnx_int8_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".int8.onnx")
 
 
 def export_metadata(model: nn.Module, loaded: LoadedModel, preprocess: Preprocess) -> dict[str, str]:
@@ -195,7 +220,7 @@ def _add_int8(report: ExportReport, loaded: LoadedModel, props: dict, split: Ima
     """Quantize the exported ONNX file next to it and measure what int8 changes."""
     for path in split.skipped:
         log(f"skipped unreadable image: {path}")
-    int8_path = report.path.with_name(report.path.stem + ".int8.onnx")
+    int8_path = onnx_int8_path(report.path)
     quantize(report.path, int8_path, split.calib, recipe)
     set_onnx_metadata(int8_path, props)
     report.int8_path, report.int8 = int8_path, compare_int8(report.path, int8_path, split, recipe, loaded.classes)

@@ -21,13 +21,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path
+from ..io import atomic_path, scratch_dir
 from ..progress import progress
 from .calib import ImageSplit
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, session
@@ -100,7 +99,7 @@ def quantize(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib_im
     plan = Recipe.parse(recipe)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir("int8") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         with _quiet_root_logger():  # onnxruntime.quantization logs advice through the root logger
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)

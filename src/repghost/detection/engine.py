@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -250,8 +251,9 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
                   f"{len(train_loader)} steps/epoch × {config.epochs} epochs, base lr {base_lr:g}, "
                   f"{runtime.world_size} process(es) on {runtime.device}")
     save = _saver(out, model, optimizer, scaler, config, train_set, runtime)
+    # The one line Ctrl-C prints goes to stderr, from the main process.
     stop = StopFlag(note=f"resume with the same det-train command and --resume (continues {out / 'last.pt'})",
-                    announce=lambda message: _log(runtime, message))
+                    announce=lambda message: write(message, file=sys.stderr) if runtime.is_main else None)
     metrics = None
     with stop:
         for epoch in range(start_epoch, config.epochs):
@@ -276,6 +278,9 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
             save(epoch + 1, history)
             if runtime.is_main and metrics is not None:
                 atomic_write_json(out / "metrics.json", {**metrics, "epoch": epoch + 1})
+            # Asked for in the epoch's last step or its evaluation: the epoch is saved whole; stop here.
+            if any_rank(stop.requested, runtime.info, runtime.device):
+                return {"interrupted": True, "epoch": epoch + 1, "step": 0, "checkpoint": str(out / "last.pt")}
     if metrics is None:  # nothing left to train (or epochs == 0): report the model as it is
         metrics = evaluate(model, val_loader, runtime.device, use_amp, progress=runtime.is_main)
         save(max(start_epoch, config.epochs), history)

@@ -17,7 +17,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
 
-from ..io import atomic_write_json
+from ..io import atomic_path, atomic_write_json
 from ..progress import progress
 
 CATEGORIES = [
@@ -101,7 +101,8 @@ def _write_split(root: Path, split: str, count: int, size: int, rng: np.random.G
                           unit="img"):
         image, objects = _make_image(rng, size, max_objects, min_obj, max_obj)
         file_name = f"{index:06d}.png"
-        image.save(out_dir / file_name)
+        with atomic_path(out_dir / file_name) as staged:  # Ctrl-C leaves no cut image behind
+            image.save(staged, format="PNG")
         image_id = index + 1
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
         for category_id, mask in objects:
@@ -142,5 +143,5 @@ def make_synthetic_coco(root: str | os.PathLike, num_train: int = 256, num_val: 
     next_id = 1
     for split, count in zip(SPLITS, (num_train, num_val), strict=True):
         next_id = _write_split(root, split, count, image_size, rng, max_objects, min_object, max_object, next_id)
-    manifest.write_text(json.dumps(params))  # last: a half-written dataset is never reused
+    atomic_write_json(manifest, params, indent=None)  # last: a half-written dataset is never reused
     return root

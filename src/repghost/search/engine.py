@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -295,7 +296,9 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
 
     bar = progress(total=config.steps, initial=start, desc="search", enabled=info.is_main, unit="step")
     interrupted, started = False, time.time()
-    with StopFlag() as stop:
+    # The one line Ctrl-C prints: on stderr, from the main process, whatever logging is set up.
+    announce = (lambda line: write(line, file=sys.stderr)) if info.is_main else (lambda line: None)
+    with StopFlag(note="resume with the same command and --resume", announce=announce) as stop:
         while search.step < config.steps:
             step = search.step
             images, targets, skipped = next(train_batches)
@@ -324,6 +327,7 @@ def run_search(config: SearchConfig, callback: Callable[[Search], None] | None =
                 break
             if search.step % config.checkpoint_every == 0:
                 save()
+        interrupted = interrupted or stop.requested  # asked for in the last step: stop before finishing
     bar.close()
     save()
     if interrupted:

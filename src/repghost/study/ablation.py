@@ -41,7 +41,7 @@ IDENTITY_BRANCH_RIVALS = ("identity", "dw1x1", "none")
 
 
 class StudyInterrupted(RuntimeError):
-    pass
+    """A run of the study stopped on Ctrl-C, resumably; its training loop has printed the one line."""
 
 
 def model_for_width(width: float) -> str:
@@ -122,9 +122,12 @@ def run(out: str | Path, data: str | None = None, width: float = 0.5, seeds: Seq
     for variant, seed, cfg, run_dir, state in bar:
         bar.set_postfix_str(f"{variant} seed {seed} ({state})")
         if state != "done":
-            result = train(resume=run_dir / "last.pt") if state == "resume" else train(cfg)
+            # Ctrl-C's one line (the training loop's) says how to go on with the study, not with the run.
+            hint = f"{run_dir} saved; run the same command again to resume the study"
+            result = train(resume=run_dir / "last.pt", stop_note=hint) if state == "resume" else \
+                train(cfg, stop_note=hint)
             if result.interrupted:
-                raise StudyInterrupted(f"interrupted in {run_dir}; run the same command again to resume")
+                raise StudyInterrupted(hint)
         meta = read_metadata(run_dir / "best_deploy.safetensors")
         top1.setdefault(variant, []).append(float(meta["extra"]["best_top1"]))
         deploy_paths.setdefault(variant, run_dir / "best_deploy.safetensors")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from ..io import atomic_write_text
 from ..limits import COUNT, COUNT0, FRACTION, POSITIVE, RATE, Number
 from ..names import DIGITS
 from ..preprocess import INTERPOLATIONS
@@ -209,4 +210,4 @@ def config_from_dict(values: dict) -> TrainConfig:
 
 def save_config(cfg: TrainConfig, path: Path, extra: dict | None = None) -> None:
     body = {**config_to_dict(cfg), **(extra or {})}
-    Path(path).write_text(yaml.safe_dump(body, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(body, sort_keys=False))

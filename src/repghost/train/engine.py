@@ -94,12 +94,13 @@ class Trainer:
     """One training job. Build it with a resolved config (or a checkpoint to resume), then :meth:`fit`."""
 
     def __init__(self, cfg: TrainConfig, resume: str | Path | None = None,
-                 on_step: Callable[[Trainer], None] | None = None):
+                 on_step: Callable[[Trainer], None] | None = None, stop_note: str | None = None):
         resume_state = load_training_checkpoint(resume) if resume else None
         if resume_state is not None:
             cfg = config_from_dict(resume_state["config"])
         validate_config(cfg)
         self.cfg, self.on_step = cfg, on_step
+        self.stop_note = stop_note  # what Ctrl-C's one line says to do next (default: the resume command)
         self._new_dir: Path | None = None
         try:
             self._setup(cfg, resume, resume_state)
@@ -244,18 +245,19 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg, interrupted = self.cfg, False
-        resume = f"resume with: repghost train --resume {self.run_dir / 'last.pt'}"
-        with StopFlag(note=resume, announce=log.warning) as stop:
+        note = self.stop_note or f"resume with: repghost train --resume {self.run_dir / 'last.pt'}"
+        with StopFlag(note=note, announce=log.warning) as stop:
             while self.epoch < cfg.epochs and not interrupted:
                 train_stats = self._train_epoch(stop)
                 if train_stats is None:
                     interrupted = True
                     break
                 self._end_epoch(train_stats)
+            interrupted = interrupted or stop.requested  # asked for in the last step: stop before finishing
         if interrupted:  # the console has had its one line from StopFlag
-            self.save()
+            path = self.save()
             log.warning("interrupted at epoch %d step %d, saved %s", self.epoch, self.step_in_epoch,
-                        self.run_dir / "last.pt", extra={FILE_ONLY: True})
+                        path or self.run_dir / "last.pt", extra={FILE_ONLY: True})
         result = self._finish(interrupted)
         if self.metrics is not None:
             self.metrics.close()
@@ -439,12 +441,13 @@ class Trainer:
 
 
 def train(cfg: TrainConfig | None = None, resume: str | Path | None = None,
-          on_step: Callable[[Trainer], None] | None = None) -> TrainResult:
+          on_step: Callable[[Trainer], None] | None = None, stop_note: str | None = None) -> TrainResult:
     """Train with ``cfg`` (default: the digits recipe), or continue the run saved in ``resume``.
 
-    ``on_step(trainer)`` is called after every optimizer step (progress hooks, tests).
+    ``on_step(trainer)`` is called after every optimizer step (progress hooks, tests); ``stop_note`` is
+    what the one line printed on Ctrl-C says to do next (default: the ``train --resume`` command).
     """
     if cfg is None and resume is None:
         from .config import resolve_config
         cfg = resolve_config()
-    return Trainer(cfg, resume=resume, on_step=on_step).fit()
+    return Trainer(cfg, resume=resume, on_step=on_step, stop_note=stop_note).fit()

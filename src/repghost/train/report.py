@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..io import atomic_path, atomic_savefig
 from ..progress import write
 
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_img_s", "epoch_time_s", "val_loss", "val_top1",
@@ -59,7 +60,7 @@ class MetricsLog:
             self.tb = None
 
     def _write_all(self, rows: list[dict]) -> None:
-        with self.path.open("w", newline="") as f:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
@@ -112,6 +113,6 @@ def plot_curves(metrics_csv: Path, out_png: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    atomic_savefig(fig, out_png, dpi=100)
     plt.close(fig)
     return Path(out_png)

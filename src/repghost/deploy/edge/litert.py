@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...io import atomic_path
+from ...io import atomic_path, scratch_dir
 from ..onnx_export import ExportError
 from .base import EdgeRuntime, Runner, captured_output
 
@@ -52,12 +51,15 @@ class LiteRTRuntime(EdgeRuntime):
         path = Path(path)
         # litert-torch brings JAX, whose threads make any later fork() in this process unsafe
         # (DataLoader workers, for one): convert in a child interpreter instead.
-        with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as staged:
+        with scratch_dir("litert") as tmp, atomic_path(path) as staged:
             program_file = Path(tmp) / "model.pt2"
             example = torch.randn(tuple(input_size))
             torch.export.save(torch.export.export(model.eval(), (example,)), program_file)
+            # The converter's own temporary files go to the scratch directory too: removed with it,
+            # even when the child is killed.
             done = subprocess.run([sys.executable, "-m", __name__, str(program_file), str(staged),
-                                   *map(str, input_size)], capture_output=True, text=True)
+                                   *map(str, input_size)], capture_output=True, text=True,
+                                  env={**os.environ, "TMPDIR": str(tmp)})
             if done.returncode != 0 or staged.stat().st_size == 0:
                 tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-2:])
                 raise ExportError(f"LiteRT conversion failed (exit {done.returncode}): {tail[-400:]}")

@@ -9,14 +9,13 @@ a telemetry SDK. Run: MNN's module API on the CPU backend, fp32 (``precision: hi
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from ...io import atomic_path
+from ...io import atomic_path, scratch_dir
 from ..onnx_export import INPUT_NAME, OUTPUT_NAME, ExportError
 from .base import EdgeRuntime, Runner, captured_output, static_onnx
 
@@ -36,7 +35,7 @@ class MNNRuntime(EdgeRuntime):
         import _tools  # MNN's converter extension, shipped in the mnn wheel
 
         path = Path(path)
-        with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as staged:
+        with scratch_dir("mnn") as tmp, atomic_path(path) as staged:
             onnx_path = static_onnx(model, tmp, input_size)
             args = ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(staged),
                     "--bizCode", "repghost"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...io import atomic_paths
+from ...io import atomic_paths, scratch_dir
 from ..onnx_export import ExportError
 from .base import EdgeRuntime, Runner, captured_output
 
@@ -45,7 +44,7 @@ class NCNNRuntime(EdgeRuntime):
         if param == weights:
             raise ValueError(f"ncnn output must not end in .bin (the weights go there): {path}")
         shape = "[" + ",".join(str(d) for d in (1, *input_size[1:])) + "]"
-        with tempfile.TemporaryDirectory() as tmp, atomic_paths(param, weights) as (staged_param, staged_bin):
+        with scratch_dir("ncnn") as tmp, atomic_paths(param, weights) as (staged_param, staged_bin):
             traced = Path(tmp) / "model.pt"
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from ...io import atomic_paths
+from ...io import atomic_paths, scratch_dir
 from ..onnx_export import ExportError
 from .base import EdgeRuntime, MissingRuntimeError, Runner, captured_output, static_onnx
 
@@ -50,7 +49,7 @@ class OpenVINORuntime(EdgeRuntime):
         xml, weights = self.files(path)
         if xml.suffix != ".xml":
             raise ValueError(f"an OpenVINO IR file must end in .xml (its weights go beside it in .bin): {path}")
-        with tempfile.TemporaryDirectory() as tmp, atomic_paths(xml, weights) as (staged_xml, staged_bin):
+        with scratch_dir("openvino") as tmp, atomic_paths(xml, weights) as (staged_xml, staged_bin):
             onnx_path = static_onnx(model, tmp, input_size)
             ir_xml, ir_bin = Path(tmp) / "model.xml", Path(tmp) / "model.bin"  # OpenVINO insists on .xml
             with captured_output() as log:
@@ -75,7 +74,7 @@ class OpenVINORuntime(EdgeRuntime):
         xml, weights = self.files(out)
         model = ov.Core().read_model(str(path))
         calibration = nncf.Dataset([np.ascontiguousarray(image[None], dtype=np.float32) for image in calib_images])
-        with captured_output() as log, tempfile.TemporaryDirectory() as tmp, \
+        with captured_output() as log, scratch_dir("openvino") as tmp, \
                 atomic_paths(xml, weights) as (staged_xml, staged_bin):
             try:
                 quantized = nncf.quantize(model, calibration, subset_size=len(calib_images))
