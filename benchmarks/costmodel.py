@@ -34,7 +34,7 @@ from repghost.bench.latency import time_interleaved
 from repghost.bench.runtimes import make_runner
 from repghost.costmodel.fit import fidelity, fit, plot_fit, samples_needed, split_indices
 from repghost.costmodel.sampling import TimingSettings, latencies, read_records, sample, time_archs
-from repghost.deploy import export_onnx
+from repghost.deploy.onnx_export import export_for_runtime
 from repghost.io import scratch_dir
 from repghost.models.mobiledet import MOBILEDETS
 from repghost.models.searched import SearchSpace
@@ -94,7 +94,7 @@ def time_mobiledets(settings: TimingSettings, workdir: Path) -> dict[str, float]
     runners = {}
     for name in MOBILEDETS:
         model = reparameterize(create_model(name, num_classes=0).eval())
-        path = export_onnx(model, workdir / f"{name}.onnx", size, exporter="legacy")
+        path = export_for_runtime(model, workdir / f"{name}.onnx", size)
         runners[name] = make_runner(model, "onnxruntime", size, settings.threads, torch.device("cpu"), path)
     times = time_interleaved(runners, settings.warmup, settings.runs * 2, False, "")
     return {name: float(np.median(t)) for name, t in times.items()}

@@ -31,7 +31,7 @@ from torch import nn
 from repghost import create_model
 from repghost.bench.latency import time_interleaved
 from repghost.bench.runtimes import make_runner
-from repghost.deploy.onnx_export import export_onnx
+from repghost.deploy.onnx_export import export_for_runtime
 from repghost.models.searched import SearchSpace
 from repghost.profile import profile
 from repghost.reparam import reparameterize
@@ -65,7 +65,7 @@ def time_bodies(backbones: dict[str, str], work: Path, runs: int, size: int = 32
     for label, backbone in backbones.items():
         onnx_path = work / f"{label}.onnx"
         model = body(backbone)
-        export_onnx(model, onnx_path, (1, 3, size, size), exporter="legacy")
+        export_for_runtime(model, onnx_path, (1, 3, size, size))
         runners[label] = make_runner(model, "onnxruntime", (1, 3, size, size), 1, torch.device("cpu"), onnx_path)
     times = time_interleaved(runners, 10, runs, False, "")
     return {label: float(np.median(t)) for label, t in times.items()}

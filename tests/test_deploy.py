@@ -222,3 +222,26 @@ def test_calibration_from_a_folder_of_class_folders_skips_a_corrupt_image(tmp_pa
     (tmp_path / "b" / "bad.png").write_bytes(b"not a png")
     split = load_split(str(tmp_path), pre, num_calib=8)
     assert [Path(p).name for p in split.skipped] == ["bad.png"] and len(split.calib) + len(split.held_out) == 6
+
+
+def test_every_runtime_export_takes_one_policy_legacy_then_dynamo(monkeypatch, tmp_path):
+    """bench, the cost model's timings and the edge converters all export through one function: the
+    TorchScript-based exporter first, dynamo only when it fails."""
+    from repghost.deploy import onnx_export
+
+    calls = []
+
+    def fake(model, path, input_size, opset=18, exporter="dynamo", dynamic_batch=True):
+        calls.append((exporter, dynamic_batch))
+        if exporter == "legacy" and fail_legacy:
+            raise onnx_export.ExportError("legacy cannot trace it")
+        return path
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fake)
+    fail_legacy = False
+    assert onnx_export.export_for_runtime(None, tmp_path / "a.onnx", (1, 3, 8, 8)) == tmp_path / "a.onnx"
+    assert calls == [("legacy", True)]
+    calls.clear()
+    fail_legacy = True
+    onnx_export.export_for_runtime(None, tmp_path / "b.onnx", (1, 3, 8, 8), dynamic_batch=False)
+    assert calls == [("legacy", False), ("dynamo", False)]

@@ -7,7 +7,7 @@ Runtimes:
 - ``torchscript``: traced, frozen, then ``torch.jit.optimize_for_inference`` (folds conv + BN,
   fuses conv + ReLU, may switch to oneDNN layouts).
 - ``compile``: ``torch.compile`` (inductor), where it works on this machine.
-- ``onnxruntime``: ONNX export (dynamo exporter, legacy on failure) run by onnxruntime with full
+- ``onnxruntime``: ONNX export (:func:`repghost.deploy.onnx_export.export_for_runtime`) run by onnxruntime with full
   graph optimization.
 - ``mnn``, ``ncnn``, ``openvino``, ``litert``: the edge runtimes of :mod:`repghost.deploy.edge`
   (CPU, fp32, ``threads`` threads), each from its own export with a static input shape; the export
@@ -91,15 +91,12 @@ def make_runner(model: nn.Module, runtime: str, input_size: tuple[int, ...], thr
 
 
 def _onnxruntime_runner(model, x, threads, device, path):
-    from ..deploy.onnx_export import INPUT_NAME, ExportError, export_onnx, session
+    from ..deploy.onnx_export import INPUT_NAME, export_for_runtime, session
 
     path = Path(path)
     if not path.is_file():
         model = copy.deepcopy(model).cpu().eval()  # leave the caller's model on its device
-        try:
-            export_onnx(model, path, tuple(x.shape))
-        except ExportError:
-            export_onnx(model, path, tuple(x.shape), exporter="legacy")
+        export_for_runtime(model, path, tuple(x.shape))
     providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     sess = session(path, threads=threads, providers=providers)
     feed = {INPUT_NAME: np.ascontiguousarray(x.numpy())}

@@ -38,7 +38,7 @@ import torch
 
 from ..bench.latency import time_interleaved
 from ..bench.runtimes import RUNTIMES, make_runner
-from ..deploy.onnx_export import ExportError, export_onnx
+from ..deploy.onnx_export import export_for_runtime
 from ..io import atomic_write_json, scratch_dir
 from ..models.searched import SearchSpace, SpaceError
 from ..profile import profile
@@ -200,11 +200,7 @@ def _runner(space: SearchSpace, arch: Sequence[str], settings: TimingSettings, o
     cost = profile(deployed, (1, 3, settings.img_size, settings.img_size))
     onnx_path.unlink(missing_ok=True)
     if settings.runtime == "onnxruntime":
-        # The legacy exporter is several times faster than dynamo on these plain conv nets.
-        try:
-            export_onnx(deployed, onnx_path, size, exporter="legacy")
-        except ExportError:
-            export_onnx(deployed, onnx_path, size)
+        export_for_runtime(deployed, onnx_path, size)
     return make_runner(deployed, settings.runtime, size, settings.threads, torch.device("cpu"), onnx_path), cost
 
 

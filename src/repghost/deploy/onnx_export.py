@@ -68,6 +68,20 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[
     return path
 
 
+def export_for_runtime(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int],
+                       dynamic_batch: bool = True) -> Path:
+    """The ONNX file a runtime times or converts (``bench``, the cost model's timings, the edge
+    converters), as opposed to the user's own ``export``, which takes ``--exporter``. One policy for
+    all of them, so they time and convert the same graph: torch's TorchScript-based exporter first —
+    for a deploy model it gives the dynamo exporter's Conv / Relu / Add / … graph plus ``Identity``
+    nodes that onnxruntime's optimizer and every converter drop, 3–4× faster — and the dynamo
+    exporter for the models it cannot trace."""
+    try:
+        return export_onnx(model, path, input_size, exporter="legacy", dynamic_batch=dynamic_batch)
+    except ExportError:
+        return export_onnx(model, path, input_size, exporter="dynamo", dynamic_batch=dynamic_batch)
+
+
 def op_counts(path: str | os.PathLike) -> dict[str, int]:
     """How many nodes of each op type the ONNX graph at ``path`` has (main graph)."""
     import onnx

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ...names import EXPORT_SUFFIXES
-from ..onnx_export import RTOL, Comparison, ExportError, export_onnx
+from ..onnx_export import RTOL, Comparison, ExportError, export_for_runtime
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -164,14 +164,6 @@ class EdgeRuntime:
 
 
 def static_onnx(model: nn.Module, directory: str | os.PathLike, input_size: Sequence[int]) -> Path:
-    """An ONNX file of ``model`` with a static input shape, the input of the ONNX-based converters.
-
-    It comes from torch's TorchScript-based exporter, the dynamo one where that fails: for the same
-    deploy model both give the same Conv / Relu / Add / … graph (the legacy one adds ``Identity``
-    nodes, which every converter drops), and the legacy exporter is 3–4× faster here.
-    """
-    path = Path(directory) / "model.onnx"
-    try:
-        return export_onnx(model, path, input_size, dynamic_batch=False, exporter="legacy")
-    except ExportError:
-        return export_onnx(model, path, input_size, dynamic_batch=False)
+    """An ONNX file of ``model`` with a static input shape, the input of the ONNX-based converters
+    (exported as every runtime's file is: :func:`~repghost.deploy.onnx_export.export_for_runtime`)."""
+    return export_for_runtime(model, Path(directory) / "model.onnx", input_size, dynamic_batch=False)
