@@ -299,8 +299,9 @@ def test_an_export_cut_before_its_check_is_done_leaves_no_file(step, inputs, scr
 # -- a real Ctrl-C: SIGINT to a repghost process group, while its scratch files are on disk -----------
 REAL = {
     "costmodel sample": lambda out: ["costmodel", "sample", "--out", str(out / "samples"), "--n", "6", *SAMPLE],
+    # Rounds enough (tens of seconds) that the signal, sent within a second of the export, lands while it times.
     "bench onnxruntime": lambda out: ["bench", "repghostnet_050@deploy", "--runtimes", "onnxruntime", "--img-size",
-                                      "32", "--warmup", "1", "--runs", "3", "--out", str(out)],
+                                      "32", "--warmup", "1", "--runs", "100000", "--out", str(out)],
     "export litert": lambda out: ["export", "repghostnet_050", str(out / "model.tflite"), "--format", "litert",
                                   "--img-size", "32"],
 }
