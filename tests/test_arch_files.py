@@ -203,3 +203,14 @@ def test_a_detector_checkpoint_says_what_it_is_and_what_to_run(tmp_path, monkeyp
         assert len(err.splitlines()) == 1 and "is a repghost detector checkpoint" in err, err
         assert f"repghost det-eval {path}" in err and "not written by repghost" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.pt"]
+
+
+def test_one_rule_tells_a_searched_architecture_from_a_checkpoint_or_a_name(tmp_path, monkeypatch):
+    from repghost.names import is_checkpoint_path, is_searched_architecture
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run:1").mkdir()  # an existing path with a ':' is a path, not an inline name
+    for spec, searched, checkpoint in [("mobiledet_search:0123abcd:ibn_k3_e4", True, False),
+                                       ("arch.json", True, False), ("repghostnet_100", False, False),
+                                       ("runs/last.pt", False, True), ("run:1", False, True)]:
+        assert (is_searched_architecture(spec), is_checkpoint_path(spec)) == (searched, checkpoint), spec

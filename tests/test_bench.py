@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from repghost.bench import ModelSpec, run_study, write_study
+from repghost.bench import ModelSpec
 from repghost.bench.latency import time_interleaved
 from repghost.cli import main
 from repghost.models import short_model_name
@@ -72,13 +72,17 @@ def test_bench_rejects_unknown_model(capsys):
 
 
 def test_concat_vs_add_study(tmp_path):
-    rows = run_study(batch_sizes=(1, 2), img_size=32, runs=2, warmup=1, progress=False)
-    assert [r.batch for r in rows] == [1, 2]
-    for r in rows:
-        assert r.merge_ops == (32, 32)  # GhostNet 1.0× has 32 Ghost modules
-        assert r.concat_ms > 0 and r.add_ms > 0
-        assert sum(r.concat_share.values()) == pytest.approx(1.0) and sum(r.add_share.values()) == pytest.approx(1.0)
-        assert "Add (shortcut)" in r.add_share  # the 16 shortcut Adds are not counted as merges
-    paths = write_study(rows, tmp_path)
-    assert paths["runtime_png"].read_bytes()[:8] == PNG_MAGIC and paths["share_png"].read_bytes()[:8] == PNG_MAGIC
+    from repghost.study import concat_add, write_report
+
+    result = concat_add.run(batch_sizes=(1, 2), img_size=32, runs=2, warmup=1, progress=False)
+    assert [r["batch"] for r in result.rows] == [1, 2]
+    for r in result.rows:
+        assert tuple(r["merge_ops"]) == (32, 32)  # GhostNet 1.0× has 32 Ghost modules
+        assert r["concat_ms"] > 0 and r["add_ms"] > 0
+        assert sum(r["concat_share"].values()) == pytest.approx(1.0)
+        assert sum(r["add_share"].values()) == pytest.approx(1.0)
+        assert "Add (shortcut)" in r["add_share"]  # the 16 shortcut Adds are not counted as merges
+    paths = write_report(result, tmp_path)
+    assert paths["png"].read_bytes()[:8] == PNG_MAGIC and paths["share_png"].read_bytes()[:8] == PNG_MAGIC
+    assert paths["png"].name == "concat_add.png" and paths["share_png"].name == "concat_add_share.png"
     assert "| 1 |" in paths["md"].read_text()

@@ -358,14 +358,14 @@ class Refused(RuntimeError):
 @pytest.fixture
 def refusing_onnxruntime(monkeypatch):
     """onnxruntime refuses every model: the work fails after its exports are on disk."""
-    import repghost.bench.concat_add
     import repghost.deploy.onnx_export
+    import repghost.study.concat_add
 
     def refuse(*args, **kwargs):
         raise Refused("onnxruntime refused the model")
 
     monkeypatch.setattr(repghost.deploy.onnx_export, "session", refuse)
-    monkeypatch.setattr(repghost.bench.concat_add, "session", refuse)
+    monkeypatch.setattr(repghost.study.concat_add, "session", refuse)
 
 
 def _tiny_model():
@@ -381,7 +381,7 @@ def _time_modules():
 
 
 def _concat_add():
-    from repghost.bench import run_study
+    from repghost.study.concat_add import run_study
 
     return run_study((1,), img_size=32, runs=1, warmup=0, progress=False)
 

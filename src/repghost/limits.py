@@ -3,11 +3,16 @@
 A :class:`Number` both checks a value (``problem(value)``, for configs built in Python or read from
 YAML) and parses a command-line string (``__call__``, as an argparse ``type``), so a flag and the
 config key behind it can never disagree about what is valid.
+
+Every config dataclass validates the same way: a field made with :func:`limited` carries its
+:class:`Number`, and :func:`check_limits` (called from ``__post_init__``) reports every field outside
+its range in one error.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 
@@ -93,3 +98,33 @@ RATE = Number(float, 0.0)
 POSITIVE = Number(float, 0.0, exclusive=True)
 #: fractions in [0, 1]
 FRACTION = Number(float, 0.0, 1.0)
+
+
+def limited(number: Number, **field_kwargs) -> dataclasses.Field:
+    """A dataclass field whose values must satisfy ``number`` (``None`` always passes: "unset")."""
+    metadata = {**field_kwargs.pop("metadata", {}), "limit": number}
+    return dataclasses.field(metadata=metadata, **field_kwargs)
+
+
+def value_problem(number: Number, value) -> str | None:
+    """What is wrong with ``value`` (a number, or a list / tuple of them) under ``number``; an int is
+    accepted where a float is asked (YAML and Python write ``1`` for ``1.0``)."""
+    if isinstance(value, (list, tuple)):
+        return next((p for p in (value_problem(number, v) for v in value) if p), None)
+    if number.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return number.problem(value)
+
+
+def limit_problems(config) -> list[str]:
+    """``"<field> <problem>"`` for every limited field of the dataclass ``config`` outside its range."""
+    return [f"{f.name} {problem}" for f in dataclasses.fields(config) if "limit" in f.metadata
+            and getattr(config, f.name) is not None
+            for problem in [value_problem(f.metadata["limit"], getattr(config, f.name))] if problem]
+
+
+def check_limits(config, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` listing every limited field of ``config`` outside its range."""
+    problems = limit_problems(config)
+    if problems:
+        raise error("; ".join(problems))

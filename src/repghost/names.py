@@ -31,15 +31,21 @@ def is_architecture_file(spec: str | os.PathLike) -> bool:
     return Path(os.fspath(spec)).suffix.lower() == ".json"
 
 
+def is_searched_architecture(spec: str | os.PathLike) -> bool:
+    """Whether a model argument names a searched architecture: its file (``.json``) or its inline name
+    (``<space>:<fingerprint>:<choices>``; registered names never hold a ``:``)."""
+    text = os.fspath(spec)
+    return is_architecture_file(text) or (":" in text and not os.path.exists(text))
+
+
 def is_checkpoint_path(spec: str | os.PathLike) -> bool:
     """Whether a command's model argument names a checkpoint rather than a model: a file or directory that
     exists, or a path that looks like one (a directory part or an extension) — except an architecture
     file (``.json``), and a name with ``:`` (a searched architecture's inline name), which are models."""
     text = os.fspath(spec)
-    exists = os.path.exists(text)  # False, not an error, for a name too long to be a path
-    if is_architecture_file(text) or (":" in text and not exists):
+    if is_searched_architecture(text):
         return False
-    return exists or os.sep in text or bool(Path(text).suffix)
+    return os.path.exists(text) or os.sep in text or bool(Path(text).suffix)
 
 
 #: Ghost-Res50 / RepGhost-Res50 ratios ``s`` with a registered model (``ghost_resnet50_s<s>``).

@@ -22,6 +22,7 @@ import torch
 
 from ..deploy.edge import EDGE_RUNTIMES, edge_runtime
 from ..io import atomic_path, atomic_write_json, atomic_write_text, scratch_dir
+from ..limits import COUNT, COUNT0, check_limits, limited
 from ..profile import profile
 from ..progress import progress as progress_bar
 from .runtimes import RUNTIMES, make_runner
@@ -54,15 +55,18 @@ class Result:
 class BenchConfig:
     models: Sequence[str]
     runtimes: Sequence[str] = ("eager", "onnxruntime")
-    threads: Sequence[int] = (1,)
-    batch_sizes: Sequence[int] = (1,)
-    img_sizes: Sequence[int] = (224,)
-    warmup: int = 10
-    runs: int = 50
+    threads: Sequence[int] = limited(COUNT, default=(1,))
+    batch_sizes: Sequence[int] = limited(COUNT, default=(1,))
+    img_sizes: Sequence[int] = limited(COUNT, default=(224,))
+    warmup: int = limited(COUNT0, default=10)
+    runs: int = limited(COUNT, default=50)
     device: str = "cpu"
-    num_classes: int = 1000
+    num_classes: int = limited(COUNT, default=1000)
     progress: bool = True
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_limits(self)
 
 
 def environment() -> dict:

@@ -7,7 +7,8 @@ Ctrl-C is handled here, once for every command: whatever the command was doing, 
 line on stderr (``repghost <command>: interrupted``, with the command's own resume hint when it
 gives one) and exit code 130, after its ``with`` / ``finally`` blocks have removed their scratch
 files and unfinished outputs (:mod:`repghost.io`). Commands that stop at a safe point themselves
-(``train``, ``search``) print their resume line and return 130.
+(``train``, ``search``) print their resume line and return 130. Errors become one line and an exit
+code here too, by the one table in :mod:`.errors`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import threading
 
 from .. import __version__
 from . import bench, costmodel, deploy, detection, models, search, study, train
-from .args import INTERRUPTED, Parser
+from .args import INTERRUPTED, Parser, fail
+from .errors import exit_code, is_reported
 
 COMMANDS = [models.add_models, train.add_train, train.add_eval, deploy.add_convert, deploy.add_export,
             bench.add_bench, study.add_study, detection.add_det_train, detection.add_det_eval,
@@ -106,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt as err:
         return _interrupted(parser, argv, err)
+    except Exception as err:  # the one place an error becomes an exit code
+        code = exit_code(err)
+        if code is None:  # no table knows it: a bug, whose traceback must show
+            raise
+        if not is_reported(err):
+            fail(_command_name(parser, argv).split()[1], err)
+        return code
 
 
 if __name__ == "__main__":

@@ -67,6 +67,11 @@ def input_dir(text: str) -> str:
     return text
 
 
+def data_root(text: str) -> str:
+    """``digits`` (the built-in set) or an image-folder root that exists."""
+    return text if text == "digits" else input_dir(text)
+
+
 def _writable_parent(path: Path) -> None:
     parent = path.parent
     while not parent.exists():
@@ -111,13 +116,13 @@ def output_dir(text: str) -> str:
 def model_name(text: str) -> str:
     """A registered model name, or a searched architecture's file or inline name: parsed to the name the
     model will carry (a file's inline name, so nothing recorded depends on the file)."""
-    from ..names import MODEL_NAMES, SEARCHED_MODEL_PREFIX
+    from ..names import MODEL_NAMES, is_searched_architecture
 
-    # Registered names, and names that cannot be a searched architecture (no inline-name prefix, no
-    # file, no .json), are answered here; only the rest needs the models (and torch) to resolve.
+    # Registered names, and names that cannot be a searched architecture (no inline name, no file),
+    # are answered here; only the rest needs the models (and torch) to resolve.
     if text in MODEL_NAMES:
         return text
-    if not (text.startswith(f"{SEARCHED_MODEL_PREFIX}:") or text.endswith(".json") or os.path.exists(text)):
+    if not (is_searched_architecture(text) or os.path.exists(text)):
         raise argparse.ArgumentTypeError(f"unknown model {text!r}; available models: {', '.join(MODEL_NAMES)}")
     from ..models import UnknownModelError, resolve_model_name
 

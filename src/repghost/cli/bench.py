@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 
 from .args import COUNT, COUNT0, USAGE_ERROR, checkpoint_file, fail, model_name, output_dir
+from .errors import usage_errors
 
 
 def _cmd_bench(args) -> int:
     from ..bench import BenchConfig, format_table, run_benchmark, write_results
-    from ..checkpoint import CheckpointError
-    from ..deploy.edge import MissingRuntimeError
 
     if args.concat_vs_add:  # an alias of `repghost study concat-add`
         from ..study import concat_add
@@ -21,16 +20,12 @@ def _cmd_bench(args) -> int:
                       progress=sys.stderr.isatty())
     if not args.models:
         return fail("bench", "name at least one model (or pass --concat-vs-add)", USAGE_ERROR)
-    try:
+    with usage_errors(ValueError):  # a bad spec / runtime / size; a model file's contents keep their own code
         img_sizes = args.img_size or _recorded_sizes(args.models)
         config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
                              batch_sizes=args.batch, img_sizes=img_sizes, warmup=args.warmup, runs=args.runs,
                              device=args.device)
         results = run_benchmark(config)
-    except (MissingRuntimeError, CheckpointError) as err:  # the work failed: a runtime, a model file's contents
-        return fail("bench", err)
-    except ValueError as err:  # bad spec / runtime / unknown model
-        return fail("bench", err, USAGE_ERROR)
     print(format_table(results))
     paths = write_results(results, args.out, config)
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -15,7 +15,7 @@ def _error(message: str) -> int:
 
 def _cmd_sample(args) -> int:
     from ..costmodel.sampling import TimingSettings, sample
-    from ..models.searched import SearchSpace, SpaceError
+    from ..models.searched import SearchSpace
 
     space = SearchSpace()
     try:
@@ -25,8 +25,6 @@ def _cmd_sample(args) -> int:
         extra = {spec: space.load_arch(spec) for spec in args.arch}
         summary = sample(space, args.out, args.n, seed=args.seed, settings=settings, extra=extra,
                          progress=not args.quiet)
-    except (SpaceError, ValueError) as err:
-        return _error(str(err))
     except KeyboardInterrupt:  # the CLI prints it, with how to go on
         raise KeyboardInterrupt(_sample_resume_hint(args.out)) from None
     print(f"timed {summary['timed']} new architecture(s) in {summary['seconds']:.0f} s; "
@@ -47,13 +45,10 @@ def _sample_resume_hint(out: str) -> str:
 
 def _cmd_fit(args) -> int:
     from ..costmodel.fit import MIN_HELD_OUT_R2, fit_directory, plot_fit
-    from ..models.searched import SearchSpace, SpaceError
+    from ..models.searched import SearchSpace
 
     space = SearchSpace()
-    try:
-        result = fit_directory(args.dir, space, test_fraction=args.test_fraction, seed=args.seed)
-    except (SpaceError, ValueError) as err:
-        return _error(str(err))
+    result = fit_directory(args.dir, space, test_fraction=args.test_fraction, seed=args.seed)
     out = Path(args.out or Path(args.dir) / "costmodel.json")
     result.model.save(out)
     t = result.model.timing
@@ -76,15 +71,12 @@ def _cmd_fit(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from ..costmodel.fit import CostModel, CostModelError
-    from ..models.searched import SearchSpace, SpaceError
+    from ..costmodel.fit import CostModel
+    from ..models.searched import SearchSpace
 
     space = SearchSpace()
-    try:
-        model = CostModel.load(args.model, space)
-        arch = space.load_arch(args.arch)
-    except (CostModelError, SpaceError) as err:
-        return _error(str(err))
+    model = CostModel.load(args.model, space)
+    arch = space.load_arch(args.arch)
     reason = model.unfit_reason()
     if reason and not args.allow_unfit:
         return _error(f"{args.model} is unfit: {reason}; pass --allow-unfit to predict with it anyway")

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from .args import COUNT, USAGE_ERROR, Number, checkpoint_file, fail, mean_std, model_name, output_file
+from .errors import usage_errors
 
 
 def _deploy_out(text: str) -> str:
@@ -15,13 +16,10 @@ def _deploy_out(text: str) -> str:
 
 
 def _cmd_convert(args) -> int:
-    from ..deploy import ConvertError, convert
+    from ..deploy import convert
 
-    try:
-        result = convert(args.checkpoint, args.out, model_name=args.model, num_classes=args.num_classes,
-                         use_ema=args.ema, img_size=args.img_size)
-    except ConvertError as err:
-        return fail("convert", err)
+    result = convert(args.checkpoint, args.out, model_name=args.model, num_classes=args.num_classes,
+                     use_ema=args.ema, img_size=args.img_size)
     for note in result.notes:
         print(f"note: {note}")
     if result.check is None:
@@ -56,11 +54,11 @@ def add_convert(sub) -> None:
 
 def _source(text: str) -> str:
     """A checkpoint file, or a model name: registered, or a searched architecture's file or inline name."""
-    from ..names import MODEL_NAMES, is_architecture_file, is_checkpoint_path
+    from ..names import MODEL_NAMES, is_checkpoint_path, is_searched_architecture
 
     if is_checkpoint_path(text):
         return checkpoint_file(text)  # what it holds is read by the work (exit 1 when it is not a checkpoint)
-    if ":" in text or is_architecture_file(text):
+    if is_searched_architecture(text):
         model_name(text)  # a searched architecture: its errors say what is wrong
         return text
     if text not in MODEL_NAMES:
@@ -86,28 +84,17 @@ def _calib(text: str) -> str:
 
 
 def _cmd_export(args) -> int:
-    from ..checkpoint import CheckpointError
-    from ..data import DataError
-    from ..deploy import ConvertError, ExportError
     from ..deploy.pipeline import export, int8_formats, resolve_format
-    from ..preprocess import PreprocessError
 
-    try:
+    with usage_errors(ValueError):  # the output's extension and --format disagree
         fmt = resolve_format(args.out, args.format)
-    except ValueError as err:
-        return fail("export", err, USAGE_ERROR)
     if args.int8 and fmt not in int8_formats():
         return fail("export", f"--int8 is available for --format {' / '.join(int8_formats())}, not {fmt}",
                     USAGE_ERROR)
-    try:
-        export(args.source, args.out, fmt=fmt, img_size=args.img_size, mean=args.mean, std=args.std,
-               opset=args.opset, exporter=args.exporter, int8=args.int8, recipe=args.recipe, calib=args.calib,
-               num_calib=args.num_calib, num_held_out=args.num_held_out, model_name=args.model,
-               num_classes=args.num_classes, use_ema=args.ema)
-    except PreprocessError as err:
-        return fail("export", err, USAGE_ERROR)
-    except (ConvertError, ExportError, CheckpointError, DataError, ValueError, FileNotFoundError) as err:
-        return fail("export", err)
+    export(args.source, args.out, fmt=fmt, img_size=args.img_size, mean=args.mean, std=args.std,
+           opset=args.opset, exporter=args.exporter, int8=args.int8, recipe=args.recipe, calib=args.calib,
+           num_calib=args.num_calib, num_held_out=args.num_held_out, model_name=args.model,
+           num_classes=args.num_classes, use_ema=args.ema)
     return 0
 
 

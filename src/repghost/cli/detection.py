@@ -9,11 +9,9 @@ from .args import (
     COUNT0,
     POSITIVE,
     RATE,
-    USAGE_ERROR,
     DefaultsFormatter,
     Number,
     checkpoint_file,
-    fail,
     input_dir,
     model_name,
     output_dir,
@@ -21,23 +19,11 @@ from .args import (
 )
 
 
-def _detection_errors():
-    from ..checkpoint import CheckpointError
-    from ..detection.data import DetectionDataError
-
-    return CheckpointError, DetectionDataError, FloatingPointError, ValueError, OSError
-
-
 def _cmd_det_train(args) -> int:
     from ..detection.engine import make_train_config, train_detector
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
-    try:
-        result = train_detector(make_train_config(**options))
-    except FileExistsError as err:  # an existing run and no --resume: the command line must change
-        return fail("det-train", err, USAGE_ERROR)
-    except _detection_errors() as err:
-        return fail("det-train", err)
+    result = train_detector(make_train_config(**options))
     return 130 if result.get("interrupted") else 0  # stopped by Ctrl-C: its one line is printed
 
 
@@ -143,12 +129,9 @@ def _cmd_det_eval(args) -> int:
     data = None
     if args.data is not None:
         data = DataConfig(root=args.data, val_split=args.val_split, skip_missing_images=args.skip_missing_images)
-    try:
-        evaluate_checkpoint(args.checkpoint, data, batch_size=args.batch_size, workers=args.workers,
-                            device=args.device, reparameterize=args.reparameterize, output=args.output,
-                            save_deploy=args.save_deploy, threads=args.threads)
-    except _detection_errors() as err:
-        return fail("det-eval", err)
+    evaluate_checkpoint(args.checkpoint, data, batch_size=args.batch_size, workers=args.workers,
+                        device=args.device, reparameterize=args.reparameterize, output=args.output,
+                        save_deploy=args.save_deploy, threads=args.threads)
     return 0
 
 

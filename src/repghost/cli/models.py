@@ -8,17 +8,14 @@ from .args import COUNT, USAGE_ERROR, fail
 
 
 def _cmd_models(args) -> int:
-    from ..names import MODEL_NAMES, is_architecture_file
+    from ..names import MODEL_NAMES, is_searched_architecture
 
     names = [name for name in MODEL_NAMES if fnmatch.fnmatch(name, args.pattern)]
-    searched = not names and (":" in args.pattern or is_architecture_file(args.pattern))
+    searched = not names and is_searched_architecture(args.pattern)
     if searched:  # a searched architecture's file or inline name: checked, then profiled
-        from ..models import UnknownModelError, resolve_model_name
+        from ..models import resolve_model_name
 
-        try:
-            resolve_model_name(args.pattern)
-        except UnknownModelError as err:
-            return fail("models", err, USAGE_ERROR)
+        resolve_model_name(args.pattern)  # an unknown one is a usage error (cli.errors)
         names = [args.pattern]
     if not names:
         return fail("models", f"no model matches {args.pattern!r}; available: {', '.join(MODEL_NAMES)}",

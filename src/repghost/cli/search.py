@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .args import COUNT, USAGE_ERROR, fail, input_dir, input_file, output_dir
+from .args import COUNT, input_dir, input_file, output_dir
 
 #: Flags that map one-to-one onto :class:`repghost.search.SearchConfig` fields (type: the field's limit).
 TUNABLE = {
@@ -28,22 +28,16 @@ TUNABLE = {
 
 
 def _cmd_search(args) -> int:
-    from ..checkpoint import CheckpointError
-    from ..detection.data import DataConfig, DetectionDataError
-    from ..search import SearchConfig, SearchError, run_search
+    from ..detection.data import DataConfig
+    from ..search import SearchConfig, run_search
 
     data = DataConfig(root=args.data, train_split=args.train_split, skip_missing_images=args.skip_missing_images)
     options = {name: getattr(args, name) for name in TUNABLE}
-    try:
-        config = SearchConfig(output=args.output, costmodel=args.costmodel, target_ms=args.target_ms, data=data,
-                              img_size=args.img_size or (320 if args.data else 128), threads=args.threads,
-                              device=args.device, measure=args.measure, resume=args.resume,
-                              allow_unfit_costmodel=args.allow_unfit, **options)
-        result = run_search(config)
-    except SearchError as err:  # the command line must change (cost model, target, data, resume state)
-        return fail("search", err, USAGE_ERROR)
-    except (CheckpointError, DetectionDataError, FloatingPointError, OSError) as err:
-        return fail("search", err)
+    config = SearchConfig(output=args.output, costmodel=args.costmodel, target_ms=args.target_ms, data=data,
+                          img_size=args.img_size or (320 if args.data else 128), threads=args.threads,
+                          device=args.device, measure=args.measure, resume=args.resume,
+                          allow_unfit_costmodel=args.allow_unfit, **options)
+    result = run_search(config)
     return 130 if result.interrupted else 0
 
 

@@ -5,21 +5,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from .args import COUNT, COUNT0, POSITIVE, USAGE_ERROR, fail, output_dir
+from .args import COUNT, COUNT0, POSITIVE, data_root, output_dir
+from .errors import usage_errors
 
 
 def report(run: Callable, out_dir: str, **kwargs) -> int:
     """Run a study, print its table and write its files; bad input → exit 2 before any work."""
-    from ..data import DataError
     from ..study import format_report, write_report
-    from ..study.ablation import StudyInterrupted
 
-    try:
+    with usage_errors(ValueError, FileNotFoundError):  # bad settings, a missing input
         result = run(**kwargs)
-    except (ValueError, DataError, FileNotFoundError) as err:
-        return fail("study", err, USAGE_ERROR)
-    except StudyInterrupted:  # the training loop has printed the one line, with how to go on
-        return 130
     print(format_report(result))
     paths = write_report(result, out_dir)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -97,7 +92,8 @@ def add_study(sub) -> None:
                                        "top-1 and the deploy latency of each variant. Runs live in OUT/runs/; "
                                        "running the same command again resumes and skips finished runs. "
                                        f"Variants: {', '.join(VARIANTS)}.")
-    s.add_argument("--data", default=None, help="ImageFolder root with train/ and val/ (default: built-in digits)")
+    s.add_argument("--data", default=None, type=data_root,
+                   help="ImageFolder root with train/ and val/ (default: built-in digits)")
     s.add_argument("--width", type=POSITIVE, default=0.5, help="RepGhostNet width (default 0.5)")
     s.add_argument("--seeds", nargs="+", type=COUNT0, default=[0, 1, 2], help="seeds (default 0 1 2)")
     s.add_argument("--variants", nargs="+", default=list(VARIANTS), metavar="VARIANT",

@@ -11,21 +11,18 @@ from .args import (
     USAGE_ERROR,
     DefaultsFormatter,
     checkpoint_file,
+    data_root,
     fail,
-    input_dir,
     mean_std,
     model_name,
     output_dir,
     output_file,
 )
+from .errors import usage_errors, work_errors
 
 #: Config keys whose flags take paths or names, with the check each gets at parse time.
 _PATH_TYPES = {"pretrained": checkpoint_file, "output": output_dir, "model": model_name}
 _CHOICE_HELP = {"amp": "AMP", "interpolation": "MODE", "val_interpolation": "MODE"}
-
-
-def _data_root(text: str) -> str:
-    return text if text == "digits" else input_dir(text)
 
 
 def _config_flag_type(f) -> dict:
@@ -45,7 +42,7 @@ def _config_flag_type(f) -> dict:
     if isinstance(default, dict):
         return dict(type=_parse_mapping, metavar="YAML")
     if f.name == "data":
-        return dict(type=_data_root)
+        return dict(type=data_root)
     if f.name in _PATH_TYPES:
         return dict(type=_PATH_TYPES[f.name])
     return dict(type=str)
@@ -73,12 +70,8 @@ def _parse_mapping(text: str) -> dict:
 
 
 def _cmd_train(args) -> int:
-    from ..checkpoint import CheckpointError
-    from ..data import DataError
-    from ..models import UnknownModelError
     from ..train import TrainConfig, resolve_config, train
     from ..train.config import SETTINGS
-    from ..train.fit import ScheduleError
 
     overrides = {name: getattr(args, name) for name in SETTINGS}
     if args.resume:
@@ -86,18 +79,9 @@ def _cmd_train(args) -> int:
         if given:
             flags = ", ".join("--" + g.replace("_", "-") for g in given)
             return fail("train", f"--resume continues the saved config; drop {flags}", USAGE_ERROR)
-    try:
+    with usage_errors(ValueError, FileNotFoundError):  # a recipe that does not exist or holds bad values
         cfg: TrainConfig | None = None if args.resume else resolve_config(args.recipe, **overrides)
-    except DataError as err:  # the data the settings are derived from cannot be read
-        return fail("train", err)
-    except (ValueError, FileNotFoundError) as err:  # a recipe that does not exist or holds bad values
-        return fail("train", err, USAGE_ERROR)
-    try:
-        result = train(cfg, resume=args.resume)
-    except (FileExistsError, ScheduleError) as err:  # the command line must change
-        return fail("train", err, USAGE_ERROR)
-    except (DataError, UnknownModelError, CheckpointError, OSError, ValueError, FloatingPointError) as err:
-        return fail("train", err)
+    result = train(cfg, resume=args.resume)
     return 130 if result.interrupted else 0
 
 
@@ -171,20 +155,13 @@ def add_train(sub) -> None:
 
 
 def _cmd_eval(args) -> int:
-    from ..checkpoint import CheckpointError
-    from ..data import DataError
-    from ..models import UnknownModelError
     from ..train import evaluate_checkpoint
 
-    try:
+    with work_errors(RuntimeError):  # e.g. weights that do not fit the model they name
         res = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, use_ema=args.ema,
                                   reparam=args.reparam, batch_size=args.batch_size, workers=args.workers,
                                   device=args.device, img_size=args.img_size, mean=args.mean, std=args.std,
                                   model_name=args.model, log=print)
-    except UnknownModelError as err:
-        return fail("eval", err, USAGE_ERROR)
-    except (CheckpointError, DataError, ValueError, RuntimeError) as err:
-        return fail("eval", err)
     print(f"{res['checkpoint']} ({res['form']} form) on {res['data']} {res['split']}: "
           f"top-1 {res['top1']:.2f} %  top-5 {res['top5']:.2f} %  loss {res['loss']:.4f}  "
           f"({res['count']} images" + (f", {res['skipped']} unreadable skipped)" if res["skipped"] else ")"))
@@ -205,7 +182,7 @@ def add_eval(sub) -> None:
                     "file that records none uses the model's default and says so.")
     p.add_argument("checkpoint", type=checkpoint_file,
                    help="last.pt / best.pt, best_model.safetensors, best_deploy.safetensors, model.onnx, ...")
-    p.add_argument("--data", default=None, type=_data_root,
+    p.add_argument("--data", default=None, type=data_root,
                    help="ImageFolder root, or 'digits' (default: the data the file was trained on)")
     p.add_argument("--split", default="val", help="split folder to evaluate")
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")

@@ -40,6 +40,7 @@ from ..bench.latency import time_interleaved
 from ..bench.runtimes import RUNTIMES, make_runner
 from ..deploy.onnx_export import export_for_runtime
 from ..io import atomic_write_json, scratch_dir
+from ..limits import COUNT, COUNT0, Number, check_limits, limited
 from ..models.searched import SearchSpace, SpaceError
 from ..profile import profile
 from ..progress import is_terminal, write
@@ -54,22 +55,18 @@ SAMPLES_FORMAT = "repghost-costmodel-samples/1"
 @dataclass(frozen=True)
 class TimingSettings:
     runtime: str = "onnxruntime"
-    threads: int = 1
-    batch: int = 1
-    img_size: int = 320
-    warmup: int = 3
-    runs: int = 10
-    chunk: int = 8
+    threads: int = limited(COUNT, default=1)
+    batch: int = limited(COUNT, default=1)
+    img_size: int = limited(Number(int, 32), default=320)  # five stride-2 stages
+    warmup: int = limited(COUNT0, default=3)
+    runs: int = limited(COUNT, default=10)
+    chunk: int = limited(COUNT, default=8)
     reference: str | None = "mobiledet_cpu"
 
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
-        for name in ("threads", "batch", "img_size", "runs", "chunk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.img_size < 32:
-            raise ValueError(f"img_size must be ≥ 32 (five stride-2 stages), got {self.img_size}")
+        check_limits(self)
 
     #: Settings that change what a timing means; the others (warm-up, runs, chunk) may vary between resumes.
     def identity(self) -> dict:

@@ -23,6 +23,7 @@ from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 from ..checkpoint import load_checkpoint
 from ..models import UnknownModelError, create_model, resolve_model_name
 from ..models.family import FEATURE_BLOCKS
+from ..names import is_searched_architecture
 
 #: Backbones this module builds detectors on (RepGhostNet, GhostNet for comparison, MobileDets; searched
 #: architectures' inline names start with ``mobiledet_`` too).
@@ -38,17 +39,12 @@ def backbone_name(spec: str | os.PathLike) -> str:
     try:
         name = resolve_model_name(name)
     except UnknownModelError:
-        if _names_a_file_or_architecture(name):
+        if os.path.exists(name) or is_searched_architecture(name):
             raise  # a file or an inline name, but unusable: the registry's message says why
         raise ValueError(_not_a_backbone(name)) from None
     if not any(fnmatch.fnmatch(name, p) for p in BACKBONE_PATTERNS):
         raise ValueError(_not_a_backbone(name))
     return name
-
-
-def _names_a_file_or_architecture(name: str) -> bool:
-    # Registered names never hold a ':'; searched architectures' inline names always do.
-    return os.path.exists(name) or name.endswith(".json") or ":" in name
 
 
 def _not_a_backbone(name: str) -> str:

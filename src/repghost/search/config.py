@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..detection.config import DataConfig
-from ..limits import COUNT, COUNT0, NEGATIVE, POSITIVE, Number
+from ..limits import COUNT, COUNT0, NEGATIVE, POSITIVE, Number, check_limits
+from ..limits import limited as _limit
 
 CHECKPOINT_FILE = "search.pt"
 ARCH_FILE = "arch.json"
@@ -21,10 +22,6 @@ RUN_ONLY = ("output", "resume", "threads", "workers", "device", "measure", "log_
 
 class SearchError(ValueError):
     """A search that cannot start as asked (bad cost model, target, data or resume state)."""
-
-
-def _limit(number: Number, **kwargs):
-    return field(metadata={"limit": number}, **kwargs)
 
 
 @dataclass
@@ -63,10 +60,7 @@ class SearchConfig:
     def __post_init__(self):
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
-        problems = [f"{f.name} {problem}" for f in dataclasses.fields(self) if "limit" in f.metadata
-                    for problem in [f.metadata["limit"].problem(getattr(self, f.name))] if problem]
-        if problems:
-            raise SearchError("; ".join(problems))
+        check_limits(self, SearchError)
         self.costmodel = str(Path(self.costmodel).resolve())  # a resume from another directory finds it
         if self.data.root is None and self.data.synthetic_dir is None:
             self.data.synthetic_dir = str(Path(self.output).resolve() / "synthetic")

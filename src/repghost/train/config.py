@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..io import atomic_write_text
-from ..limits import COUNT, COUNT0, FRACTION, POSITIVE, RATE, Number
+from ..limits import COUNT, COUNT0, FRACTION, POSITIVE, RATE, Number, value_problem
 from ..names import DIGITS
 from ..preprocess import INTERPOLATIONS
 from .fit import fit_to_data
@@ -183,14 +183,9 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"{flag}: expected one of {', '.join(CHOICES[name])}, got {value!r}")
         if limit is None:
             continue
-        if name in LIST_LENGTHS:
-            if not isinstance(value, (list, tuple)) or len(value) != LIST_LENGTHS[name]:
-                raise ValueError(f"{flag}: expected {LIST_LENGTHS[name]} values, got {value!r}")
-            problems = [limit.problem(float(v) if isinstance(v, int) else v) for v in value]
-        else:
-            problems = [limit.problem(float(value) if limit.kind is float and isinstance(value, int)
-                                      and not isinstance(value, bool) else value)]
-        problem = next((p for p in problems if p), None)
+        if name in LIST_LENGTHS and (not isinstance(value, (list, tuple)) or len(value) != LIST_LENGTHS[name]):
+            raise ValueError(f"{flag}: expected {LIST_LENGTHS[name]} values, got {value!r}")
+        problem = value_problem(limit, value)
         if problem:
             raise ValueError(f"{flag}: {problem}")
     for name in ("scale", "ratio"):
