@@ -169,7 +169,7 @@ def open_model(path: str | os.PathLike, runtime: str | None = None, threads: int
         return _open_detector_file(path, runtime, threads)
     if fmt == "torchscript":
         return _open_torchscript(path, record, threads, torch.device(device))
-    call, graph_size, static_batch, files = _exported_call(path, fmt, runtime, threads)
+    call, graph_size, static_batch, files = _exported_call(path, fmt, runtime, threads, torch.device(device))
     runner = ModelRunner(path, "classification", fmt, runtime, record.preprocess, record.classes,
                          record.preprocess.input_size if record.preprocess else graph_size,
                          _in_chunks(call, static_batch), is_int8(path), record.model_name, record.data,
@@ -267,12 +267,13 @@ def _open_torchscript(path: Path, record: Recorded, threads: int, device: torch.
     return runner
 
 
-def _exported_call(path: Path, fmt: str, runtime: str, threads: int):
+def _exported_call(path: Path, fmt: str, runtime: str, threads: int, device: torch.device):
     """``(f(NCHW array) -> logits array, the graph's input size or None, its static batch or None,
-    its files)`` for an ONNX file or an edge runtime's export."""
+    its files)`` for an ONNX file (onnxruntime on ``device``) or an edge runtime's export (CPU)."""
     if fmt == "onnx" and runtime == "onnxruntime":
+        providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
         try:
-            sess = onnx_export.session(path, threads=threads)
+            sess = onnx_export.session(path, threads=threads, providers=providers)
         except Exception as err:
             if isinstance(err, RunnerError):
                 raise
