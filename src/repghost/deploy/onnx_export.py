@@ -172,19 +172,6 @@ def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-class OnnxModel(nn.Module):
-    """An ONNX file run by onnxruntime behind a PyTorch module's call (for evaluation)."""
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        super().__init__()
-        self.path = str(path)
-        self.session = session(path, threads=threads or torch.get_num_threads())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.detach().cpu().float().numpy()})[0]
-        return torch.from_numpy(out)
-
-
 def export_torchscript(model: nn.Module, path: str | os.PathLike,
                        input_size: Sequence[int] = (1, 3, 224, 224), extra_files: dict[str, str] | None = None) -> Path:
     """Trace ``model``, freeze it (weights become constants) and save with ``extra_files``

@@ -275,8 +275,9 @@ def _exported_call(path: Path, fmt: str, runtime: str, threads: int, device: tor
         try:
             sess = onnx_export.session(path, threads=threads, providers=providers)
         except Exception as err:
-            if isinstance(err, RunnerError):
+            if not type(err).__module__.startswith("onnxruntime"):
                 raise
+            # onnxruntime's own errors (a file it cannot read) derive from Exception only: say what failed.
             raise RunnerError(f"onnxruntime cannot load {path}: {type(err).__name__}: "
                               f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}") from err
         shape = sess.get_inputs()[0].shape
