@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import CheckpointError, LoadedModel
+from ..checkpoint import DETECTION_FORMAT, CheckpointError, LoadedModel, other_file_message
 from ..data import SampleDataset, build_datasets, build_loader, recorded_root
 from ..preprocess import Preprocess
 from ..progress import progress as progress_bar
@@ -89,6 +89,8 @@ def open_classifier(path: str | Path, runtime: str | None = None, threads: int |
 
     runner = open_model(path, runtime=runtime, threads=threads, device=device, model_name=model_name,
                         use_ema=use_ema)
+    if runner.task != "classification" and runner.format == "checkpoint":
+        raise CheckpointError(other_file_message({"format": DETECTION_FORMAT}, path))
     if runner.task != "classification":
         raise CheckpointError(f"{path} holds a detector ({runner.model_name}), not a classifier: evaluate it with "
                               f"`repghost det-eval {path}`")
