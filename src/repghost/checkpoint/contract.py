@@ -16,8 +16,8 @@ training checkpoint    the ``torch.save`` dict: ``kind`` ``"repghost-train"``,  
 (``last.pt``)          ``version``, ``config`` (the run's resolved config),         :func:`read_training_checkpoint`,
                        ``model_kwargs``, ``num_classes``, ``classes``, ``best``,    :func:`training_record`
                        ``state_dict`` (``state_dict_ema``), the resumable rest
-ONNX                   ``metadata_props``: :func:`export_props`                     :func:`export_props` /
-                                                                                    :func:`props_record`
+ONNX                   ``metadata_props``: :func:`export_props` (``TASK_KEY`` for   :func:`export_props` /
+                       a detector; a file without it holds a classifier)            :func:`props_record`
 TorchScript            the same, as extra files ``<key>.json``                      :func:`torchscript_extra_files` /
                                                                                     :func:`read_torchscript_props`
 edge runtimes          the same, in ``OUT.repghost.json`` beside the files          :func:`write_sidecar` /
