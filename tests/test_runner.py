@@ -6,6 +6,7 @@ Images are the photos scikit-learn and matplotlib ship (no code here drew them).
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,3 +204,40 @@ def test_a_runtime_the_format_cannot_run_on_is_refused(classifier):
     run, _ = classifier
     with pytest.raises(repghost.deploy.RuntimeChoiceError, match="runs on eager"):
         repghost.open_model(run / "best_deploy.safetensors", runtime="onnxruntime")
+
+
+def test_the_runner_path_of_det_eval_gives_the_torch_paths_ap(tmp_path):
+    """What det-eval runs for an exported detector file (the runner, the file's contract, boxes mapped
+    back) scores a detector checkpoint as torchvision's own evaluation does, on the synthetic set."""
+    from repghost.deploy.evaluation import evaluate_runner
+    from repghost.detection.data import DataConfig
+
+    assert main(["det-train", "--model", "ssdlite", "--synthetic-train", "8", "--synthetic-val", "4",
+                 "--synthetic-size", "64", "--min-size", "64", "--max-size", "64", "--batch-size", "4", "--workers",
+                 "0", "--epochs", "2", "--warmup-iters", "1", "--fpn-channels", "16", "--threads", "1", "--output",
+                 str(tmp_path / "det"), "--synthetic-dir", str(tmp_path / "synthetic")]) == 0
+    torch_path = json.loads((tmp_path / "det" / "metrics.json").read_text())["bbox"]
+    data = DataConfig(root=str(tmp_path / "synthetic"))
+    runner_path = evaluate_runner(repghost.open_model(tmp_path / "det" / "last.pt"), data, progress=False)
+    assert runner_path["num_images"] == 4
+    for name in ("AP", "AP50"):
+        assert abs(runner_path["bbox"][name] - torch_path[name]) <= 0.1, (runner_path["bbox"], torch_path)
+
+
+def test_predict_on_mask_rcnn_draws_masks_and_writes_their_rles(photos, tmp_path):
+    import pycocotools.mask as mask_utils
+
+    torch.manual_seed(0)
+    config = DetectorConfig(model="maskrcnn", backbone="repghostnet_050", num_classes=2, min_size=64, max_size=64,
+                            fpn_channels=16)
+    path = save_detector(build_detector(config).eval(), tmp_path / "mask.pt", [{"id": 3, "name": "thing"}])
+    report = repghost.predict(path, [str(photos / "grace_hopper.jpg")], out=tmp_path / "out", conf=0.0, max_det=3,
+                              log=None, progress=False)
+    (record,) = report.records
+    written = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert len(written) == len(record["detections"]) > 0
+    for result in written:   # each mask in the photo's pixels, as COCO RLE
+        assert result["segmentation"]["size"] == [record["height"], record["width"]]
+        assert mask_utils.decode({**result["segmentation"], "counts": result["segmentation"]["counts"].encode()}
+                                 ).shape == (record["height"], record["width"])
+    assert Path(record["image"]).is_file()
