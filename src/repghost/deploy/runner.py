@@ -148,15 +148,15 @@ def open_model(path: str | os.PathLike, runtime: str | None = None, threads: int
     repghost metadata, a training checkpoint's EMA weights).
 
     Raises :class:`RunnerError` (a :class:`~repghost.checkpoint.CheckpointError`) for a file that is
-    not a model, a runtime the format cannot run on, or a runtime that is not installed.
+    not a model or a runtime that is not installed, and its :class:`RuntimeChoiceError` for a runtime
+    the format does not run on.
     """
     path = Path(path)
     if path.is_dir():
         raise RunnerError(f"{path} is a directory; expected a model file")
-    fmt = file_format(path)
-    main_file = path
-    if not main_file.is_file():
+    if not path.is_file():
         raise RunnerError(f"model file not found: {path}")
+    fmt = file_format(path)
     allowed = FORMAT_RUNTIMES[fmt]
     runtime = runtime or allowed[0]
     if runtime not in allowed:
