@@ -139,9 +139,12 @@ class EdgeRuntime:
         raise ValueError(f"int8 for {self.label} is not available (only onnx and openvino)")
 
     def predict(self, path: str | os.PathLike, images: np.ndarray, threads: int = 1) -> np.ndarray:
-        """Top-1 class of each image, one image at a time (the exports have a static batch of 1)."""
-        run = self.runner(path, threads)
-        return np.array([int(run(image[None]).argmax()) for image in images])
+        """Top-1 class of each image, the file opened by :func:`repghost.deploy.runner.open_model` (as
+        eval opens it; the exports have a static batch of 1, so it runs one image at a time)."""
+        from ..runner import open_model
+
+        run = open_model(path, runtime=self.name, threads=threads)
+        return run(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).argmax(1).numpy()
 
     @torch.no_grad()
     def check(self, path: str | os.PathLike, model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224),
