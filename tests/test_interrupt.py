@@ -85,6 +85,8 @@ INVOCATIONS = {
     ("convert",): lambda i, out: ["convert", str(i.run / "best_model.safetensors"), str(out / "deploy.safetensors")],
     ("export",): lambda i, out: ["export", str(i.run / "best_deploy.safetensors"), str(out / "model.onnx"),
                                  "--exporter", "legacy", "--int8", "--calib", str(i.data), "--num-calib", "4"],
+    ("predict",): lambda i, out: ["predict", str(i.run / "best_deploy.safetensors"), str(i.data / "val"),
+                                  "--out", str(out / "predict")],
     # The timing commands run eager here: an onnxruntime run spends most of its time in torch's ONNX
     # exporter; test_real_ctrl_c and the scratch-space tests below time through onnxruntime.
     ("bench",): lambda i, out: ["bench", "repghostnet_050", "repghostnet_050@deploy", "--runtimes", "eager",

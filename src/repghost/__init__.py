@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 __all__ = lazy_exports(__name__, {
     "checkpoint": ("CheckpointError", "load_checkpoint", "load_model", "load_state_dict", "save_checkpoint"),
+    "deploy.predict": ("predict",),
+    "deploy.runner": ("ModelRunner", "open_model"),
     "models": ("UnknownModelError", "create_model", "list_models", "register_model"),
     "profile": ("Profile", "profile"),
     "reparam": ("check_equivalence", "is_deploy", "reparameterize"),

@@ -66,6 +66,14 @@ EXPORT_SUFFIXES: dict[str, tuple[str, ...]] = {
     "onnx": (".onnx",), "torchscript": (".pt",), "mnn": (".mnn",), "ncnn": (".ncnn.param", ".param"),
     "openvino": (".xml",), "litert": (".tflite",),
 }
+#: The formats :func:`repghost.open_model` opens and the runtimes each runs on (the first is its default):
+#: ``--runtime`` of eval / predict picks among them.
+FORMAT_RUNTIMES: dict[str, tuple[str, ...]] = {
+    "checkpoint": ("eager",), "safetensors": ("eager",), "torchscript": ("torchscript",),
+    "onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",), "litert": ("litert",), "mnn": ("mnn",),
+    "ncnn": ("ncnn",),
+}
+FILE_RUNTIMES = tuple(dict.fromkeys(rt for runtimes in FORMAT_RUNTIMES.values() for rt in runtimes))
 #: onnxruntime graph optimization levels, from none to all (:func:`repghost.deploy.session`).
 ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
 

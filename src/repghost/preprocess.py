@@ -19,6 +19,11 @@ from dataclasses import asdict, dataclass, replace
 #: The key under which files carry the contract (safetensors / ONNX metadata, TorchScript extra file).
 METADATA_KEY = "repghost_preprocess"
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
+#: How an image becomes ``input_size``²: ``crop`` (classifiers: timm's evaluation transform, the short
+#: side resized to ``input_size / crop_pct`` then centre-cropped) or ``stretch`` (detectors at a fixed
+#: input: the whole image resized to ``input_size``², aspect ratio not kept, nothing cut off — what
+#: torchvision's SSD does inside the model).
+RESIZE_MODES = ("crop", "stretch")
 
 
 class PreprocessError(ValueError):
@@ -28,8 +33,9 @@ class PreprocessError(ValueError):
 @dataclass(frozen=True)
 class Preprocess:
     """Evaluation preprocessing: resize the short side to ``input_size / crop_pct`` with
-    ``interpolation``, centre-crop ``input_size``², scale to [0, 1] in ``channel_order``, then
-    ``(x - mean) / std`` per channel."""
+    ``interpolation``, centre-crop ``input_size``² (``resize="stretch"``: resize the whole image to
+    ``input_size``² instead), scale to [0, 1] in ``channel_order``, then ``(x - mean) / std`` per
+    channel."""
 
     input_size: int
     mean: tuple[float, float, float]
@@ -37,6 +43,7 @@ class Preprocess:
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
     channel_order: str = "RGB"
+    resize: str = "crop"
 
     def __post_init__(self):
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -52,6 +59,8 @@ class Preprocess:
             problems.append(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
         if not (isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1):
             problems.append(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        if self.resize not in RESIZE_MODES:
+            problems.append(f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
         if self.channel_order != "RGB":
             problems.append(f"channel_order must be 'RGB', got {self.channel_order!r}")
         if problems:
@@ -61,6 +70,8 @@ class Preprocess:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if self.resize == "crop":  # the default: files stay as they were before the field existed
+            del d["resize"]
         return d
 
     def to_json(self) -> str:
@@ -119,7 +130,14 @@ class Preprocess:
 
     # -- use ---------------------------------------------------------------------------------------
     def transform(self):
-        """timm's evaluation transform for this contract (PIL image → normalized tensor)."""
+        """The evaluation transform for this contract (PIL image → normalized tensor): timm's for
+        ``crop``, torchvision's resize to the square for ``stretch``."""
+        if self.resize == "stretch":
+            from torchvision import transforms as T
+
+            mode = T.InterpolationMode(self.interpolation)
+            return T.Compose([T.Resize((self.input_size, self.input_size), interpolation=mode), T.ToTensor(),
+                              T.Normalize(self.mean, self.std)])
         from timm.data import create_transform
 
         return create_transform(input_size=self.input_size, is_training=False, interpolation=self.interpolation,
@@ -128,4 +146,24 @@ class Preprocess:
     def describe(self) -> str:
         fmt = lambda v: "[" + ", ".join(f"{x:g}" for x in v) + "]"  # noqa: E731
         return (f"{self.input_size}² {self.channel_order}, mean {fmt(self.mean)}, std {fmt(self.std)}, "
-                f"{self.interpolation}, crop {self.crop_pct:g}")
+                f"{self.interpolation}, " + (f"crop {self.crop_pct:g}" if self.resize == "crop" else
+                                             "whole image stretched to the square"))
+
+    def to_image(self, boxes, width: int, height: int):
+        """Boxes (``(N, 4)`` xyxy tensor) in the model's input pixels mapped back to the original
+        ``width`` × ``height`` image, clipped to it (what a detector found, drawn on the photo)."""
+        sx, sy, ox, oy = self._geometry(width, height)
+        out = boxes.clone().float()
+        out[:, 0::2] = (out[:, 0::2] / sx + ox).clamp(0, width)
+        out[:, 1::2] = (out[:, 1::2] / sy + oy).clamp(0, height)
+        return out
+
+    def _geometry(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(x scale, y scale, x offset, y offset): input = (image - offset) × scale."""
+        if self.resize == "stretch":
+            return self.input_size / width, self.input_size / height, 0.0, 0.0
+        short = math.floor(self.input_size / self.crop_pct)  # timm: resize the short side to this
+        scale = short / min(width, height)
+        new_w, new_h = (short, int(short * height / width)) if width <= height else (int(short * width / height), short)
+        ox, oy = (new_w - self.input_size) / 2 / scale, (new_h - self.input_size) / 2 / scale
+        return new_w / width, new_h / height, ox, oy

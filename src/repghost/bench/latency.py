@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from ..deploy.edge import EDGE_RUNTIMES, edge_runtime
+from ..deploy.runner import open_model as open_file
 from ..io import atomic_path, atomic_write_json, atomic_write_text, scratch_dir
 from ..limits import COUNT, COUNT0, check_limits, limited
 from ..profile import profile
 from ..progress import progress as progress_bar
-from .runtimes import RUNTIMES, make_runner
+from .runtimes import RUNTIMES, file_runner, make_runner
 from .specs import ModelSpec
 
 
@@ -40,8 +41,8 @@ class Result:
     median_ms: float | None
     p90_ms: float | None
     runs: int
-    params_m: float
-    macs_m: float
+    params_m: float | None     # None: an exported file whose contract names no model this version builds
+    macs_m: float | None
     paper_top1: float | None
     error: str = ""
     #: median process CPU time per call (all threads of this process): on a busy machine, the work
@@ -136,7 +137,7 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
             edge_runtime(runtime).require(export=True)
     specs = [ModelSpec.parse(m) for m in config.models]
     device = torch.device(config.device)
-    models = {s.label: s.build(config.num_classes) for s in specs}
+    models = {s.label: s.build(config.num_classes) for s in specs if not s.exported}
     with scratch_dir("bench") as onnx_dir:  # the exports live while they are timed, no longer
         return _run_benchmark(config, specs, models, device, onnx_dir)
 
@@ -144,18 +145,26 @@ def run_benchmark(config: BenchConfig) -> list[Result]:
 def _run_benchmark(config: BenchConfig, specs: list[ModelSpec], models: dict[str, torch.nn.Module],
                    device: torch.device, onnx_dir: Path) -> list[Result]:
     results: list[Result] = []
+    files = {s.label: open_file(s.name, threads=1, device=device) for s in specs if s.exported}
+    runtimes = {s.label: [files[s.label].runtime] if s.exported else list(config.runtimes) for s in specs}
     for size in config.img_sizes:
         costs = {label: profile(m, (1, 3, size, size)) for label, m in models.items()}
+        costs.update({label: exported_cost(runner, size) for label, runner in files.items()})
         for threads in config.threads:
             torch.set_num_threads(threads)
             for batch in config.batch_sizes:
                 runners, errors = {}, {}
                 for spec in specs:
-                    for runtime in config.runtimes:
+                    for runtime in runtimes[spec.label]:
                         key = (spec.label, runtime)
                         try:
-                            runners[key] = make_runner(models[spec.label], runtime, (batch, 3, size, size), threads,
-                                                       device, onnx_dir / f"{spec.label.replace(':', '_')}_{size}.onnx")
+                            if spec.exported:
+                                runners[key] = _exported_runner(spec.name, runtime, (batch, 3, size, size), threads,
+                                                                device)
+                            else:
+                                runners[key] = make_runner(models[spec.label], runtime, (batch, 3, size, size),
+                                                           threads, device,
+                                                           onnx_dir / f"{spec.label.replace(':', '_')}_{size}.onnx")
                             runners[key]()  # compile / first-run failures surface here, not mid-timing
                         except Exception as err:  # a runtime that cannot run this model is a result too
                             runners.pop(key, None)
@@ -164,7 +173,7 @@ def _run_benchmark(config: BenchConfig, specs: list[ModelSpec], models: dict[str
                 cpu_times: dict = {}
                 times = time_interleaved(runners, config.warmup, config.runs, config.progress, desc, cpu_times)
                 for spec in specs:
-                    for runtime in config.runtimes:
+                    for runtime in runtimes[spec.label]:
                         key, cost = (spec.label, runtime), costs[spec.label]
                         t = times.get(key)
                         results.append(Result(
@@ -172,10 +181,36 @@ def _run_benchmark(config: BenchConfig, specs: list[ModelSpec], models: dict[str
                             batch=batch, img_size=size,
                             median_ms=float(np.median(t)) if t else None,
                             p90_ms=float(np.percentile(t, 90)) if t else None, runs=len(t or []),
-                            params_m=cost.params / 1e6, macs_m=cost.macs / 1e6, paper_top1=spec.paper_top1,
+                            params_m=cost.params / 1e6 if cost else None, macs_m=cost.macs / 1e6 if cost else None,
+                            paper_top1=spec.paper_top1,
                             error=errors.get(key, ""), min_ms=float(np.min(t)) if t else None,
                             cpu_ms=float(np.median(cpu_times[key])) if t else None))
     return results
+
+
+def _exported_runner(path: str, runtime: str, input_size: tuple[int, ...], threads: int, device: torch.device):
+    """An exported file's timed call, opened for ``threads`` threads; a fixed input size it does not
+    have is refused (its error becomes the result)."""
+    runner = open_file(path, runtime=runtime, threads=threads, device=device)
+    if runner.input_size and runner.input_size != input_size[-1]:
+        raise ValueError(f"{os.path.basename(path)} takes {runner.input_size}² inputs (fixed at export), "
+                         f"not {input_size[-1]}²")
+    return file_runner(runner, torch.randn(input_size))
+
+
+def exported_cost(runner, size: int):
+    """Params and MACs of an exported classifier: those of the deploy model its contract names
+    (``None`` where it names none this version can build)."""
+    from ..models import UnknownModelError, create_model
+
+    if not runner.model_name or runner.task != "classification":
+        return None
+    kwargs = {"num_classes": runner.num_classes} if runner.num_classes else {}
+    try:
+        model = create_model(runner.model_name, deploy=True, **kwargs).eval()
+    except (UnknownModelError, TypeError, ValueError):
+        return None
+    return profile(model, (1, 3, size, size))
 
 
 def format_table(results: Sequence[Result]) -> str:
@@ -192,8 +227,10 @@ def format_table(results: Sequence[Result]) -> str:
         median = f"{r.median_ms:.2f}" if r.median_ms is not None else f"failed: {r.error[:60]}"
         p90 = f"{r.p90_ms:.2f}" if r.p90_ms is not None else "–"
         top1 = f"{r.paper_top1:.1f}" if r.paper_top1 is not None else "–"
+        params = f"{r.params_m:.2f}" if r.params_m is not None else "–"
+        macs = f"{r.macs_m:.1f}" if r.macs_m is not None else "–"
         lines.append(f"| {r.model} | {r.form} | {r.runtime} | {r.threads} | {r.batch} | {r.img_size} | {median} "
-                     f"| {p90} | {ratio} | {r.params_m:.2f} | {r.macs_m:.1f} | {top1} |")
+                     f"| {p90} | {ratio} | {params} | {macs} | {top1} |")
     return "\n".join(lines)
 
 

@@ -13,6 +13,10 @@ Runtimes:
   (CPU, fp32, ``threads`` threads), each from its own export with a static input shape; the export
   is checked against PyTorch before it is timed, so a wrong model never gets a time.
 
+The exported files (and a file given to ``bench`` as it is: ``bench model.onnx model.tflite``) are
+opened and run by :func:`repghost.deploy.runner.open_model`, the runner ``eval`` and ``predict`` use:
+what is timed is what they run.
+
 On CUDA every PyTorch call is bracketed by ``torch.cuda.synchronize()`` so the time is the
 kernels' time, not the launch's; onnxruntime's ``run`` returns host arrays, which already waits.
 """
@@ -24,7 +28,6 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -91,16 +94,22 @@ def make_runner(model: nn.Module, runtime: str, input_size: tuple[int, ...], thr
 
 
 def _onnxruntime_runner(model, x, threads, device, path):
-    from ..deploy.onnx_export import INPUT_NAME, export_for_runtime, session
+    from ..deploy.onnx_export import export_for_runtime
+    from ..deploy.runner import open_model
 
     path = Path(path)
     if not path.is_file():
         model = copy.deepcopy(model).cpu().eval()  # leave the caller's model on its device
         export_for_runtime(model, path, tuple(x.shape))
-    providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-    sess = session(path, threads=threads, providers=providers)
-    feed = {INPUT_NAME: np.ascontiguousarray(x.numpy())}
-    return lambda: sess.run(None, feed)
+    return file_runner(open_model(path, runtime="onnxruntime", threads=threads, device=device), x)
+
+
+def file_runner(runner, x: torch.Tensor) -> Callable[[], object]:
+    """The zero-argument call the timing loop takes, for a model file opened by
+    :func:`repghost.deploy.runner.open_model`: one run on ``x``; it returns the list of the model's
+    outputs, as onnxruntime's ``run`` does."""
+    x = x.cpu()
+    return lambda: [runner(x)]
 
 
 def edge_export_path(onnx_path: str | Path, runtime: str, batch: int) -> Path:
@@ -112,6 +121,7 @@ def edge_export_path(onnx_path: str | Path, runtime: str, batch: int) -> Path:
 
 def _edge_runner(model, runtime, x, threads, device, onnx_path):
     from ..deploy.onnx_export import ExportError
+    from ..deploy.runner import compare_with_torch, open_model
 
     if device.type != "cpu":
         raise ValueError(f"{runtime} runs on the CPU here, not {device}")
@@ -120,8 +130,8 @@ def _edge_runner(model, runtime, x, threads, device, onnx_path):
     model = copy.deepcopy(model).cpu().eval()
     if not path.is_file():
         rt.export(model, path, tuple(x.shape))
-    comparison = rt.check(path, model, tuple(x.shape))
+    runner = open_model(path, runtime=runtime, threads=threads)
+    comparison = compare_with_torch(runner, model, tuple(x.shape))
     if not comparison.ok:
         raise ExportError(f"{rt.label} output differs from PyTorch: {comparison}")
-    run, images = rt.runner(path, threads), np.ascontiguousarray(x.numpy())
-    return lambda: run(images)
+    return file_runner(runner, x)

@@ -5,8 +5,9 @@ FORM ``train`` (default) or ``deploy`` (our :func:`repghost.reparameterize`, or 
 ``reparameterize_model`` for timm models). A repghost NAME is a registered name or a searched
 architecture's file (``arch.json``) or inline name. Every model is built with random weights
 (``pretrained=False`` / ``weights=None``): latency does not depend on the weights' values.
-A spec can also be a model file repghost wrote (``PATH[@FORM]``): it is loaded with its weights,
-and its recorded preprocessing gives the default input size.
+A spec can also be a model file repghost wrote (``PATH[@FORM]``): a checkpoint is loaded with its
+weights, and its recorded preprocessing gives the default input size; an exported file (ONNX,
+TorchScript, OpenVINO, LiteRT, MNN, ncnn) is timed as it is, on its own runtime, at its input size.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def _recorded_form(path: str) -> str:
         return "train"
 
 
+def _is_export(path: str) -> bool:
+    from ..deploy.runner import file_format
+
+    return file_format(path) not in ("checkpoint", "safetensors")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     source: str
@@ -65,6 +72,10 @@ class ModelSpec:
         if sep and source in LIBRARIES:
             return cls(source, name, form or "train")
         if is_checkpoint_path(body):
+            if _is_export(body):
+                if form == "train":
+                    raise ValueError(f"model spec {text!r}: an exported file holds the deploy form only")
+                return cls("file", body, "deploy")
             return cls("file", body, form or (_recorded_form(body) if os.path.isfile(body) else "train"))
         if sep:  # no source of ours: a searched architecture's inline name, or a mistake
             try:
@@ -74,8 +85,15 @@ class ModelSpec:
         return cls("repghost", body, form or "train")
 
     @property
+    def exported(self) -> bool:
+        """An exported file (ONNX, TorchScript, an edge runtime's): timed as it is, on its own runtime."""
+        return self.source == "file" and _is_export(self.name)
+
+    @property
     def label(self) -> str:
         """How tables and file names show the spec (a searched architecture's inline name shortened)."""
+        if self.exported:
+            return f"{os.path.basename(self.name)}@deploy"
         if self.source == "repghost":
             from ..models import short_model_name
 
@@ -90,6 +108,10 @@ class ModelSpec:
         """The input size a model file records (``None`` for models built by name)."""
         if self.source != "file":
             return None
+        if self.exported:
+            from ..deploy.runner import open_model as open_file
+
+            return open_file(self.name, threads=1).input_size
         from ..checkpoint import open_model
 
         recorded = open_model(self.name).preprocess

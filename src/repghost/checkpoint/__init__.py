@@ -11,6 +11,8 @@ from .contract import (
     EXPORT_KEYS,
     FORMAT,
     SEARCH_FORMAT,
+    TASK_KEY,
+    TASKS,
     TRAINING_KIND,
     TRAINING_VERSION,
     Recorded,
@@ -43,7 +45,8 @@ from .loading import LoadedModel, load_checkpoint, load_model, load_state_dict, 
 from .safe import CheckpointError, file_kind, is_checkpoint_path, read_checkpoint_file
 
 __all__ = [
-    "DETECTION_FORMAT", "EXPORT_KEYS", "FORMAT", "SEARCH_FORMAT", "TRAINING_KIND", "TRAINING_VERSION",
+    "DETECTION_FORMAT", "EXPORT_KEYS", "FORMAT", "SEARCH_FORMAT", "TASK_KEY", "TASKS", "TRAINING_KIND",
+    "TRAINING_VERSION",
     "CheckpointError", "LoadedModel", "Recorded", "export_props", "file_kind", "is_training_checkpoint",
     "other_file_message", "props_record", "read_safetensors_record", "read_sidecar", "read_torchscript_props",
     "read_training_checkpoint", "sidecar_path", "torchscript_extra_files", "training_checkpoint", "training_record",

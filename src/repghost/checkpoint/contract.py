@@ -16,8 +16,8 @@ training checkpoint    the ``torch.save`` dict: ``kind`` ``"repghost-train"``,  
 (``last.pt``)          ``version``, ``config`` (the run's resolved config),         :func:`read_training_checkpoint`,
                        ``model_kwargs``, ``num_classes``, ``classes``, ``best``,    :func:`training_record`
                        ``state_dict`` (``state_dict_ema``), the resumable rest
-ONNX                   ``metadata_props``: :func:`export_props`                     :func:`export_props` /
-                                                                                    :func:`props_record`
+ONNX                   ``metadata_props``: :func:`export_props` (``TASK_KEY`` for   :func:`export_props` /
+                       a detector; a file without it holds a classifier)            :func:`props_record`
 TorchScript            the same, as extra files ``<key>.json``                      :func:`torchscript_extra_files` /
                                                                                     :func:`read_torchscript_props`
 edge runtimes          the same, in ``OUT.repghost.json`` beside the files          :func:`write_sidecar` /
@@ -65,6 +65,10 @@ _OTHER_FILES = {
 #: The keys of an exported file's contract (ONNX metadata, TorchScript extra files, the sidecar JSON).
 MODEL_KEY, CLASSES_KEY, DATA_KEY = "repghost_model", "repghost_classes", "repghost_data"
 EXPORT_KEYS = (MODEL_KEY, PREPROCESS_KEY, CLASSES_KEY, DATA_KEY)
+#: What the model in an exported file does: ``classification`` (the default, and what a file without
+#: the key holds: classifiers' files do not spell it) or ``detection``.
+TASK_KEY = "repghost_task"
+TASKS = ("classification", "detection")
 #: The name ending of the contract's file beside an edge runtime's files (``OUT`` + this).
 SIDECAR_SUFFIX = ".repghost.json"
 
@@ -79,6 +83,7 @@ class Recorded:
     model_kwargs: dict = field(default_factory=dict)
     form: str | None = None                 # "train" / "deploy" where the file says
     extra: dict = field(default_factory=dict)   # safetensors: its JSON extras; training checkpoint: {"best": ...}
+    task: str = "classification"            # exported files: TASK_KEY
 
 
 # -- safetensors ------------------------------------------------------------------------------------
@@ -215,10 +220,14 @@ def training_record(state: dict, path) -> Recorded:
 
 # -- exported files: ONNX, TorchScript, edge runtimes ----------------------------------------------
 def export_props(model_name: str, preprocess: Preprocess, classes: list[str] | None = None,
-                 data: str | None = None) -> dict[str, str]:
+                 data: str | None = None, task: str = "classification") -> dict[str, str]:
     """The contract of an exported file as string properties: ONNX ``metadata_props``, TorchScript
     extra files (:func:`torchscript_extra_files`), an edge runtime's sidecar (:func:`write_sidecar`)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     props = {MODEL_KEY: model_name, PREPROCESS_KEY: preprocess.to_json()}
+    if task != TASKS[0]:
+        props[TASK_KEY] = task
     props.update({key: json.dumps(value) for key, value in ((CLASSES_KEY, classes), (DATA_KEY, data))
                   if value is not None})
     return props
@@ -232,7 +241,10 @@ def props_record(props: dict[str, str], path) -> Recorded:
         data = json.loads(props[DATA_KEY]) if DATA_KEY in props else None
     except (PreprocessError, ValueError) as err:
         raise CheckpointError(f"{path}: malformed repghost metadata ({err})") from None
-    return Recorded(props.get(MODEL_KEY, ""), preprocess, classes, data, form="deploy")
+    task = props.get(TASK_KEY, "classification")
+    if task not in TASKS:
+        raise CheckpointError(f"{path}: malformed repghost metadata (task {task!r}, expected one of {TASKS})")
+    return Recorded(props.get(MODEL_KEY, ""), preprocess, classes, data, form="deploy", task=task)
 
 
 def torchscript_extra_files(props: dict[str, str]) -> dict[str, str]:
@@ -244,7 +256,7 @@ def read_torchscript_props(path: str | os.PathLike) -> dict[str, str]:
     """The contract's properties a TorchScript file carries (:func:`torchscript_extra_files`)."""
     import torch
 
-    files = dict.fromkeys(torchscript_extra_files(dict.fromkeys(EXPORT_KEYS)), "")
+    files = dict.fromkeys(torchscript_extra_files(dict.fromkeys((*EXPORT_KEYS, TASK_KEY))), "")
     try:
         torch.jit.load(str(path), map_location="cpu", _extra_files=files)
     except Exception as err:

@@ -19,12 +19,12 @@ import sys
 import threading
 
 from .. import __version__
-from . import bench, costmodel, deploy, detection, models, search, study, train
+from . import bench, costmodel, deploy, detection, models, predict, search, study, train
 from .args import INTERRUPTED, Parser, fail
 from .errors import exit_code, is_reported
 
 COMMANDS = [models.add_models, train.add_train, train.add_eval, deploy.add_convert, deploy.add_export,
-            bench.add_bench, study.add_study, detection.add_det_train, detection.add_det_eval,
+            predict.add_predict, bench.add_bench, study.add_study, detection.add_det_train, detection.add_det_eval,
             costmodel.add_costmodel, search.add_search]
 
 

@@ -20,6 +20,8 @@ def _cmd_bench(args) -> int:
                       progress=sys.stderr.isatty())
     if not args.models:
         return fail("bench", "name at least one model (or pass --concat-vs-add)", USAGE_ERROR)
+    if args.data is not None:
+        return _formats(args)
     with usage_errors(ValueError):  # a bad spec / runtime / size; a model file's contents keep their own code
         img_sizes = args.img_size or _recorded_sizes(args.models)
         config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
@@ -32,6 +34,26 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _formats(args) -> int:
+    """``bench FILE... --data DIR``: accuracy, size and latency per model file."""
+    import os
+
+    from ..bench.formats import benchmark_formats, format_formats_table, write_formats
+
+    not_files = [m for m in args.models if not os.path.isfile(m)]
+    if not_files:
+        return fail("bench", f"--data measures model files; {', '.join(not_files)} is not one", USAGE_ERROR)
+    if len(args.threads) > 1:
+        return fail("bench", "--data times at one thread count; give one --threads value", USAGE_ERROR)
+    rows = benchmark_formats(args.models, args.data, args.split, threads=args.threads[0], warmup=args.warmup,
+                             runs=args.runs, progress=sys.stderr.isatty(), log=print)
+    print(format_formats_table(rows))
+    paths = write_formats(rows, args.out, dict(data=args.data, split=args.split, threads=args.threads[0],
+                                               warmup=args.warmup, runs=args.runs))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _recorded_sizes(specs: list[str]) -> list[int]:
     """The one input size the model files among ``specs`` record (224 when none does)."""
     from ..bench.specs import ModelSpec
@@ -40,6 +62,12 @@ def _recorded_sizes(specs: list[str]) -> list[int]:
     if len(sizes) > 1:
         raise ValueError(f"the model files record different input sizes {sorted(sizes)}; pass --img-size")
     return sorted(sizes) or [224]
+
+
+def _data_dir(text: str) -> str:
+    from .args import input_dir
+
+    return text if text == "digits" else input_dir(text)
 
 
 def _spec(text: str) -> str:
@@ -96,6 +124,13 @@ def add_bench(sub) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu or cuda (default cpu)")
     p.add_argument("--out", default="bench-results", type=output_dir,
                    help="output directory (default bench-results)")
+    a = p.add_argument_group("accuracy per format (like Ultralytics' benchmark mode)")
+    a.add_argument("--data", default=None, type=_data_dir,
+                   help="measure each MODEL file (a checkpoint and its exports) on this data: format, file size, "
+                        "top-1 (classifiers: an ImageFolder root or 'digits') or box AP (detectors: a COCO-layout "
+                        "root), and latency at batch 1; writes formats.{json,csv,md} to --out (default: latency "
+                        "only)")
+    a.add_argument("--split", default="val", help="split to measure accuracy on (default val)")
     s = p.add_argument_group("Concat vs Add (paper Fig. 1 and 2)")
     s.add_argument("--concat-vs-add", action="store_true",
                    help="profile ghostnet_100 vs ghostnet_add_100 per operator with onnxruntime at each --batch "

@@ -123,27 +123,36 @@ def add_det_train(sub) -> None:
 
 
 def _cmd_det_eval(args) -> int:
+    from ..deploy.evaluation import evaluate_detector_file
     from ..detection.data import DataConfig
-    from ..detection.engine import evaluate_checkpoint
+    from ..detection.evaluate import format_metrics
 
     data = None
     if args.data is not None:
         data = DataConfig(root=args.data, val_split=args.val_split, skip_missing_images=args.skip_missing_images)
-    evaluate_checkpoint(args.checkpoint, data, batch_size=args.batch_size, workers=args.workers,
-                        device=args.device, reparameterize=args.reparameterize, output=args.output,
-                        save_deploy=args.save_deploy, threads=args.threads)
+    metrics = evaluate_detector_file(args.checkpoint, data, batch_size=args.batch_size, workers=args.workers,
+                                     device=args.device, reparameterize=args.reparameterize, output=args.output,
+                                     save_deploy=args.save_deploy, threads=args.threads, runtime=args.runtime)
+    if metrics.get("format"):  # an exported file; a checkpoint's evaluation printed its own table
+        print(f"{args.checkpoint} ({metrics['format']} on {metrics['runtime']}):\n{format_metrics(metrics)}")
     return 0
 
 
 def add_det_eval(sub) -> None:
+    from ..names import FILE_RUNTIMES
+
     p = sub.add_parser(
         "det-eval", help="COCO AP of a trained detector (optionally its re-parameterized form)",
         formatter_class=DefaultsFormatter,
-        description="Evaluate a detector checkpoint written by det-train with pycocotools: AP, AP50, AP75, "
-                    "APs/APm/APl (and mask AP for Mask R-CNN), printed and saved as JSON. By default on the "
-                    "val split of the data it was trained on.")
+        description="Evaluate a detector file with pycocotools: AP, AP50, AP75, APs/APm/APl (and mask AP for "
+                    "Mask R-CNN), printed and saved as JSON. A detector checkpoint (det-train's last.pt, a "
+                    "--save-deploy file) is evaluated as torchvision evaluates it, by default on the val split "
+                    "of the data it was trained on; an exported detector file through the runner, on its own "
+                    "runtime, each image prepared by the file's contract (--data needed). A classifier file is "
+                    "refused (use eval). Exit codes: 2 bad arguments, 1 a file or data that cannot be "
+                    "evaluated.")
     p.add_argument("checkpoint", type=checkpoint_file,
-                   help="last.pt from det-train, or a detector saved with --save-deploy")
+                   help="last.pt from det-train, a detector saved with --save-deploy, or an exported detector")
     p.add_argument("--data", default=None, metavar="ROOT", type=input_dir,
                    help="COCO-layout dataset root (default: the training data)")
     p.add_argument("--val-split", default="val", help="split to evaluate with --data, e.g. val2017")
@@ -158,5 +167,7 @@ def add_det_eval(sub) -> None:
     p.add_argument("--workers", type=COUNT0, default=2, help="data-loading worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--runtime", choices=FILE_RUNTIMES, default=None,
+                   help="runtime for an exported file that can run on several (default: the file's own)")
     p.set_defaults(func=_cmd_det_eval)
 

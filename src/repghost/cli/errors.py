@@ -25,6 +25,9 @@ USAGE = (
     "repghost.preprocess:PreprocessError",
     "repghost.train.fit:ScheduleError",
     "repghost.search.config:SearchError",
+    "repghost.deploy.runner:RuntimeChoiceError",
+    "repghost.deploy.runner:WrongTaskError",
+    "repghost.deploy.predict:PredictInputError",
     "builtins:FileExistsError",
 )
 #: Library errors that mean "the work failed": a file that is not what it claims, unusable data, a check

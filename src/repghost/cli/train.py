@@ -161,8 +161,9 @@ def _cmd_eval(args) -> int:
         res = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, use_ema=args.ema,
                                   reparam=args.reparam, batch_size=args.batch_size, workers=args.workers,
                                   device=args.device, img_size=args.img_size, mean=args.mean, std=args.std,
-                                  model_name=args.model, log=print)
-    print(f"{res['checkpoint']} ({res['form']} form) on {res['data']} {res['split']}: "
+                                  model_name=args.model, log=print, runtime=args.runtime, threads=args.threads)
+    print(f"{res['checkpoint']} ({res['format']} on {res['runtime']}, {res['form']} form) on {res['data']} "
+          f"{res['split']}: "
           f"top-1 {res['top1']:.2f} %  top-5 {res['top5']:.2f} %  loss {res['loss']:.4f}  "
           f"({res['count']} images" + (f", {res['skipped']} unreadable skipped)" if res["skipped"] else ")"))
     if args.json:
@@ -172,14 +173,19 @@ def _cmd_eval(args) -> int:
 
 
 def add_eval(sub) -> None:
+    from ..names import FILE_RUNTIMES as RUNNER_RUNTIMES
+
     p = sub.add_parser(
-        "eval", help="top-1 / top-5 / loss of a checkpoint or an exported ONNX model",
+        "eval", help="top-1 / top-5 / loss of a classifier file of any format (checkpoint or export)",
         formatter_class=DefaultsFormatter,
-        description="Evaluate any model file repghost writes — a training checkpoint (last.pt / best.pt; --ema "
-                    "for its EMA weights), a train- or deploy-form .safetensors, an exported .onnx / .int8.onnx — "
-                    "or (with --model) an official / timm checkpoint. Data, resolution and normalization default "
-                    "to what the file records (the model's training preprocessing); the flags override them. A "
-                    "file that records none uses the model's default and says so.")
+        description="Evaluate any classifier file repghost writes — a training checkpoint (last.pt / best.pt; "
+                    "--ema for its EMA weights), a train- or deploy-form .safetensors, an export (.pt TorchScript, "
+                    ".onnx / .int8.onnx, OpenVINO .xml / .int8.xml, LiteRT .tflite, .mnn, ncnn .param) run on its "
+                    "own runtime — or (with --model) an official / timm checkpoint: the accuracy that format "
+                    "really gives. Data, resolution and normalization default to what the file records (the "
+                    "model's training preprocessing); the flags override them. A file that records none uses the "
+                    "model's default and says so. A detector file is refused (use det-eval). Exit codes: 2 bad "
+                    "arguments, 1 a file or data that cannot be evaluated (a detector, an unreadable file).")
     p.add_argument("checkpoint", type=checkpoint_file,
                    help="last.pt / best.pt, best_model.safetensors, best_deploy.safetensors, model.onnx, ...")
     p.add_argument("--data", default=None, type=data_root,
@@ -195,6 +201,10 @@ def add_eval(sub) -> None:
     p.add_argument("--batch-size", type=COUNT, default=128, help="images per batch")
     p.add_argument("--workers", type=COUNT0, default=2, help="data-loading worker processes")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--runtime", default=None, choices=RUNNER_RUNTIMES,
+                   help="runtime for a file that can run on several (an .onnx file: onnxruntime or openvino) "
+                        "(default: the file's own)")
+    p.add_argument("--threads", type=COUNT, default=None, help="CPU threads (default: torch's setting)")
     p.add_argument("--json", default=None, metavar="PATH", type=output_file,
                    help="also write the result as JSON (default: printed only)")
     p.set_defaults(func=_cmd_eval)

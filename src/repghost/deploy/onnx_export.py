@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -137,17 +136,14 @@ class Comparison:
                 f"tolerance {self.rtol:g}) {verdict}")
 
 
-@torch.no_grad()
 def compare_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int] = (2, 3, 224, 224),
                  rtol: float = RTOL, seed: int = 0) -> Comparison:
-    """Run ``model`` and the ONNX file on the same random input; the default batch of 2 also
-    exercises the dynamic batch axis."""
-    x = torch.randn(tuple(input_size), generator=torch.Generator().manual_seed(seed))
-    expected = model.eval()(x).numpy()
-    got = session(path).run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
-    if got.shape != expected.shape:
-        raise ExportError(f"ONNX output shape {got.shape} differs from PyTorch {expected.shape}")
-    return Comparison(max_abs=float(np.abs(got - expected).max()), scale=float(np.abs(expected).max()), rtol=rtol)
+    """Run ``model`` and the ONNX file (opened by :func:`repghost.deploy.runner.open_model`, as eval,
+    bench and predict open it) on the same random input; the default batch of 2 also exercises the
+    dynamic batch axis."""
+    from .runner import compare_with_torch, open_model
+
+    return compare_with_torch(open_model(path, runtime="onnxruntime", threads=1), model, input_size, rtol, seed)
 
 
 def set_onnx_metadata(path: str | os.PathLike, props: dict[str, str]) -> Path:
@@ -174,19 +170,6 @@ def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     except Exception as err:
         raise ExportError(f"cannot read {path} as ONNX: {type(err).__name__}: {err}") from None
     return {p.key: p.value for p in model.metadata_props}
-
-
-class OnnxModel(nn.Module):
-    """An ONNX file run by onnxruntime behind a PyTorch module's call (for evaluation)."""
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        super().__init__()
-        self.path = str(path)
-        self.session = session(path, threads=threads or torch.get_num_threads())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.detach().cpu().float().numpy()})[0]
-        return torch.from_numpy(out)
 
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike,

@@ -170,6 +170,7 @@ def export(source: str, out: str | os.PathLike, fmt: str | None = None, img_size
             log(f"wrote {report.sidecar} (model name, preprocessing, classes)")
             if split is not None:
                 quantize_edge(report, model, fmt, split, loaded.classes, log)
+                write_sidecar(report.int8_path, props)  # the int8 model is opened like its fp32 one
             return report
         if fmt == "torchscript":
             path = export_torchscript(model, out, size, extra_files=torchscript_extra_files(props))
@@ -201,7 +202,7 @@ def output_files(out: str | os.PathLike, fmt: str) -> list[Path]:
     out = Path(out)
     if fmt in EDGE_RUNTIMES:
         rt = edge_runtime(fmt)
-        return [*rt.files(out), sidecar_path(out), *rt.files(rt.int8_path(out))]
+        return [*rt.files(out), sidecar_path(out), *rt.files(rt.int8_path(out)), sidecar_path(rt.int8_path(out))]
     return [out, onnx_int8_path(out)] if fmt == "onnx" else [out]
 
 

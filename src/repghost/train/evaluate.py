@@ -1,4 +1,5 @@
-"""Evaluation: top-1 / top-5 / loss of a model on a loader, and of a checkpoint file on a dataset."""
+"""Evaluation: top-1 / top-5 / loss of a model on a loader, and of a classifier file (any format
+:mod:`repghost.deploy.runner` opens) on a dataset."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import CheckpointError, LoadedModel, open_model, props_record
+from ..checkpoint import DETECTION_FORMAT, CheckpointError, LoadedModel, other_file_message
 from ..data import SampleDataset, build_datasets, build_loader, recorded_root
 from ..preprocess import Preprocess
 from ..progress import progress as progress_bar
@@ -35,8 +36,11 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp_d
     DDP each rank evaluates its shard and the sums are reduced, so every rank gets the full result.
     """
     device, dist_info = torch.device(device), dist_info or DistInfo()
-    was_training = model.training
-    model.eval()
+    # A module is put in eval mode for the pass; any other callable (a ModelRunner) is run as it is.
+    is_module = isinstance(model, nn.Module)
+    was_training = is_module and model.training
+    if is_module:
+        model.eval()
     loss_sum = correct1 = correct5 = count = 0.0
     bad: list[str] = []
     for images, targets, bad_paths in progress_bar(loader, desc="eval", leave=False, enabled=progress,
@@ -56,7 +60,8 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp_d
         correct1 += logits.argmax(dim=1).eq(targets).sum().item()
         correct5 += logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets[:, None]).any(dim=1).sum().item()
         count += len(targets)
-    model.train(was_training)
+    if is_module:
+        model.train(was_training)
     loss_sum, correct1, correct5, count = all_reduce_sum([loss_sum, correct1, correct5, count], dist_info, device)
     bad = gather_lists(bad, dist_info)
     if count == 0:
@@ -66,67 +71,89 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp_d
 
 
 def open_for_eval(path: str | Path, use_ema: bool = False, model_name: str | None = None) -> LoadedModel:
-    """The model in ``path`` with what the file records: any file :func:`repghost.checkpoint.open_model`
-    reads, or an ONNX file :mod:`repghost.deploy` exported (run by onnxruntime)."""
-    path = Path(path)
-    if path.suffix != ".onnx":
-        return open_model(path, model_name=model_name, use_ema=use_ema)
-    from ..deploy.onnx_export import OnnxModel, onnx_metadata
+    """The model in ``path`` with what the file records, as :class:`~repghost.checkpoint.LoadedModel`:
+    any model file :func:`repghost.deploy.runner.open_model` opens (an exported file's ``model`` is its
+    :class:`~repghost.deploy.runner.ModelRunner`)."""
+    runner = open_classifier(path, use_ema=use_ema, model_name=model_name)
+    model = runner.module if runner.module is not None else runner
+    kind = {"checkpoint": "repghost training checkpoint", "safetensors": "repghost safetensors"}.get(
+        runner.format, runner.format.upper() if runner.format == "onnx" else runner.format)
+    return LoadedModel(model, runner.preprocess, runner.class_names, runner.data, kind, runner.notes)
 
-    record = props_record(onnx_metadata(path), path)
-    model = OnnxModel(path)
-    model.num_classes = int(model.session.get_outputs()[0].shape[-1])
-    return LoadedModel(model, record.preprocess, record.classes, record.data, "ONNX")
+
+def open_classifier(path: str | Path, runtime: str | None = None, threads: int | None = None,
+                    device: str | torch.device = "cpu", use_ema: bool = False, model_name: str | None = None):
+    """:func:`repghost.deploy.runner.open_model` for a command that needs a classifier: a detector
+    file is refused with the command that takes it."""
+    from ..deploy.runner import WrongTaskError, open_model
+
+    runner = open_model(path, runtime=runtime, threads=threads, device=device, model_name=model_name,
+                        use_ema=use_ema)
+    if runner.task != "classification" and runner.format == "checkpoint":
+        raise WrongTaskError(other_file_message({"format": DETECTION_FORMAT}, path))
+    if runner.task != "classification":
+        raise WrongTaskError(f"{path} holds a detector ({runner.model_name}), not a classifier: evaluate it with "
+                              f"`repghost det-eval {path}`")
+    return runner
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "val", use_ema: bool = False,
                         reparam: bool = False, batch_size: int = 128, workers: int = 0, device: str | None = None,
                         img_size: int | None = None, mean=None, std=None, model_name: str | None = None,
-                        progress: bool = True, log=None) -> dict:
-    """Evaluate a model file on an ImageFolder split or the digits split.
+                        progress: bool = True, log=None, runtime: str | None = None,
+                        threads: int | None = None) -> dict:
+    """Evaluate a classifier file — any file :func:`repghost.deploy.runner.open_model` opens: a
+    checkpoint, safetensors, TorchScript, ONNX / int8 ONNX, OpenVINO IR, LiteRT, MNN, ncnn — on an
+    ImageFolder split or the digits split, on the file's own runtime (``runtime`` picks another where
+    the format allows).
 
     Data and preprocessing default to what the file records (its training data and preprocessing);
-    ``img_size`` / ``mean`` / ``std`` override. A file that records no preprocessing is evaluated
-    with the model's default, and ``log`` (when given) is told so in one line.
+    ``img_size`` / ``mean`` / ``std`` override. A PyTorch file that records no preprocessing is
+    evaluated with the model's default, and ``log`` (when given) is told so in one line; an exported
+    file that records none needs all three.
     """
     path = Path(path)
-    loaded = open_for_eval(path, use_ema=use_ema, model_name=model_name)
-    model, recorded = loaded.model, loaded.preprocess
-    for note in loaded.notes:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    runner = open_classifier(path, runtime, threads, dev, use_ema=use_ema, model_name=model_name)
+    for note in runner.notes:
         if log is not None:
             log(f"note: {note}")
-    if recorded is None and loaded.kind == "ONNX":
+    recorded = runner.preprocess
+    if recorded is None and runner.module is None:
         if img_size is None or mean is None or std is None:
             raise CheckpointError(f"{path} records no preprocessing (not exported by repghost); give --img-size, "
                                   "--mean and --std")
         recorded = Preprocess(input_size=img_size, mean=mean, std=std)
     elif recorded is None:
-        recorded = Preprocess.model_default(model)
+        recorded = Preprocess.model_default(runner.module)
         if log is not None:
             log(f"note: {path.name} records no preprocessing; using the model's default "
                 f"({recorded.describe()}) where no flag is given")
     preprocess = recorded.override(input_size=img_size, mean=mean, std=std)
-    data = data if data is not None else recorded_root(loaded.data, str(path), "pass --data DIR")
+    data = data if data is not None else recorded_root(runner.data, str(path), "pass --data DIR")
     raw = build_datasets(data, splits=(split,))[split]
-    n_classes = getattr(model, "num_classes", None)
-    if loaded.classes is not None and list(loaded.classes) != list(raw.classes):
-        raise CheckpointError(f"{path.name} was trained on classes {_short(loaded.classes)} but {raw.root} has "
+    n_classes = runner.num_classes or getattr(runner.module, "num_classes", None)
+    if runner.class_names is not None and list(runner.class_names) != list(raw.classes):
+        raise CheckpointError(f"{path.name} was trained on classes {_short(runner.class_names)} but {raw.root} has "
                               f"{_short(raw.classes)}; accuracy would be meaningless")
     if n_classes and len(raw.classes) > n_classes:
         raise CheckpointError(f"the model has {n_classes} classes but {raw.root} has {len(raw.classes)}")
-    if reparam and not is_deploy(model):
-        model = reparameterize(model)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if isinstance(model, nn.Module) and any(True for _ in model.parameters()):
-        model.to(dev)
-    else:
-        dev = torch.device("cpu")
+    if reparam and runner.module is not None and not is_deploy(runner.module):
+        from ..deploy.runner import torch_runner
+
+        runner = torch_runner(reparameterize(runner.module), path, runner.format, runner.preprocess,
+                              runner.class_names, dev, model_name=runner.model_name, data=runner.data)
+    if runner.module is None and runner.input_size and runner.input_size != preprocess.input_size:
+        raise CheckpointError(f"{path.name} takes {runner.input_size}² inputs (a size fixed at export); "
+                              f"--img-size {preprocess.input_size} cannot run on it")
+    # The runner moves each batch to its device and hands back its logits on the CPU.
     loader = build_loader(SampleDataset(raw, preprocess.transform()), batch_size, train=False,
                           workers=workers, pin_memory=dev.type == "cuda")
-    result = evaluate(model, loader, dev, progress=progress)
+    result = evaluate(runner, loader, "cpu", progress=progress)
     for p in result["skipped_paths"]:
         log_module.warning("skipped unreadable image: %s", p)
-    return {**result, "checkpoint": str(path), "form": "deploy" if is_deploy(model) else "train",
+    form = "deploy" if runner.module is None or is_deploy(runner.module) else "train"
+    return {**result, "checkpoint": str(path), "form": form, "format": runner.label, "runtime": runner.runtime,
             "data": str(data or "digits"), "split": split, "preprocess": preprocess.to_dict()}
 
 

@@ -139,28 +139,30 @@ class EdgeRuntime:
         raise ValueError(f"int8 for {self.label} is not available (only onnx and openvino)")
 
     def predict(self, path: str | os.PathLike, images: np.ndarray, threads: int = 1) -> np.ndarray:
-        """Top-1 class of each image, one image at a time (the exports have a static batch of 1)."""
-        run = self.runner(path, threads)
-        return np.array([int(run(image[None]).argmax()) for image in images])
+        """Top-1 class of each image, the file opened by :func:`repghost.deploy.runner.open_model` (as
+        eval opens it; the exports have a static batch of 1, so it runs one image at a time)."""
+        from ..runner import open_model
+
+        run = open_model(path, runtime=self.name, threads=threads)
+        return run(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).argmax(1).numpy()
 
     @torch.no_grad()
     def check(self, path: str | os.PathLike, model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224),
               rtol: float = RTOL, seed: int = 0) -> Comparison:
-        """Run the exported file and ``model`` on the same random input; the max error. A file the
-        runtime cannot load raises :class:`ExportError`."""
-        x = torch.randn(tuple(input_size), generator=torch.Generator().manual_seed(seed))
-        expected = model.eval()(x).numpy()
+        """Run the exported file (opened by :func:`repghost.deploy.runner.open_model`, as eval, bench and
+        predict open it) and ``model`` on the same random input; the max error. A file the runtime
+        cannot load raises :class:`ExportError`."""
+        from ..runner import RunnerError, compare_with_torch, open_model
+
         try:
-            got = self.runner(path)(x.numpy())
+            return compare_with_torch(open_model(path, runtime=self.name, threads=1), model, input_size, rtol, seed)
         except ExportError:
             raise
+        except RunnerError as err:
+            raise ExportError(str(err)) from err
         except Exception as err:  # each runtime raises its own types for an unreadable file
             raise ExportError(f"{self.label} cannot run {path}: {type(err).__name__}: "
                               f"{str(err).strip().splitlines()[-1][:200] if str(err).strip() else ''}") from err
-        if got.shape != expected.shape:
-            raise ExportError(f"{self.label} output shape {got.shape} differs from PyTorch {expected.shape}")
-        return Comparison(max_abs=float(np.abs(got - expected).max()), scale=float(np.abs(expected).max()),
-                          rtol=rtol)
 
 
 def static_onnx(model: nn.Module, directory: str | os.PathLike, input_size: Sequence[int]) -> Path:

@@ -1,0 +1,340 @@
+"""One runner for every model file repghost writes: :func:`open_model` (``repghost.open_model``).
+
+It opens a training checkpoint (``last.pt`` / ``best.pt``), a train or deploy safetensors file, a
+detector checkpoint (``det-train``'s ``last.pt``, ``det-eval --save-deploy``), TorchScript, ONNX and
+int8 ONNX, OpenVINO IR (fp32 / int8), LiteRT ``.tflite``, MNN and ncnn, and returns a
+:class:`ModelRunner`: what the file holds (``task``, ``format``, the ``runtime`` that runs it, the
+:class:`~repghost.preprocess.Preprocess` contract its inputs need, ``class_names``, ``input_size``)
+and a ``__call__(batch)`` on a preprocessed NCHW float batch:
+
+- a classifier returns its logits, an ``(N, classes)`` float tensor;
+- a detector returns one dict per image: ``boxes`` (``(K, 4)`` xyxy in input pixels), ``scores``,
+  ``labels`` (``class_names[label]`` names it; label 0 is torchvision's background) and, for Mask
+  R-CNN, ``masks`` (``(K, 1, H, W)`` probabilities).
+
+Where a file can run on several runtimes (an ONNX file: onnxruntime or OpenVINO's ONNX frontend;
+a torch checkpoint: eager PyTorch) ``runtime`` picks one; by default a file runs on the runtime it
+was written for. ``eval``, ``det-eval``, ``bench``, ``predict`` and the checks after ``export`` all
+open files here; the per-runtime loaders below it (:func:`~repghost.deploy.onnx_export.session`,
+each edge runtime's ``runner``) are its back ends.
+
+A torchvision detector checkpoint is fed as its exported form would be: the whole image stretched
+to ``min_size``² (``Preprocess(resize="stretch")``), scaled to [0, 1], *not* normalized — the model
+normalizes (and, being given its own size, does not resize again) inside its forward, and returns
+boxes in the pixels of the batch it was given. Exported detector files are opened by
+:mod:`repghost.deploy.detector_files` where that module exists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import (
+    DETECTION_FORMAT,
+    CheckpointError,
+    LoadedModel,
+    Recorded,
+    file_kind,
+    props_record,
+    read_checkpoint_file,
+    read_sidecar,
+    read_torchscript_props,
+    sidecar_path,
+)
+from ..checkpoint import open_model as open_checkpoint
+from ..names import EXPORT_SUFFIXES, FORMAT_RUNTIMES
+from ..preprocess import Preprocess
+from . import onnx_export
+from .edge import EDGE_RUNTIMES, edge_runtime
+
+#: The module that opens exported detector files (``open_detector_file(path, runtime, threads)``).
+DETECTOR_FILES = "repghost.deploy.detector_files"
+
+
+class RunnerError(CheckpointError):
+    """A model file that cannot be opened or run as asked (its one-line message says why)."""
+
+
+class RuntimeChoiceError(RunnerError):
+    """A runtime the file's format does not run on: the command line must change (exit code 2)."""
+
+
+class WrongTaskError(RunnerError):
+    """A model file of another task than the command's (a detector given to ``eval``): the command line
+    must change (exit code 2); the message names the command that takes the file."""
+
+
+@dataclass
+class ModelRunner:
+    """A model file, opened: what it is and a call that runs it (see the module's docstring);
+    ``task`` is one of :data:`~repghost.checkpoint.TASKS`."""
+
+    path: Path
+    task: str
+    format: str                       # checkpoint | safetensors | torchscript | onnx | openvino | litert | mnn | ncnn
+    runtime: str
+    preprocess: Preprocess | None     # None: the file records none (not written by repghost)
+    class_names: list[str] | None
+    input_size: int | None
+    call: Callable = field(repr=False, default=None)
+    int8: bool = False
+    model_name: str = ""
+    data: str | None = None           # the data the model was trained on, where the file records it
+    module: nn.Module | None = field(repr=False, default=None)   # the PyTorch model of a torch file
+    categories: list[dict] | None = None   # detectors: [{"id", "name"}] per label 1, 2, ... (COCO ids)
+    notes: tuple[str, ...] = ()
+    files: list[Path] = field(default_factory=list)   # every file the model is made of
+
+    def __call__(self, batch):
+        batch = torch.as_tensor(batch, dtype=torch.float32)
+        if batch.ndim != 4 or batch.shape[1] != 3 or (self.input_size and tuple(batch.shape[2:]) !=
+                                                       (self.input_size, self.input_size)):
+            size = f"{self.input_size}x{self.input_size}" if self.input_size else "HxW"
+            raise ValueError(f"{self.path.name} takes an Nx3x{size} batch, got {'x'.join(map(str, batch.shape))}")
+        return self.call(batch)
+
+    @property
+    def label(self) -> str:
+        """How tables name it: the format, with int8 where it is."""
+        return f"{self.format}{' int8' if self.int8 else ''}"
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names is not None else None
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files if f.is_file())
+
+
+def file_format(path: str | os.PathLike) -> str:
+    """The format of a model file, from its name and (for ``.pt``) its contents."""
+    path = Path(path)
+    name = path.name.lower()
+    for fmt in ("onnx", *EDGE_RUNTIMES):
+        if any(name.endswith(suffix) for suffix in EXPORT_SUFFIXES[fmt]):
+            return fmt
+    if path.is_file() and file_kind(path) == "safetensors":
+        return "safetensors"
+    if path.is_file() and _is_torchscript(path):
+        return "torchscript"
+    return "checkpoint"
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive holds its code (``*/code/``); a ``torch.save`` zip does not."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def is_int8(path: str | os.PathLike) -> bool:
+    """An int8 file: ``repghost export --int8`` names them ``NAME.int8<suffix>``."""
+    return ".int8." in Path(path).name.lower()
+
+
+def open_model(path: str | os.PathLike, runtime: str | None = None, threads: int | None = None,
+               device: str | torch.device = "cpu", model_name: str | None = None, use_ema: bool = False
+               ) -> ModelRunner:
+    """Open any model file repghost writes (see the module's docstring) on ``runtime`` (default: the
+    file's own) with ``threads`` CPU threads (default: torch's setting). ``device`` places a torch
+    file's model (``cuda`` for a GPU); ``model_name`` and ``use_ema`` are for checkpoints (a file without
+    repghost metadata, a training checkpoint's EMA weights).
+
+    Raises :class:`RunnerError` (a :class:`~repghost.checkpoint.CheckpointError`) for a file that is
+    not a model or a runtime that is not installed, and its :class:`RuntimeChoiceError` for a runtime
+    the format does not run on.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RunnerError(f"{path} is a directory; expected a model file")
+    if not path.is_file():
+        raise RunnerError(f"model file not found: {path}")
+    fmt = file_format(path)
+    allowed = FORMAT_RUNTIMES[fmt]
+    runtime = runtime or allowed[0]
+    if runtime not in allowed:
+        raise RuntimeChoiceError(f"{path.name} is a {fmt} file: it runs on {' or '.join(allowed)}, not {runtime}")
+    threads = threads or torch.get_num_threads()
+    if fmt in ("checkpoint", "safetensors"):
+        return _open_torch_file(path, fmt, threads, torch.device(device), model_name, use_ema)
+    record = _exported_record(path, fmt)
+    if record.task == "detection":
+        return _open_detector_file(path, runtime, threads)
+    if fmt == "torchscript":
+        return _open_torchscript(path, record, threads, torch.device(device))
+    call, graph_size, static_batch, files = _exported_call(path, fmt, runtime, threads, torch.device(device))
+    runner = ModelRunner(path, "classification", fmt, runtime, record.preprocess, record.classes,
+                         record.preprocess.input_size if record.preprocess else graph_size,
+                         _in_chunks(call, static_batch), is_int8(path), record.model_name, record.data,
+                         files=files)
+    if fmt not in ("onnx",) and record.preprocess is None and not sidecar_path(path).is_file():
+        runner.notes = (f"{path.name} has no {sidecar_path(path).name} beside it: no preprocessing or classes "
+                        "recorded",)
+    return runner
+
+
+# -- torch files -----------------------------------------------------------------------------------
+def _open_torch_file(path: Path, fmt: str, threads: int, device: torch.device, model_name, use_ema) -> ModelRunner:
+    torch.set_num_threads(threads)
+    raw = read_checkpoint_file(path) if fmt == "checkpoint" else None
+    if isinstance(raw, dict) and raw.get("format") == DETECTION_FORMAT:
+        return _open_detector_checkpoint(path, device)
+    loaded: LoadedModel = open_checkpoint(path, model_name=model_name, use_ema=use_ema)
+    return torch_runner(loaded.model, path, fmt, loaded.preprocess, loaded.classes, device,
+                        model_name=getattr(loaded.model, "model_name", ""), data=loaded.data, notes=loaded.notes)
+
+
+def torch_runner(model: nn.Module, path: str | os.PathLike, fmt: str, preprocess: Preprocess | None,
+                 classes: list[str] | None, device: torch.device | str = "cpu", runtime: str = "eager",
+                 **info) -> ModelRunner:
+    """A :class:`ModelRunner` around a PyTorch classifier already in memory (a checkpoint's model, or
+    its re-parameterized form)."""
+    device = torch.device(device)
+    model = model.eval().to(device)
+
+    @torch.inference_mode()
+    def call(batch: torch.Tensor) -> torch.Tensor:
+        return model(batch.to(device)).float().cpu()
+
+    size = preprocess.input_size if preprocess else None
+    return ModelRunner(Path(path), "classification", fmt, runtime, preprocess, classes, size, call, module=model,
+                       files=[Path(path)], **info)
+
+
+def _open_detector_checkpoint(path: Path, device: torch.device) -> ModelRunner:
+    from ..detection.files import load_detector
+
+    model, state = load_detector(path)
+    model.to(device)
+    config = model.detector_config
+    size = config.min_size
+    # The model normalizes inside; given an image of its own size it does not resize it again.
+    preprocess = Preprocess(input_size=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop_pct=1.0,
+                            resize="stretch")
+    categories = [{"id": int(c["id"]), "name": str(c["name"])} for c in state["categories"]]
+
+    @torch.inference_mode()
+    def call(batch: torch.Tensor) -> list[dict]:
+        outputs = model(list(batch.to(device)))
+        return [{k: v.cpu() for k, v in out.items()} for out in outputs]
+
+    return ModelRunner(path, "detection", "checkpoint", "eager", preprocess,
+                       ["__background__", *(c["name"] for c in categories)], size, call,
+                       model_name=f"{config.model}/{config.backbone}", module=model, categories=categories,
+                       files=[path])
+
+
+# -- exported files --------------------------------------------------------------------------------
+def _exported_record(path: Path, fmt: str) -> Recorded:
+    """What an exported file records; an empty record for a file written elsewhere (or an export
+    checked before its metadata is written)."""
+    if fmt == "onnx":
+        try:
+            props = onnx_export.onnx_metadata(path)
+        except onnx_export.ExportError as err:
+            raise RunnerError(str(err)) from None
+    elif fmt == "torchscript":
+        props = read_torchscript_props(path)
+    else:
+        props = read_sidecar(path) if sidecar_path(path).is_file() else {}
+    return props_record(props, path)
+
+
+def _open_detector_file(path: Path, runtime: str, threads: int):
+    if importlib.util.find_spec(DETECTOR_FILES) is None:
+        raise RunnerError(f"{path.name} holds a detector; this version of repghost cannot run exported "
+                          "detector files (evaluate the detector checkpoint instead)")
+    module = importlib.import_module(DETECTOR_FILES)
+    return module.open_detector_file(path, runtime, threads)
+
+
+def _open_torchscript(path: Path, record: Recorded, threads: int, device: torch.device) -> ModelRunner:
+    torch.set_num_threads(threads)
+    try:
+        module = onnx_export.load_torchscript(path).to(device)
+    except Exception as err:
+        raise RunnerError(f"cannot run {path} as TorchScript: {type(err).__name__}: {err}") from None
+    runner = torch_runner(module, path, "torchscript", record.preprocess, record.classes, device,
+                          runtime="torchscript", model_name=record.model_name, data=record.data)
+    runner.module = None  # a ScriptModule: not a model to fold or profile
+    return runner
+
+
+def _exported_call(path: Path, fmt: str, runtime: str, threads: int, device: torch.device):
+    """``(f(NCHW array) -> logits array, the graph's input size or None, its static batch or None,
+    its files)`` for an ONNX file (onnxruntime on ``device``) or an edge runtime's export (CPU)."""
+    if fmt == "onnx" and runtime == "onnxruntime":
+        providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+        try:
+            sess = onnx_export.session(path, threads=threads, providers=providers)
+        except Exception as err:
+            if not type(err).__module__.startswith("onnxruntime"):
+                raise
+            # onnxruntime's own errors (a file it cannot read) derive from Exception only: say what failed.
+            raise RunnerError(f"onnxruntime cannot load {path}: {type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}") from err
+        shape = sess.get_inputs()[0].shape
+        feed_name = sess.get_inputs()[0].name
+
+        def run(images: np.ndarray) -> np.ndarray:
+            return sess.run(None, {feed_name: images})[0]
+
+        return run, _static(shape[-1]), _static(shape[0]), [path]
+    rt = edge_runtime(runtime)
+    try:
+        rt.require()
+    except Exception as err:
+        raise RunnerError(str(err)) from None
+    try:
+        run = rt.runner(path, threads)
+    except Exception as err:
+        raise RunnerError(f"{rt.label} cannot load {path}: {type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[-1][:200] if str(err).strip() else ''}") from None
+    files = [path] if fmt == "onnx" else rt.files(path)
+    # The edge exports have a static batch of 1 (an ONNX file read by OpenVINO keeps its dynamic axis).
+    return run, None, None if fmt == "onnx" else 1, files
+
+
+def _static(dim) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _in_chunks(run: Callable[[np.ndarray], np.ndarray], static_batch: int | None) -> Callable:
+    """``run`` on a batch of any size: in slices of the graph's static batch where it has one."""
+    def call(batch: torch.Tensor) -> torch.Tensor:
+        images = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
+        if static_batch is None or len(images) == static_batch:
+            return torch.from_numpy(np.asarray(run(images), dtype=np.float32).reshape(len(images), -1))
+        parts = [np.asarray(run(images[i:i + static_batch]), dtype=np.float32).reshape(static_batch, -1)
+                 for i in range(0, len(images), static_batch)]
+        return torch.from_numpy(np.concatenate(parts))
+
+    return call
+
+
+# -- the check after an export ---------------------------------------------------------------------
+@torch.no_grad()
+def compare_with_torch(runner: ModelRunner, model: nn.Module, input_size, rtol: float = onnx_export.RTOL,
+                       seed: int = 0, images: torch.Tensor | None = None) -> onnx_export.Comparison:
+    """Run the opened file and the PyTorch ``model`` on the same input (random of ``input_size``, or
+    ``images``); the max error against the tolerance policy of the exports."""
+    x = images if images is not None else torch.randn(tuple(input_size), generator=torch.Generator().manual_seed(seed))
+    expected = model.eval()(x).float()
+    got = runner(x)
+    if tuple(got.shape) != tuple(expected.shape):
+        raise onnx_export.ExportError(f"{runner.runtime} output shape {tuple(got.shape)} differs from PyTorch "
+                                      f"{tuple(expected.shape)}")
+    return onnx_export.Comparison(max_abs=float((got - expected).abs().max()), scale=float(expected.abs().max()),
+                                  rtol=rtol)
