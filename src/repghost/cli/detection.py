@@ -139,28 +139,79 @@ def add_det_train(sub) -> None:
 def _cmd_det_eval(args) -> int:
     from ..detection.data import DataConfig
     from ..detection.engine import evaluate_checkpoint
+    from ..detection.files import WrongTaskError
 
     data = None
     if args.data is not None:
         data = DataConfig(root=args.data, val_split=args.val_split, skip_missing_images=args.skip_missing_images)
+    if _is_exported_file(args.checkpoint):
+        return _eval_exported(args, data)
+    if args.runtime is not None:
+        return fail("det-eval", "--runtime applies to exported detectors (.onnx, .xml, .tflite, ...), not to a "
+                                "checkpoint", USAGE_ERROR)
     try:
         evaluate_checkpoint(args.checkpoint, data, batch_size=args.batch_size, workers=args.workers,
                             device=args.device, reparameterize=args.reparameterize, output=args.output,
                             save_deploy=args.save_deploy, threads=args.threads)
+    except WrongTaskError as err:
+        return fail("det-eval", err, USAGE_ERROR)
     except _detection_errors() as err:
         return fail("det-eval", err)
     return 0
 
 
+def _is_exported_file(path: str) -> bool:
+    from ..names import EXPORT_SUFFIXES
+
+    name = path.lower()
+    return any(name.endswith(s) for fmt, suffixes in EXPORT_SUFFIXES.items() if fmt != "torchscript"
+               for s in suffixes)
+
+
+def _eval_exported(args, data) -> int:
+    """det-eval of an exported detector file, on its runtime, through the same COCO scoring."""
+    import sys
+    from pathlib import Path
+
+    from ..deploy.detector_files import evaluate_detector_file
+    from ..detection.evaluate import format_metrics
+    from ..detection.files import WrongTaskError
+    from ..io import atomic_write_json
+
+    given = [flag for flag, on in (("--reparameterize", args.reparameterize), ("--save-deploy", args.save_deploy),
+                                   ("--device", args.device)) if on]
+    if given:
+        return fail("det-eval", f"{' '.join(given)} do(es) not apply to an exported detector (it is in deploy form "
+                                "and runs on its runtime's CPU)", USAGE_ERROR)
+    try:
+        metrics = evaluate_detector_file(args.checkpoint, data, runtime=args.runtime, threads=args.threads or 1,
+                                         batch_size=args.batch_size, workers=args.workers,
+                                         progress=sys.stderr.isatty())
+    except WrongTaskError as err:
+        return fail("det-eval", err, USAGE_ERROR)
+    except _detection_errors() as err:
+        return fail("det-eval", err)
+    path = Path(args.checkpoint)
+    output = Path(args.output) if args.output else path.with_name(f"eval_{path.name.replace('.', '_')}.json")
+    atomic_write_json(output, metrics)
+    print(format_metrics(metrics))
+    print(f"wrote {output}")
+    return 0
+
+
 def add_det_eval(sub) -> None:
+    from ..names import EDGE_RUNTIME_NAMES
+
     p = sub.add_parser(
         "det-eval", help="COCO AP of a trained detector (optionally its re-parameterized form)",
         formatter_class=DefaultsFormatter,
-        description="Evaluate a detector checkpoint written by det-train with pycocotools: AP, AP50, AP75, "
-                    "APs/APm/APl (and mask AP for Mask R-CNN), printed and saved as JSON. By default on the "
-                    "val split of the data it was trained on.")
+        description="Evaluate a detector checkpoint written by det-train, or a detector exported by `repghost "
+                    "export` (.onnx, .int8.onnx, .xml, .tflite, .mnn, .ncnn.param, run on its runtime), with "
+                    "pycocotools: AP, AP50, AP75, APs/APm/APl (and mask AP for Mask R-CNN), printed and saved as "
+                    "JSON. By default on the val split of the data it was trained on. A classifier's file is "
+                    "refused (exit 2).")
     p.add_argument("checkpoint", type=checkpoint_file,
-                   help="last.pt from det-train, or a detector saved with --save-deploy")
+                   help="last.pt from det-train, a detector saved with --save-deploy, or an exported detector")
     p.add_argument("--data", default=None, metavar="ROOT", type=input_dir,
                    help="COCO-layout dataset root (default: the training data)")
     p.add_argument("--val-split", default="val", help="split to evaluate with --data, e.g. val2017")
@@ -174,6 +225,9 @@ def add_det_eval(sub) -> None:
     p.add_argument("--batch-size", type=COUNT, default=2, help="images per batch")
     p.add_argument("--workers", type=COUNT0, default=2, help="data-loading worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
-    p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=COUNT, default=None,
+                   help="CPU threads (default: torch's choice for a checkpoint, 1 for an exported file)")
+    p.add_argument("--runtime", default=None, choices=("onnxruntime", *EDGE_RUNTIME_NAMES),
+                   help="runtime of an exported file (default: its format's; an .onnx file also runs on openvino)")
     p.set_defaults(func=_cmd_det_eval)
 

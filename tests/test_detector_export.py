@@ -1,0 +1,191 @@
+"""Detector export: the fixed-size graph plus Python post-processing gives torchvision's detections;
+``repghost export`` of SSDLite (every backbone family) and RetinaNet, checked on real photos and refused
+when the file disagrees; ``det-eval`` of the exported files gives the checkpoint's AP; bad input refused."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms.functional import to_tensor
+
+from repghost import create_model
+from repghost.checkpoint import save_checkpoint
+from repghost.cli import main
+from repghost.costmodel.space import SearchSpace
+from repghost.data.photos import sample_photos
+from repghost.deploy import detector_export
+from repghost.deploy.detector_export import export_detector
+from repghost.deploy.detector_files import DETECTION, TASK_KEY, open_detector_file, read_props
+from repghost.detection import DetectorConfig, build_detector, reparameterize_detector
+from repghost.detection.engine import make_train_config, train_detector
+from repghost.detection.files import save_detector
+from repghost.detection.graph import DetectorGraph, postprocess, postprocess_of, prepare, preprocess_of
+from test_detection import spread_predictions
+
+from conftest import randomize_bn
+
+SIZE = 64
+CATEGORIES = [{"id": 1, "name": "rectangle"}, {"id": 2, "name": "ellipse"}, {"id": 3, "name": "triangle"}]
+
+
+def small_detector(model: str = "ssdlite", backbone: str = "repghostnet_050") -> torch.nn.Module:
+    """A detector with spread BN statistics and head outputs, so that it is far from constant (some
+    backbones, mobiledet_cpu among them, output a constant at initialization)."""
+    torch.manual_seed(0)
+    config = DetectorConfig(model=model, backbone=backbone, num_classes=4, fpn_channels=16, min_size=SIZE,
+                            max_size=SIZE)
+    return spread_predictions(randomize_bn(build_detector(config).eval()))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """SSDLite on RepGhostNet 0.5x trained for a few steps on the synthetic set (scores far from ties)."""
+    out = tmp_path_factory.mktemp("det") / "run"
+    threads = torch.get_num_threads()
+    try:
+        train_detector(make_train_config(
+            output=str(out), model="ssdlite", synthetic_dir=str(out.parent / "synthetic"), synthetic_train=24,
+            synthetic_val=8, synthetic_size=SIZE, min_size=SIZE, max_size=SIZE, batch_size=8, workers=0,
+            epochs=4, lr_steps=[4], warmup_iters=2, eval_every=0, threads=1))
+    finally:
+        torch.set_num_threads(threads)
+    return out / "last.pt"
+
+
+@pytest.mark.parametrize("model", ["ssdlite", "retinanet"])
+def test_graph_and_python_postprocessing_give_torchvisions_detections(model):
+    """On real photos (not square: RetinaNet pads them), graph + post-processing == the torchvision model."""
+    detector = reparameterize_detector(small_detector(model))
+    images = [to_tensor(p) for p in sample_photos()]
+    with torch.no_grad():
+        expected = detector(images)
+    graph = DetectorGraph(detector, SIZE).eval()
+    transform = preprocess_of(detector).transform()
+    batch, sizes, original = prepare(images, transform)
+    with torch.no_grad():
+        got = postprocess(graph(batch), postprocess_of(detector, graph), sizes, original, transform)
+    for a, b in zip(expected, got, strict=True):
+        assert len(a["boxes"]) > 10
+        assert torch.equal(a["labels"], b["labels"])
+        assert torch.allclose(a["boxes"], b["boxes"], atol=1e-3) and torch.allclose(a["scores"], b["scores"], atol=1e-6)
+
+
+def test_export_to_onnx_carries_its_contract_and_det_eval_gives_the_checkpoints_ap(trained, tmp_path, capsys):
+    out = tmp_path / "det.onnx"
+    assert main(["export", str(trained), str(out), "--exporter", "legacy"]) == 0
+    assert "vs PyTorch on 3 photos" in capsys.readouterr().out
+    props = read_props(out)
+    assert props[TASK_KEY] == DETECTION and props["repghost_model"] == "ssdlite"
+    assert props["repghost_backbone"] == "repghostnet_050" and props["repghost_input_size"] == str(SIZE)
+    assert json.loads(props["repghost_classes"]) == [c["name"] for c in CATEGORIES]
+    post = json.loads(props["repghost_postprocess"])
+    assert post["nms_thresh"] == 0.55 and post["detections_per_img"] == 300 and post["score_thresh"] == 0.001
+    detector = open_detector_file(out)
+    assert (detector.task, detector.format, detector.runtime, detector.input_size) == (
+        "detection", "onnx", "onnxruntime", SIZE)
+    assert detector.class_names == ["__background__", "rectangle", "ellipse", "triangle"]
+    assert detector.preprocess.resize == "stretch"
+    assert detector.detector_config.deploy  # the re-parameterized form
+
+    assert main(["det-eval", str(trained), "--workers", "0", "--output", str(tmp_path / "ref.json")]) == 0
+    assert main(["det-eval", str(out), "--workers", "0", "--output", str(tmp_path / "onnx.json")]) == 0
+    ref, got = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ref", "onnx"))
+    assert ref["bbox"]["AP50"] > 5, "the comparison needs a detector that finds something"
+    assert got["bbox"]["AP"] == pytest.approx(ref["bbox"]["AP"], abs=0.1)
+    assert got["num_images"] == ref["num_images"] == 8
+
+
+@pytest.mark.parametrize("fmt, suffix", [
+    pytest.param("openvino", ".xml", marks=pytest.mark.slow),
+    pytest.param("litert", ".tflite", marks=pytest.mark.slow),  # the converter alone takes a minute
+])
+def test_edge_formats_give_the_checkpoints_ap(trained, tmp_path, fmt, suffix):
+    out = tmp_path / f"det{suffix}"
+    assert main(["export", str(trained), str(out)]) == 0
+    assert read_props(out)[TASK_KEY] == DETECTION  # the sidecar
+    assert main(["det-eval", str(trained), "--workers", "0", "--output", str(tmp_path / "ref.json")]) == 0
+    assert main(["det-eval", str(out), "--workers", "0", "--output", str(tmp_path / "got.json")]) == 0
+    ref, got = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ref", "got"))
+    assert got["bbox"]["AP"] == pytest.approx(ref["bbox"]["AP"], abs=0.1)
+
+
+def test_the_check_refuses_a_file_that_disagrees_and_removes_it(trained, tmp_path, monkeypatch, capsys):
+    """The file written is not the model checked (a class head's weights scaled by 1.1): the export fails,
+    nothing stays."""
+    write = detector_export.write_graph
+
+    def write_another(graph, out, *args, **kwargs):
+        other = copy.deepcopy(graph)
+        with torch.no_grad():
+            other.head.classification_head.module_list[0][1].weight.mul_(1.1)
+        return write(other, out, *args, **kwargs)
+
+    monkeypatch.setattr(detector_export, "write_graph", write_another)
+    out = tmp_path / "det.onnx"
+    assert main(["export", str(trained), str(out), "--exporter", "legacy"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("repghost export: error: onnx output differs from PyTorch") and "\n" not in err
+    assert "scores max abs error" in err and "FAIL" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+BACKBONES = ["repghostnet_050", "ghostnet_050", "mobiledet_cpu", "searched"]
+
+
+@pytest.mark.parametrize("model, backbone", [("ssdlite", b) for b in BACKBONES] + [("retinanet", "repghostnet_050")])
+def test_every_backbone_and_retinanet_export(model, backbone, tmp_path):
+    if backbone == "searched":
+        space = SearchSpace()
+        ops = [n for n in space.choice_names if n.endswith(("k3_e4", "k5_e8", "r25_75"))]
+        arch = tuple(ops[i % len(ops)] for i in range(space.num_layers))
+        backbone = str(tmp_path / "arch.json")
+        (tmp_path / "arch.json").write_text(json.dumps(space.arch_to_json(arch)))
+    detector = small_detector(model, backbone)
+    save_detector(detector, tmp_path / "det.pt", CATEGORIES)
+    report = export_detector(tmp_path / "det.pt", tmp_path / "det.onnx", "onnx", exporter="legacy", log=lambda m: None)
+    assert report.comparison.ok and report.comparison.scores.scale > 0.05  # far from a constant output
+    opened = open_detector_file(tmp_path / "det.onnx")
+    with torch.no_grad():
+        expected = reparameterize_detector(detector)([to_tensor(p) for p in sample_photos()])
+    got = opened(sample_photos())  # PIL images go in as they are
+    for a, b in zip(expected, got, strict=True):
+        # The best scores agree (this untrained detector gives many equal scores, which NMS may then keep in
+        # another order or set: the graph's outputs themselves are compared by the export's check above).
+        assert len(a["boxes"]) > 10 and torch.allclose(a["scores"][:10], b["scores"][:10], atol=1e-5)
+
+
+def test_mask_rcnn_is_refused_in_one_line_and_nothing_is_written(tmp_path, capsys):
+    save_detector(small_detector("maskrcnn"), tmp_path / "mask.pt", CATEGORIES)
+    for out in ("m.onnx", "m.xml", "m.tflite"):
+        assert main(["export", str(tmp_path / "mask.pt"), str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("repghost export: error: Mask R-CNN cannot be exported: ") and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.pt"]
+
+
+def test_a_classifier_given_to_det_eval_is_refused_in_one_line(tmp_path, capsys):
+    onnx = tmp_path / "cls.onnx"
+    assert main(["export", "repghostnet_050", str(onnx), "--img-size", "32", "--exporter", "legacy"]) == 0
+    capsys.readouterr()
+    assert main(["det-eval", str(onnx)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("repghost det-eval: error: ") and "is not a detector" in err and "\n" not in err
+    ckpt = tmp_path / "cls.safetensors"
+    save_checkpoint(create_model("repghostnet_050", num_classes=10), ckpt)
+    assert main(["det-eval", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a classification model, not a detector" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cls.onnx", "cls.safetensors"]
+
+
+def test_detector_files_run_batches_of_any_size(trained, tmp_path):
+    out = tmp_path / "det.xml"
+    export_detector(trained, out, "openvino", log=lambda m: None)
+    detector = open_detector_file(out)  # a static batch of 1, run image by image
+    x = np.random.default_rng(0).standard_normal((3, 3, SIZE, SIZE)).astype(np.float32)
+    assert tuple(detector.graph(x).shape)[:1] == (3,)
+    assert open_detector_file(out, runtime="openvino").runtime == "openvino"
+    with pytest.raises(ValueError, match="runs on openvino, not onnxruntime"):
+        open_detector_file(out, runtime="onnxruntime")
