@@ -189,3 +189,40 @@ def test_detector_files_run_batches_of_any_size(trained, tmp_path):
     assert open_detector_file(out, runtime="openvino").runtime == "openvino"
     with pytest.raises(ValueError, match="runs on openvino, not onnxruntime"):
         open_detector_file(out, runtime="onnxruntime")
+
+
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), pytest.param("openvino", ".xml", marks=pytest.mark.slow)])
+def test_int8_reports_the_ap_change_on_held_out_images(trained, tmp_path, capsys, fmt, suffix):
+    out = tmp_path / f"det{suffix}"
+    assert main(["export", str(trained), str(out), "--int8", "--exporter", "legacy", "--num-calib", "16"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("int8 ("))
+    assert "on 8 held-out images" in line and "calibrated on 16 training images" in line
+    int8 = next(p for p in tmp_path.iterdir() if ".int8." in p.name and p.suffix == suffix)
+    assert read_props(int8)[TASK_KEY] == DETECTION
+    # The figures it prints are det-eval's of the two files.
+    for path, label in ((out, "fp32"), (int8, "AP")):
+        assert main(["det-eval", str(path), "--workers", "0", "--output", str(tmp_path / "m.json")]) == 0
+        ap = json.loads((tmp_path / "m.json").read_text())["bbox"]["AP"]
+        assert f"{label} {ap:.2f}" in line
+
+
+def test_bench_times_a_detector_in_three_parts_with_the_post_processing_share(trained, tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", str(trained), "--runtimes", "eager", "onnxruntime", "--runs", "3", "--warmup", "1",
+                 "--out", str(out)]) == 0
+    rows = json.loads((out / "detector_latency.json").read_text())["results"]
+    assert [r["runtime"] for r in rows] == ["eager", "onnxruntime"]
+    for row in rows:
+        assert row["error"] == "" and row["img_size"] == SIZE and row["runs"] == 3
+        assert all(row[k] > 0 for k in ("body_ms", "graph_ms", "e2e_ms", "post_ms"))
+        assert 0 < row["post_share"] < 1 and row["nms_candidates"] > 0
+    assert "post share" in capsys.readouterr().out
+
+
+def test_bench_refuses_detectors_mixed_with_classifiers_and_mask_rcnn(trained, tmp_path, capsys):
+    assert main(["bench", str(trained), "repghostnet_050", "--out", str(tmp_path / "b")]) == 2
+    assert "benchmarked on their own" in capsys.readouterr().err
+    save_detector(small_detector("maskrcnn"), tmp_path / "mask.pt", CATEGORIES)
+    assert main(["bench", str(tmp_path / "mask.pt"), "--out", str(tmp_path / "b")]) == 2
+    assert "Mask R-CNN cannot be exported" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())

@@ -21,6 +21,9 @@ def _cmd_bench(args) -> int:
                       progress=sys.stderr.isatty())
     if not args.models:
         return fail("bench", "name at least one model (or pass --concat-vs-add)", USAGE_ERROR)
+    detectors = _detector_checkpoints(args.models)
+    if detectors:
+        return _bench_detectors(args, detectors)
     try:
         img_sizes = args.img_size or _recorded_sizes(args.models)
         config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
@@ -33,6 +36,50 @@ def _cmd_bench(args) -> int:
         return fail("bench", err, USAGE_ERROR)
     print(format_table(results))
     paths = write_results(results, args.out, config)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _detector_checkpoints(specs: list[str]) -> list[str]:
+    from ..detection.files import is_detector_checkpoint
+    from ..names import is_checkpoint_path
+
+    return [s for s in specs if is_checkpoint_path(s) and is_detector_checkpoint(s)]
+
+
+def _bench_detectors(args, detectors: list[str]) -> int:
+    """Detector checkpoints: body, body + head and end to end (with post-processing) per runtime."""
+    from ..bench.detectors import DETECTOR_RUNTIMES, bench_detector, format_detector_table, write_detector_results
+    from ..checkpoint import CheckpointError
+    from ..deploy import ExportError
+    from ..deploy.edge import MissingRuntimeError
+    from ..detection.files import load_detector
+    from ..detection.graph import NotExportableError, exportable
+
+    if len(detectors) != len(args.models):
+        return fail("bench", "detector checkpoints are benchmarked on their own: pass only detectors, or only "
+                             "classifiers", USAGE_ERROR)
+    wrong = [r for r in args.runtimes if r not in DETECTOR_RUNTIMES]
+    if wrong or len(args.batch) > 1 or args.batch[0] != 1 or args.device != "cpu" or (args.img_size and
+                                                                                         len(args.img_size) > 1):
+        return fail("bench", f"a detector is timed at batch 1 on the CPU, at one --img-size, on "
+                             f"{' '.join(DETECTOR_RUNTIMES)}", USAGE_ERROR)
+    results = []
+    try:
+        for path in detectors:
+            model, state = load_detector(path)
+            exportable(model.detector_config.model)
+            label = f"{model.detector_config.model}_{model.detector_config.backbone}"
+            for threads in args.threads:
+                results += bench_detector(model, state["categories"], label, args.runtimes,
+                                          (args.img_size or [None])[0], threads, args.warmup, args.runs,
+                                          progress=sys.stderr.isatty())
+    except NotExportableError as err:
+        return fail("bench", err, USAGE_ERROR)
+    except (MissingRuntimeError, CheckpointError, ExportError) as err:
+        return fail("bench", err)
+    print(format_detector_table(results))
+    paths = write_detector_results(results, args.out)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -88,7 +135,12 @@ def add_bench(sub) -> None:
                                    "Edge runtimes (mnn ncnn openvino litert; CPU, fp32) need their extras, e.g. "
                                    "pip install 'repghost[edge]'; each export is checked against PyTorch before "
                                    "it is timed. --concat-vs-add runs the paper's Fig. 1/2 study instead (= "
-                                   "`repghost study concat-add`).")
+                                   "`repghost study concat-add`). A detector checkpoint (det-train's last.pt; "
+                                   "SSDLite, RetinaNet) is timed in three parts per runtime (eager onnxruntime mnn "
+                                   "ncnn openvino litert): the backbone alone, backbone + heads (the graph `repghost "
+                                   "export` writes), and end to end on bundled photos with resizing and the "
+                                   "post-processing (threshold, top-k, NMS), whose time and share are reported; "
+                                   "writes detector_latency.{json,md}.")
     p.add_argument("models", nargs="*", metavar="MODEL", type=_spec, help="model specs (see above)")
     p.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"], choices=RUNTIMES,
                    help="default: eager onnxruntime; also channels_last torchscript compile mnn ncnn openvino litert")
