@@ -191,7 +191,8 @@ def test_detector_files_run_batches_of_any_size(trained, tmp_path):
         open_detector_file(out, runtime="onnxruntime")
 
 
-@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), pytest.param("openvino", ".xml", marks=pytest.mark.slow)])
+@pytest.mark.slow  # quantization and four COCO evaluations: about a minute
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("openvino", ".xml")])
 def test_int8_reports_the_ap_change_on_held_out_images(trained, tmp_path, capsys, fmt, suffix):
     out = tmp_path / f"det{suffix}"
     assert main(["export", str(trained), str(out), "--int8", "--exporter", "legacy", "--num-calib", "16"]) == 0

@@ -56,8 +56,8 @@ SEARCH_FORMAT = "repghost-search/1"
 #: What each tagged file is, said when one is given where a classification model is expected.
 _OTHER_FILES = {
     DETECTION_FORMAT: "{path} is a repghost detector checkpoint (from det-train or det-eval --save-deploy), not a "
-                      "classification model: evaluate it with `repghost det-eval {path}` (exporting and benchmarking "
-                      "detectors are not available yet)",
+                      "classification model: evaluate it with `repghost det-eval {path}`, export it with `repghost "
+                      "export {path} det.onnx`, time it with `repghost bench {path}`",
     SEARCH_FORMAT: "{path} is a repghost search checkpoint, not a model: continue the search with `repghost search "
                    "--resume --output <its directory> ...`; the architecture it ends with (arch.json beside it) is "
                    "a model name for train, export and bench",
