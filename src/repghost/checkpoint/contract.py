@@ -65,6 +65,15 @@ _OTHER_FILES = {
 #: The keys of an exported file's contract (ONNX metadata, TorchScript extra files, the sidecar JSON).
 MODEL_KEY, CLASSES_KEY, DATA_KEY = "repghost_model", "repghost_classes", "repghost_data"
 EXPORT_KEYS = (MODEL_KEY, PREPROCESS_KEY, CLASSES_KEY, DATA_KEY)
+#: An exported detector's contract (:mod:`repghost.deploy.detector_files`): the task tag that tells it from a
+#: classifier, and the keys it carries besides the model name and classes.
+TASK_KEY, DETECTION_TASK = "repghost_task", "detection"
+BACKBONE_KEY, DETECTOR_KEY, CATEGORIES_KEY = "repghost_backbone", "repghost_detector", "repghost_categories"
+DETECTION_PREPROCESS_KEY, POSTPROCESS_KEY = "repghost_detection_preprocess", "repghost_postprocess"
+INPUT_SIZE_KEY, LAYOUT_KEY, DETECTION_DATA_KEY = "repghost_input_size", "repghost_output_layout", \
+    "repghost_detection_data"
+DETECTION_KEYS = (TASK_KEY, BACKBONE_KEY, DETECTOR_KEY, CATEGORIES_KEY, DETECTION_PREPROCESS_KEY, POSTPROCESS_KEY,
+                  INPUT_SIZE_KEY, LAYOUT_KEY, DETECTION_DATA_KEY)
 #: The name ending of the contract's file beside an edge runtime's files (``OUT`` + this).
 SIDECAR_SUFFIX = ".repghost.json"
 

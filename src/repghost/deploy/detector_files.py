@@ -31,6 +31,20 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, read_sidecar
+from ..checkpoint.contract import (
+    BACKBONE_KEY,
+    CATEGORIES_KEY,
+    CLASSES_KEY,
+    DETECTION_DATA_KEY,
+    DETECTION_PREPROCESS_KEY,
+    DETECTION_TASK,
+    DETECTOR_KEY,
+    INPUT_SIZE_KEY,
+    LAYOUT_KEY,
+    MODEL_KEY,
+    POSTPROCESS_KEY,
+    TASK_KEY,
+)
 from ..detection.config import DataConfig, DetectorConfig
 from ..detection.files import WrongTaskError
 from ..detection.graph import DetectionPreprocess, PostProcess, postprocess, prepare
@@ -38,13 +52,8 @@ from ..names import EXPORT_SUFFIXES
 from .edge import EDGE_RUNTIMES, edge_runtime
 from .onnx_export import onnx_metadata, session
 
-#: The contract's keys (ONNX metadata properties, or the sidecar's).
-TASK_KEY = "repghost_task"
-DETECTION = "detection"
-MODEL_KEY, BACKBONE_KEY, DETECTOR_KEY = "repghost_model", "repghost_backbone", "repghost_detector"
-CLASSES_KEY, CATEGORIES_KEY = "repghost_classes", "repghost_categories"
-PREPROCESS_KEY, POSTPROCESS_KEY = "repghost_detection_preprocess", "repghost_postprocess"
-INPUT_SIZE_KEY, LAYOUT_KEY, DATA_KEY = "repghost_input_size", "repghost_output_layout", "repghost_detection_data"
+DETECTION = DETECTION_TASK
+PREPROCESS_KEY, DATA_KEY = DETECTION_PREPROCESS_KEY, DETECTION_DATA_KEY
 #: What the graph's output holds, in words (written into every file).
 LAYOUT = "(N, anchors, 4 + classes): x1 y1 x2 y2 in network-input pixels, then the score of each class " \
          "(class 0 is the background)"
