@@ -198,7 +198,7 @@ def test_a_detector_checkpoint_says_what_it_is_and_what_to_run(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     detector = build_detector(DetectorConfig(model="ssdlite", backbone="mobiledet_cpu", num_classes=2))
     path = save_detector(detector, tmp_path / "deploy.pt", [{"id": 1, "name": "thing"}])
-    assert main(["eval", str(path)]) == 1
+    assert main(["eval", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is a repghost detector checkpoint" in err, err
     assert f"repghost det-eval {path}" in err and f"repghost export {path}" in err

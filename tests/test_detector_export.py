@@ -180,6 +180,16 @@ def test_a_classifier_given_to_det_eval_is_refused_in_one_line(tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cls.onnx", "cls.safetensors"]
 
 
+def test_a_detector_given_to_eval_is_refused_in_one_line(trained, tmp_path, capsys):
+    out = tmp_path / "det.onnx"
+    export_detector(trained, out, "onnx", exporter="legacy", log=lambda m: None)
+    for path in (out, trained):
+        assert main(["eval", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("repghost eval: error: ") and "det-eval" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.onnx"]
+
+
 def test_detector_files_run_batches_of_any_size(trained, tmp_path):
     out = tmp_path / "det.xml"
     export_detector(trained, out, "openvino", log=lambda m: None)

@@ -176,6 +176,9 @@ def _cmd_eval(args) -> int:
     from ..models import UnknownModelError
     from ..train import evaluate_checkpoint
 
+    refusal = _a_detector(args.checkpoint)
+    if refusal:
+        return fail("eval", refusal, USAGE_ERROR)
     try:
         res = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, use_ema=args.ema,
                                   reparam=args.reparam, batch_size=args.batch_size, workers=args.workers,
@@ -192,6 +195,19 @@ def _cmd_eval(args) -> int:
         from ..io import atomic_write_json
         atomic_write_json(args.json, res)
     return 0
+
+
+def _a_detector(path: str) -> str | None:
+    """Why ``path`` is not for ``eval``, when it holds a detector (a checkpoint or an exported file)."""
+    from ..checkpoint import other_file_message, read_checkpoint_file
+    from ..deploy.detector_files import is_detector_file
+    from ..detection.files import is_detector_checkpoint
+
+    if is_detector_file(path):
+        return f"{path} is an exported detector, not a classifier: evaluate it with `repghost det-eval {path}`"
+    if is_detector_checkpoint(path):
+        return other_file_message(read_checkpoint_file(path), path)
+    return None
 
 
 def add_eval(sub) -> None:
