@@ -3,8 +3,8 @@
 For each installed runtime (PyTorch eager, onnxruntime, MNN, ncnn, OpenVINO, LiteRT) it times the
 backbone alone, backbone + heads (the graph ``repghost export`` writes, box decoding included), and a
 user's end-to-end call on the bundled photos (resize + normalize, the graph, then score threshold,
-top-k, class-wise NMS and the boxes scaled back), plus the post-processing alone — its median and its
-share of the end-to-end median — and how many boxes reached NMS (:func:`repghost.bench.detectors.bench_detector`).
+top-k, class-wise NMS and the boxes scaled back), the time each such call spent in the post-processing
+and its share, and how many boxes reached NMS (:func:`repghost.bench.detectors.bench_detector`).
 
 The detectors are trained, not random: post-processing time depends on how many boxes pass the score
 threshold, which an untrained head (every anchor of every class) would blow up. They are trained here on
@@ -77,13 +77,13 @@ def main() -> None:
             model, state = load_detector(path)
             results = bench_detector(model, state["categories"], name, runtimes, args.img_size, threads=1,
                                      warmup=args.warmup, runs=args.runs, progress=True, log=lambda m: None)
-            rows += [{**vars(r), "post_share": r.post_share} for r in results]
+            rows += [vars(r) for r in results]
             print(format_detector_table(results), flush=True)
         done["runs"].append({"repeat": repeat + 1, "load_average": os.getloadavg(), "results": rows})
         atomic_write_json(log_path, done, indent=1)
     tables = []
     for run in done["runs"]:
-        results = [DetectorResult(**{k: v for k, v in row.items() if k != "post_share"}) for row in run["results"]]
+        results = [DetectorResult(**row) for row in run["results"]]
         tables.append(f"Run {run['repeat']} (load average {', '.join(f'{x:.1f}' for x in run['load_average'])}):\n\n"
                       + format_detector_table(results))
     atomic_write_text(out / "detector_latency.md", "\n\n".join(tables) + "\n")

@@ -9,8 +9,9 @@ LiteRT) the detector — its backbone re-parameterized — is timed as:
 - **end to end**: what a user's call costs (:class:`repghost.deploy.detector_files.DetectorFile`):
   resizing and normalizing a photo, the graph on the runtime, and the post-processing (score threshold,
   top-k, class-wise NMS, boxes back to the photo) in Python;
-- **post-processing** alone, on that runtime's own graph output, so its share of the end-to-end time is
-  measured, not inferred; with it, how many boxes reached NMS.
+- **post-processing**: the part of each end-to-end call spent after the graph, timed inside the call, so
+  its share of the end-to-end time is measured per call, not inferred from separate runs; with it, how
+  many boxes reached NMS.
 
 The graph runs from the very file ``repghost export`` would write (checked against PyTorch on the
 photos before it is timed). End-to-end calls take the bundled photographs in turn, at batch 1; all
@@ -44,7 +45,7 @@ from .runtimes import make_runner
 #: Runtimes a detector is timed on, and the export format each runs (eager: the PyTorch graph itself).
 DETECTOR_RUNTIMES = ("eager", "onnxruntime", *EDGE_RUNTIMES)
 FORMAT_OF = {"onnxruntime": "onnx", **{name: name for name in EDGE_RUNTIMES}}
-PARTS = ("body", "graph", "e2e", "post")
+PARTS = ("body", "graph", "e2e")
 
 
 @dataclass
@@ -56,14 +57,11 @@ class DetectorResult:
     body_ms: float | None = None
     graph_ms: float | None = None      # body + head (+ box decoding and scores)
     e2e_ms: float | None = None        # preprocessing + graph + post-processing
-    post_ms: float | None = None       # post-processing alone (threshold, top-k, NMS, rescale)
-    nms_candidates: float | None = None  # mean boxes entering NMS per photo
+    post_ms: float | None = None       # the post-processing inside those calls (threshold, top-k, NMS, rescale)
+    post_share: float | None = None    # median over calls of post-processing / end-to-end time
+    nms_candidates: float | None = None  # mean boxes reaching NMS per photo
     runs: int = 0
     error: str = ""
-
-    @property
-    def post_share(self) -> float | None:
-        return self.post_ms / self.e2e_ms if self.post_ms is not None and self.e2e_ms else None
 
 
 class BodyMaps(nn.Module):
@@ -113,35 +111,37 @@ def _detector_files(model: nn.Module, categories: list[dict], size: int, runtime
     return files, errors, graph
 
 
-def _e2e_runner(detector: DetectorFile, images: list[torch.Tensor]) -> Callable[[], object]:
-    cycle = itertools.cycle(images)
-    return lambda: detector([next(cycle)])
+class EndToEnd:
+    """A user's call on the photos in turn (:meth:`DetectorFile.__call__`, step by step), recording how
+    long each call spent in the post-processing and how many boxes reached NMS."""
+
+    def __init__(self, detector: DetectorFile, images: list[torch.Tensor]):
+        self.detector, self.images, self.num_images = detector, itertools.cycle(images), len(images)
+        self.transform = detector.preprocess.transform()
+        self.post_ms: list[float] = []
+        self.candidates: list[int] = []
+
+    def __call__(self):
+        batch, sizes, original = prepare([next(self.images)], self.transform)
+        output = self.detector.graph(batch)
+        start = time.perf_counter()
+        detections = postprocess(output, self.detector.postprocess, sizes, original, self.transform)
+        self.post_ms.append((time.perf_counter() - start) * 1e3)
+        if len(self.candidates) < self.num_images:  # once per photo, in the warm-up calls (untimed)
+            self.candidates.append(nms_candidates(output, self.detector))
+        return detections
 
 
-def _post_runner(detector: DetectorFile, images: list[torch.Tensor], counts: list[int]) -> Callable[[], object]:
-    """Post-processing alone on the runtime's own graph outputs for the photos, in turn."""
-    transform = detector.preprocess.transform()
-    prepared = []
-    for image in images:
-        batch, sizes, original = prepare([image], transform)
-        output = detector.graph(batch)
-        prepared.append((output, sizes, original))
-        counts.append(_candidates(output, detector))
-    cycle = itertools.cycle(prepared)
-
-    def run():
-        output, sizes, original = next(cycle)
-        return postprocess(output, detector.postprocess, sizes, original, transform)
-
-    return run
-
-
-def _candidates(output: torch.Tensor, detector: DetectorFile) -> int:
-    """How many boxes pass the score threshold (before top-k), i.e. what NMS has to sort through."""
+def nms_candidates(output: torch.Tensor, detector: DetectorFile) -> int:
+    """How many boxes reach NMS: those over the score threshold, at most top-k per class (SSDLite) or per
+    level (RetinaNet)."""
+    post = detector.postprocess
     scores = output[0, :, 4:]
-    if detector.postprocess.scores == "softmax":
-        scores = scores[:, 1:]
-    return int((scores > detector.postprocess.score_thresh).sum())
+    if post.scores == "softmax":
+        passed = (scores[:, 1:] > post.score_thresh).sum(dim=0)
+    else:
+        passed = torch.stack([(level > post.score_thresh).sum() for level in scores.split(post.anchors_per_level)])
+    return int(passed.clamp(max=post.topk_candidates).sum())
 
 
 def bench_detector(model: nn.Module, categories: list[dict], label: str, runtimes: Sequence[str] = ("eager",
@@ -160,7 +160,7 @@ def bench_detector(model: nn.Module, categories: list[dict], label: str, runtime
     images = [to_tensor(p) for p in sample_photos()]
     with scratch_dir("bench-det") as workdir:
         files, errors, graph = _detector_files(model, categories, size, runtimes, threads, workdir, log)
-        runners, counts = {}, {r: [] for r in files}
+        runners, e2e = {}, {}
         body = BodyMaps(detector_body(model)).eval()
         for runtime, detector in files.items():
             x = photo_batch(detector.preprocess)[:1].numpy()
@@ -171,17 +171,19 @@ def bench_detector(model: nn.Module, categories: list[dict], label: str, runtime
                 errors[runtime] = f"body: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
                 continue
             runners[(runtime, "graph")] = lambda d=detector, x=x: d.graph(x)
-            runners[(runtime, "e2e")] = _e2e_runner(detector, images)
-            runners[(runtime, "post")] = _post_runner(detector, images, counts[runtime])
+            runners[(runtime, "e2e")] = e2e[runtime] = EndToEnd(detector, images)
         times = time_interleaved(runners, warmup, runs, progress, f"{label}, {size}²")
     results = []
     for runtime in runtimes:
         result = DetectorResult(label, runtime, threads, size, error=errors.get(runtime, ""))
         if (runtime, "e2e") in times:
-            for part in PARTS:
+            for part in PARTS[:3]:
                 setattr(result, f"{part}_ms", float(np.median(times[(runtime, part)])))
             result.runs = len(times[(runtime, "e2e")])
-            result.nms_candidates = float(np.mean(counts[runtime]))
+            timed = e2e[runtime].post_ms[-result.runs:]  # the timed rounds, not the warm-up
+            result.post_ms = float(np.median(timed))
+            result.post_share = float(np.median(np.array(timed) / np.array(times[(runtime, "e2e")])))
+            result.nms_candidates = float(np.mean(e2e[runtime].candidates))
         results.append(result)
     return results
 
@@ -205,7 +207,7 @@ def write_detector_results(results: Sequence[DetectorResult], out_dir: str | os.
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {k: out_dir / f"{name}.{k}" for k in ("json", "md")}
-    rows = [{**asdict(r), "post_share": r.post_share} for r in results]
+    rows = [asdict(r) for r in results]
     atomic_write_json(paths["json"], dict(environment=environment(), meta=meta or {}, results=rows,
                                           date=time.strftime("%Y-%m-%d %H:%M")), indent=1)
     atomic_write_text(paths["md"], format_detector_table(results) + "\n")
