@@ -162,7 +162,13 @@ def test_mask_rcnn_is_refused_in_one_line_and_nothing_is_written(tmp_path, capsy
         assert main(["export", str(tmp_path / "mask.pt"), str(tmp_path / out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("repghost export: error: Mask R-CNN cannot be exported: ") and "\n" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.pt"]
+    # Nor does any detector go to TorchScript, or take a classifier's flags.
+    save_detector(small_detector(), tmp_path / "ssd.pt", CATEGORIES)
+    for args in (["m.pt"], ["m.onnx", "--mean", "0.5", "0.5", "0.5"], ["m.tflite", "--int8"]):
+        assert main(["export", str(tmp_path / "ssd.pt"), str(tmp_path / args[0]), *args[1:]]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("repghost export: error: ") and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.pt", "ssd.pt"]
 
 
 def test_a_classifier_given_to_det_eval_is_refused_in_one_line(tmp_path, capsys):

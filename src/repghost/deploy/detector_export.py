@@ -196,8 +196,8 @@ def export_detector(source: str | os.PathLike, out: str | os.PathLike, fmt: str,
                     log: Callable[[str], None] = print) -> DetectorExportReport:
     """Export the detector checkpoint ``source`` to ``out`` as ``fmt`` (see the module docstring)."""
     if fmt not in DETECTOR_FORMATS:
-        raise NotExportableError(f"a detector exports to {', '.join(DETECTOR_FORMATS)}, not {fmt}: its NMS and "
-                                 "resizing run in Python beside a fixed-size graph, which these formats hold")
+        raise NotExportableError(f"a detector exports to {', '.join(DETECTOR_FORMATS)}, not {fmt} (its checkpoint "
+                                 "already runs in PyTorch: det-eval and bench take it as it is)")
     if int8 and fmt not in ("onnx", "openvino"):
         raise NotExportableError(f"--int8 for a detector is available for onnx and openvino, not {fmt}")
     if fmt in EDGE_RUNTIMES:
