@@ -232,7 +232,7 @@ def test_bench_times_a_detector_in_three_parts_with_the_post_processing_share(tr
     for row in rows:
         assert row["error"] == "" and row["img_size"] == SIZE and row["runs"] == 3
         assert all(row[k] > 0 for k in ("body_ms", "graph_ms", "e2e_ms", "post_ms"))
-        assert 0 < row["post_share"] < 1 and row["nms_candidates"] > 0
+        assert 0 < row["post_share"] < 1 and 0 < row["post_cpu_share"] < 1 and row["nms_candidates"] > 0
     assert "post share" in capsys.readouterr().out
 
 
