@@ -131,7 +131,7 @@ def test_tagged_files_say_what_they_are():
 
 def _contract_values() -> set[str]:
     c = contract_module
-    return {c.TRAINING_KIND, c.DETECTION_FORMAT, c.SEARCH_FORMAT, c.SIDECAR_SUFFIX, *c.EXPORT_KEYS}
+    return {c.TRAINING_KIND, c.DETECTION_FORMAT, c.SEARCH_FORMAT, c.SIDECAR_SUFFIX, *c.EXPORT_KEYS, *c.DETECTION_KEYS}
 
 
 def test_the_contract_keys_are_written_in_one_module():

@@ -192,18 +192,6 @@ def test_a_model_of_the_other_task_is_refused_by_eval_and_det_eval(classifier, d
     assert len(err) == 1 and "repghost eval" in err[0]
 
 
-def test_an_exported_detector_file_is_refused_until_this_version_can_run_it(tmp_path, monkeypatch):
-    from repghost.checkpoint import TASK_KEY
-    from repghost.deploy import onnx_export, runner
-
-    model = repghost.reparameterize(repghost.create_model("repghostnet_050", num_classes=3).eval())
-    path = onnx_export.export_onnx(model, tmp_path / "d.onnx", (1, 3, SIZE, SIZE), exporter="legacy")
-    onnx_export.set_onnx_metadata(path, {TASK_KEY: "detection"})
-    monkeypatch.setattr(runner, "DETECTOR_FILES", "repghost.deploy.no_such_module")
-    with pytest.raises(runner.RunnerError, match="holds a detector"):
-        repghost.open_model(path)
-
-
 def test_a_runtime_the_format_cannot_run_on_is_refused(classifier):
     run, _ = classifier
     with pytest.raises(repghost.deploy.RuntimeChoiceError, match="runs on eager"):

@@ -66,6 +66,16 @@ EXPORT_SUFFIXES: dict[str, tuple[str, ...]] = {
     "onnx": (".onnx",), "torchscript": (".pt",), "mnn": (".mnn",), "ncnn": (".ncnn.param", ".param"),
     "openvino": (".xml",), "litert": (".tflite",),
 }
+
+
+def is_exported_file(spec: str | os.PathLike) -> bool:
+    """Whether ``spec`` names a file ``repghost export`` writes for a runtime (ONNX or an edge format; a
+    TorchScript ``.pt`` is told from a checkpoint by its contents, not its name)."""
+    name = os.fspath(spec).lower()
+    return any(name.endswith(s) for fmt, suffixes in EXPORT_SUFFIXES.items() if fmt != "torchscript"
+               for s in suffixes)
+
+
 #: The formats :func:`repghost.open_model` opens and the runtimes each runs on (the first is its default):
 #: ``--runtime`` of eval / predict picks among them.
 FORMAT_RUNTIMES: dict[str, tuple[str, ...]] = {

@@ -16,6 +16,7 @@ from .contract import (
     TRAINING_KIND,
     TRAINING_VERSION,
     Recorded,
+    WrongTaskError,
     export_props,
     is_training_checkpoint,
     other_file_message,
@@ -46,7 +47,7 @@ from .safe import CheckpointError, file_kind, is_checkpoint_path, read_checkpoin
 
 __all__ = [
     "DETECTION_FORMAT", "EXPORT_KEYS", "FORMAT", "SEARCH_FORMAT", "TASK_KEY", "TASKS", "TRAINING_KIND",
-    "TRAINING_VERSION",
+    "TRAINING_VERSION", "WrongTaskError",
     "CheckpointError", "LoadedModel", "Recorded", "export_props", "file_kind", "is_training_checkpoint",
     "other_file_message", "props_record", "read_safetensors_record", "read_sidecar", "read_torchscript_props",
     "read_training_checkpoint", "sidecar_path", "torchscript_extra_files", "training_checkpoint", "training_record",

@@ -56,8 +56,8 @@ SEARCH_FORMAT = "repghost-search/1"
 #: What each tagged file is, said when one is given where a classification model is expected.
 _OTHER_FILES = {
     DETECTION_FORMAT: "{path} is a repghost detector checkpoint (from det-train or det-eval --save-deploy), not a "
-                      "classification model: evaluate it with `repghost det-eval {path}` (exporting and benchmarking "
-                      "detectors are not available yet)",
+                      "classification model: evaluate it with `repghost det-eval {path}`, export it with `repghost "
+                      "export {path} det.onnx`, time it with `repghost bench {path}`",
     SEARCH_FORMAT: "{path} is a repghost search checkpoint, not a model: continue the search with `repghost search "
                    "--resume --output <its directory> ...`; the architecture it ends with (arch.json beside it) is "
                    "a model name for train, export and bench",
@@ -69,6 +69,15 @@ EXPORT_KEYS = (MODEL_KEY, PREPROCESS_KEY, CLASSES_KEY, DATA_KEY)
 #: the key holds: classifiers' files do not spell it) or ``detection``.
 TASK_KEY = "repghost_task"
 TASKS = ("classification", "detection")
+DETECTION_TASK = "detection"
+#: An exported detector's contract (:mod:`repghost.deploy.detector_files`): the keys it carries besides the
+#: task, the model name and the classes.
+BACKBONE_KEY, DETECTOR_KEY, CATEGORIES_KEY = "repghost_backbone", "repghost_detector", "repghost_categories"
+DETECTION_PREPROCESS_KEY, POSTPROCESS_KEY = "repghost_detection_preprocess", "repghost_postprocess"
+INPUT_SIZE_KEY, LAYOUT_KEY, DETECTION_DATA_KEY = "repghost_input_size", "repghost_output_layout", \
+    "repghost_detection_data"
+DETECTION_KEYS = (TASK_KEY, BACKBONE_KEY, DETECTOR_KEY, CATEGORIES_KEY, DETECTION_PREPROCESS_KEY, POSTPROCESS_KEY,
+                  INPUT_SIZE_KEY, LAYOUT_KEY, DETECTION_DATA_KEY)
 #: The name ending of the contract's file beside an edge runtime's files (``OUT`` + this).
 SIDECAR_SUFFIX = ".repghost.json"
 
@@ -297,3 +306,8 @@ def other_file_message(raw, path) -> str | None:
     any other contents)."""
     tag = raw.get("format") if isinstance(raw, dict) else None
     return _OTHER_FILES[tag].format(path=path) if tag in _OTHER_FILES else None
+
+
+class WrongTaskError(CheckpointError):
+    """A model file of another task than the command's (a classifier given to ``det-eval``, a detector to
+    ``eval``): the command line must change (exit code 2); the message names the command that takes it."""

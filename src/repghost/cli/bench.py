@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .args import COUNT, COUNT0, USAGE_ERROR, checkpoint_file, fail, model_name, output_dir
+from .args import COUNT, COUNT0, USAGE_ERROR, checkpoint_file, data_root, fail, model_name, output_dir
 from .errors import usage_errors
 
 
@@ -22,6 +22,9 @@ def _cmd_bench(args) -> int:
         return fail("bench", "name at least one model (or pass --concat-vs-add)", USAGE_ERROR)
     if args.data is not None:
         return _formats(args)
+    detectors = _detector_checkpoints(args.models)
+    if detectors:
+        return _bench_detectors(args, detectors)
     with usage_errors(ValueError):  # a bad spec / runtime / size; a model file's contents keep their own code
         img_sizes = args.img_size or _recorded_sizes(args.models)
         config = BenchConfig(models=args.models, runtimes=args.runtimes, threads=args.threads,
@@ -54,6 +57,42 @@ def _formats(args) -> int:
     return 0
 
 
+def _detector_checkpoints(specs: list[str]) -> list[str]:
+    from ..detection.files import is_detector_checkpoint
+    from ..names import is_checkpoint_path
+
+    return [s for s in specs if is_checkpoint_path(s) and is_detector_checkpoint(s)]
+
+
+def _bench_detectors(args, detectors: list[str]) -> int:
+    """Detector checkpoints: body, body + head and end to end (with post-processing) per runtime."""
+    from ..bench.detectors import DETECTOR_RUNTIMES, bench_detector, format_detector_table, write_detector_results
+    from ..detection.files import load_detector
+    from ..detection.graph import exportable
+
+    if len(detectors) != len(args.models):
+        return fail("bench", "detector checkpoints are benchmarked on their own: pass only detectors, or only "
+                             "classifiers", USAGE_ERROR)
+    wrong = [r for r in args.runtimes if r not in DETECTOR_RUNTIMES]
+    if wrong or len(args.batch) > 1 or args.batch[0] != 1 or args.device != "cpu" or (args.img_size and
+                                                                                         len(args.img_size) > 1):
+        return fail("bench", f"a detector is timed at batch 1 on the CPU, at one --img-size, on "
+                             f"{' '.join(DETECTOR_RUNTIMES)}", USAGE_ERROR)
+    results = []
+    for path in detectors:
+        model, state = load_detector(path)
+        exportable(model.detector_config.model)  # a Mask R-CNN is refused (exit 2)
+        label = f"{model.detector_config.model}_{model.detector_config.backbone}"
+        for threads in args.threads:
+            results += bench_detector(model, state["categories"], label, args.runtimes,
+                                      (args.img_size or [None])[0], threads, args.warmup, args.runs,
+                                      progress=sys.stderr.isatty())
+    print(format_detector_table(results))
+    paths = write_detector_results(results, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _recorded_sizes(specs: list[str]) -> list[int]:
     """The one input size the model files among ``specs`` record (224 when none does)."""
     from ..bench.specs import ModelSpec
@@ -62,12 +101,6 @@ def _recorded_sizes(specs: list[str]) -> list[int]:
     if len(sizes) > 1:
         raise ValueError(f"the model files record different input sizes {sorted(sizes)}; pass --img-size")
     return sorted(sizes) or [224]
-
-
-def _data_dir(text: str) -> str:
-    from .args import input_dir
-
-    return text if text == "digits" else input_dir(text)
 
 
 def _spec(text: str) -> str:
@@ -111,7 +144,12 @@ def add_bench(sub) -> None:
                                    "Edge runtimes (mnn ncnn openvino litert; CPU, fp32) need their extras, e.g. "
                                    "pip install 'repghost[edge]'; each export is checked against PyTorch before "
                                    "it is timed. --concat-vs-add runs the paper's Fig. 1/2 study instead (= "
-                                   "`repghost study concat-add`).")
+                                   "`repghost study concat-add`). A detector checkpoint (det-train's last.pt; "
+                                   "SSDLite, RetinaNet) is timed in three parts per runtime (eager onnxruntime mnn "
+                                   "ncnn openvino litert): the backbone alone, backbone + heads (the graph `repghost "
+                                   "export` writes), and end to end on bundled photos with resizing and the "
+                                   "post-processing (threshold, top-k, NMS), whose time and share are reported; "
+                                   "writes detector_latency.{json,md}.")
     p.add_argument("models", nargs="*", metavar="MODEL", type=_spec, help="model specs (see above)")
     p.add_argument("--runtimes", nargs="+", default=["eager", "onnxruntime"], choices=RUNTIMES,
                    help="default: eager onnxruntime; also channels_last torchscript compile mnn ncnn openvino litert")
@@ -125,7 +163,7 @@ def add_bench(sub) -> None:
     p.add_argument("--out", default="bench-results", type=output_dir,
                    help="output directory (default bench-results)")
     a = p.add_argument_group("accuracy per format (like Ultralytics' benchmark mode)")
-    a.add_argument("--data", default=None, type=_data_dir,
+    a.add_argument("--data", default=None, type=data_root,
                    help="measure each MODEL file (a checkpoint and its exports) on this data: format, file size, "
                         "top-1 (classifiers: an ImageFolder root or 'digits') or box AP (detectors: a COCO-layout "
                         "root), and latency at batch 1; writes formats.{json,csv,md} to --out (default: latency "

@@ -91,10 +91,37 @@ def _cmd_export(args) -> int:
     if args.int8 and fmt not in int8_formats():
         return fail("export", f"--int8 is available for --format {' / '.join(int8_formats())}, not {fmt}",
                     USAGE_ERROR)
+    if _is_detector(args.source):
+        return _export_detector(args, fmt)
     export(args.source, args.out, fmt=fmt, img_size=args.img_size, mean=args.mean, std=args.std,
            opset=args.opset, exporter=args.exporter, int8=args.int8, recipe=args.recipe, calib=args.calib,
            num_calib=args.num_calib, num_held_out=args.num_held_out, model_name=args.model,
            num_classes=args.num_classes, use_ema=args.ema)
+    return 0
+
+
+def _is_detector(source: str) -> bool:
+    from ..detection.files import is_detector_checkpoint
+    from ..names import is_checkpoint_path
+
+    return is_checkpoint_path(source) and is_detector_checkpoint(source)
+
+
+#: ``repghost export`` flags that describe a classifier, and so do not apply to a detector checkpoint.
+_CLASSIFIER_FLAGS = ("mean", "std", "model", "num_classes", "calib")
+
+
+def _export_detector(args, fmt: str) -> int:
+    from ..deploy.detector_export import export_detector
+
+    given = [f"--{name.replace('_', '-')}" for name in _CLASSIFIER_FLAGS if getattr(args, name) is not None]
+    given += ["--ema"] if args.ema else []
+    if given:
+        return fail("export", f"{' '.join(given)} do(es) not apply to a detector (it records its classes, input "
+                              "and preprocessing; --int8 calibrates on the data it was trained on)", USAGE_ERROR)
+    export_detector(args.source, args.out, fmt, img_size=args.img_size, opset=args.opset,
+                    exporter=args.exporter, int8=args.int8, recipe=args.recipe, num_calib=args.num_calib,
+                    num_held_out=args.num_held_out)
     return 0
 
 
@@ -121,8 +148,13 @@ def add_export(sub) -> None:
                                    "mnn -> OUT.mnn; ncnn -> OUT (.param graph) + OUT with suffix .bin, e.g. "
                                    "model.ncnn.param + model.ncnn.bin; openvino -> OUT.xml + OUT.bin; litert -> "
                                    "OUT.tflite. Each needs its extra: pip install 'repghost[mnn]' (or ncnn, "
-                                   "openvino, litert; edge for all). Exit codes: 2 bad arguments, 1 failed; nothing "
-                                   "is written when the arguments or data are bad.")
+                                   "openvino, litert; edge for all). A detector checkpoint (det-train's last.pt: "
+                                   "SSDLite or RetinaNet) exports to onnx, openvino, litert, mnn or ncnn as a "
+                                   "fixed-size graph (backbone re-parameterized, heads, box decoding, scores; "
+                                   "resizing and NMS run in Python), checked on bundled photos; --int8 (onnx, "
+                                   "openvino) reports the AP change on its val images; Mask R-CNN is refused "
+                                   "(exit 2). Exit codes: 2 bad arguments, 1 failed; nothing is written when the "
+                                   "arguments or data are bad.")
     suffixes = ", ".join(f"{' or '.join(ends)} {fmt}" for fmt, ends in SUFFIXES.items())
     p.add_argument("source", type=_source,
                    help="checkpoint path, or a model name such as repghostnet_100 or arch.json from `repghost search`")

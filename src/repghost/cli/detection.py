@@ -9,9 +9,11 @@ from .args import (
     COUNT0,
     POSITIVE,
     RATE,
+    USAGE_ERROR,
     DefaultsFormatter,
     Number,
     checkpoint_file,
+    fail,
     input_dir,
     model_name,
     output_dir,
@@ -126,7 +128,17 @@ def _cmd_det_eval(args) -> int:
     from ..deploy.evaluation import evaluate_detector_file
     from ..detection.data import DataConfig
     from ..detection.evaluate import format_metrics
+    from ..names import is_exported_file
 
+    if is_exported_file(args.checkpoint):
+        given = [flag for flag, on in (("--reparameterize", args.reparameterize), ("--save-deploy", args.save_deploy),
+                                       ("--device", args.device)) if on]
+        if given:
+            return fail("det-eval", f"{' '.join(given)} do(es) not apply to an exported detector (it is in deploy "
+                                    "form and runs on its runtime's CPU)", USAGE_ERROR)
+    elif args.runtime is not None:
+        return fail("det-eval", "--runtime applies to exported detectors (.onnx, .xml, .tflite, ...), not to a "
+                                "checkpoint", USAGE_ERROR)
     data = None
     if args.data is not None:
         data = DataConfig(root=args.data, val_split=args.val_split, skip_missing_images=args.skip_missing_images)

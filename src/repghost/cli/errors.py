@@ -26,7 +26,8 @@ USAGE = (
     "repghost.train.fit:ScheduleError",
     "repghost.search.config:SearchError",
     "repghost.deploy.runner:RuntimeChoiceError",
-    "repghost.deploy.runner:WrongTaskError",
+    "repghost.checkpoint.contract:WrongTaskError",
+    "repghost.detection.graph:NotExportableError",
     "repghost.deploy.predict:PredictInputError",
     "builtins:FileExistsError",
 )

@@ -184,8 +184,8 @@ def add_eval(sub) -> None:
                     "own runtime — or (with --model) an official / timm checkpoint: the accuracy that format "
                     "really gives. Data, resolution and normalization default to what the file records (the "
                     "model's training preprocessing); the flags override them. A file that records none uses the "
-                    "model's default and says so. A detector file is refused (use det-eval). Exit codes: 2 bad "
-                    "arguments, 1 a file or data that cannot be evaluated (a detector, an unreadable file).")
+                    "model's default and says so. Exit codes: 2 bad arguments or a detector file (use det-eval), "
+                    "1 a file or data that cannot be evaluated.")
     p.add_argument("checkpoint", type=checkpoint_file,
                    help="last.pt / best.pt, best_model.safetensors, best_deploy.safetensors, model.onnx, ...")
     p.add_argument("--data", default=None, type=data_root,

@@ -3,10 +3,10 @@
 A detector checkpoint (``det-train``'s ``last.pt``, ``det-eval --save-deploy``'s file) is evaluated
 as torchvision evaluates it — every image at its own size, resized inside the model, torchrun-ready,
 with ``--reparameterize`` / ``--save-deploy`` — by
-:func:`repghost.detection.engine.evaluate_checkpoint`. An exported detector file is evaluated through
-its :class:`~repghost.deploy.runner.ModelRunner`: each image prepared by the file's contract, its
-boxes mapped back to the image's pixels, scored by the same pycocotools code. A classifier file is
-refused with the command that takes it.
+:func:`repghost.detection.engine.evaluate_checkpoint`. An exported detector file is evaluated on its
+own runtime by :func:`repghost.deploy.detector_files.evaluate_detector_file`: the file's graph, then
+the same post-processing and pycocotools scoring as the checkpoint's. A classifier file is refused
+with the command that takes it.
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ def evaluate_detector_file(path: str | os.PathLike, data=None, batch_size: int =
                            output: str | os.PathLike | None = None, save_deploy: str | os.PathLike | None = None,
                            threads: int | None = None, runtime: str | None = None, progress: bool = True) -> dict:
     """COCO metrics of the detector in ``path`` on ``data`` (a
-    :class:`~repghost.detection.data.DataConfig`; default: the data a checkpoint was trained on) — see
-    the module's docstring. Metrics go to ``output`` (default ``<file dir>/eval_<form>.json``)."""
+    :class:`~repghost.detection.data.DataConfig`; default: the data the file was trained on) — see
+    the module's docstring. Metrics go to ``output`` (default: ``eval_<form>.json`` beside a checkpoint,
+    ``eval_<file name>.json`` beside an exported file)."""
     from ..detection.engine import evaluate_checkpoint
+    from .detector_files import evaluate_detector_file as evaluate_exported
 
     runner = open_model(path, runtime=runtime, threads=threads)
     if runner.task != "detection":
         raise WrongTaskError(f"{path} holds a classifier ({runner.model_name or runner.format}), not a detector: "
-                              f"evaluate it with `repghost eval {path}`")
+                             f"evaluate it with `repghost eval {path}`")
     if runner.format == "checkpoint":
         return evaluate_checkpoint(path, data, batch_size=batch_size, workers=workers, device=device,
                                    reparameterize=reparameterize, output=output, save_deploy=save_deploy,
@@ -41,18 +43,20 @@ def evaluate_detector_file(path: str | os.PathLike, data=None, batch_size: int =
     if reparameterize or save_deploy:
         raise ValueError(f"{Path(path).name} is an exported detector (already in deploy form): --reparameterize "
                          "and --save-deploy apply to detector checkpoints")
-    if data is None:
-        raise ValueError(f"{Path(path).name} does not record its data; pass --data ROOT")
-    metrics = evaluate_runner(runner, data, progress=progress)
-    metrics.update(checkpoint=str(path), form="deploy", format=runner.label, runtime=runner.runtime)
-    atomic_write_json(Path(output) if output else Path(path).parent / "eval_deploy.json", metrics)
+    metrics = evaluate_exported(path, data, runtime=runner.runtime, threads=threads or 1, batch_size=batch_size,
+                                workers=workers, progress=progress)
+    metrics.update(format=runner.label, runtime=runner.runtime)
+    path = Path(path)
+    atomic_write_json(Path(output) if output else path.with_name(f"eval_{path.name.replace('.', '_')}.json"),
+                      metrics)
     return metrics
 
 
 @torch.no_grad()
 def evaluate_runner(runner: ModelRunner, data, progress: bool = True) -> dict:
-    """COCO box metrics of an opened detector file on ``data``'s val split (one image per call, as
-    exported detectors take them)."""
+    """COCO box metrics of an opened detector on ``data``'s val split, each image fed as ``predict``
+    feeds it (the runner's preprocessing, one image per call, boxes mapped back by ``to_image``): the
+    check that what ``predict`` draws scores as the detector's own evaluation does."""
     from torchvision.transforms.functional import to_pil_image
 
     from ..detection.evaluate import coco_metrics, to_coco_results

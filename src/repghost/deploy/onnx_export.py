@@ -36,8 +36,10 @@ class ExportError(RuntimeError):
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int] = (1, 3, 224, 224),
-                opset: int = DEFAULT_OPSET, exporter: str = "dynamo", dynamic_batch: bool = True) -> Path:
+                opset: int = DEFAULT_OPSET, exporter: str = "dynamo", dynamic_batch: bool = True,
+                output_name: str = OUTPUT_NAME) -> Path:
     """Write ``model`` (eval mode) to ``path`` as ONNX with a dynamic batch axis; return the path.
+    ``output_name`` names the one output (a classifier's ``logits`` by default).
 
     The file is written to a temporary name and renamed, so a failed export leaves nothing behind.
     """
@@ -48,7 +50,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[
     path = Path(path)
     model = model.eval()
     example = torch.randn(tuple(input_size))
-    kwargs: dict = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+    kwargs: dict = dict(input_names=[INPUT_NAME], output_names=[output_name], opset_version=opset)
     if exporter == "dynamo":
         kwargs.update(dynamo=True, external_data=False, verbose=False)
         if dynamic_batch:
@@ -56,7 +58,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[
     else:
         kwargs.update(dynamo=False)
         if dynamic_batch:
-            kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+            kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}}
     try:
         # The dynamo exporter prints progress lines; keep the CLI output ours.
         with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):

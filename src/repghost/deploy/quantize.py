@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +92,9 @@ def _quiet_root_logger():
 
 
 def quantize(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib_images: np.ndarray,
-             recipe: str = DEFAULT_RECIPE) -> Path:
-    """Write an int8 model of the ONNX file ``fp32_path`` to ``out_path``; returns the path."""
+             recipe: str = DEFAULT_RECIPE, keep_float: Callable[[str | os.PathLike], list[str]] | None = None) -> Path:
+    """Write an int8 model of the ONNX file ``fp32_path`` to ``out_path``; returns the path.
+    ``keep_float(prepared_path)`` names more nodes to leave in float (beside the recipe's)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -106,6 +108,8 @@ def quantize(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calib_im
         exclude = set(depthwise_conv_names(prepared)) if plan.skip_depthwise else set()
         if plan.min_stride > 1:
             exclude |= set(high_resolution_nodes(prepared, plan.min_stride))
+        if keep_float is not None:
+            exclude |= set(keep_float(prepared))
         with atomic_path(out_path) as staged, _quiet_root_logger():
             quantize_static(
                 str(prepared), str(staged), _Reader(calib_images),

@@ -22,12 +22,11 @@ A torchvision detector checkpoint is fed as its exported form would be: the whol
 to ``min_size``² (``Preprocess(resize="stretch")``), scaled to [0, 1], *not* normalized — the model
 normalizes (and, being given its own size, does not resize again) inside its forward, and returns
 boxes in the pixels of the batch it was given. Exported detector files are opened by
-:mod:`repghost.deploy.detector_files` where that module exists.
+:mod:`repghost.deploy.detector_files`: the graph on its runtime, then torchvision's post-processing.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import zipfile
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from ..checkpoint import (
     CheckpointError,
     LoadedModel,
     Recorded,
+    WrongTaskError,  # noqa: F401  (re-exported: eval / det-eval raise it)
     file_kind,
     props_record,
     read_checkpoint_file,
@@ -56,9 +56,6 @@ from ..preprocess import Preprocess
 from . import onnx_export
 from .edge import EDGE_RUNTIMES, edge_runtime
 
-#: The module that opens exported detector files (``open_detector_file(path, runtime, threads)``).
-DETECTOR_FILES = "repghost.deploy.detector_files"
-
 
 class RunnerError(CheckpointError):
     """A model file that cannot be opened or run as asked (its one-line message says why)."""
@@ -66,11 +63,6 @@ class RunnerError(CheckpointError):
 
 class RuntimeChoiceError(RunnerError):
     """A runtime the file's format does not run on: the command line must change (exit code 2)."""
-
-
-class WrongTaskError(RunnerError):
-    """A model file of another task than the command's (a detector given to ``eval``): the command line
-    must change (exit code 2); the message names the command that takes the file."""
 
 
 @dataclass
@@ -252,12 +244,16 @@ def _exported_record(path: Path, fmt: str) -> Recorded:
     return props_record(props, path)
 
 
-def _open_detector_file(path: Path, runtime: str, threads: int):
-    if importlib.util.find_spec(DETECTOR_FILES) is None:
-        raise RunnerError(f"{path.name} holds a detector; this version of repghost cannot run exported "
-                          "detector files (evaluate the detector checkpoint instead)")
-    module = importlib.import_module(DETECTOR_FILES)
-    return module.open_detector_file(path, runtime, threads)
+def _open_detector_file(path: Path, runtime: str, threads: int) -> ModelRunner:
+    """An exported detector as a :class:`ModelRunner`: its preprocessing as the runner's callers use
+    it (a PIL image in, boxes back to the image), and a call that gives detections in input pixels."""
+    from .detector_files import DetectorInput, open_detector_file
+
+    detector = open_detector_file(path, runtime, threads)
+    files = [path] if detector.format == "onnx" else [*edge_runtime(detector.format).files(path), sidecar_path(path)]
+    return ModelRunner(path, "detection", detector.format, detector.runtime, DetectorInput(detector.preprocess),
+                       detector.class_names, detector.input_size, call=detector.detect_in_input,
+                       model_name=detector.detector_config.backbone, categories=detector.categories, files=files)
 
 
 def _open_torchscript(path: Path, record: Recorded, threads: int, device: torch.device) -> ModelRunner:

@@ -9,19 +9,43 @@ from pathlib import Path
 
 from torch import nn
 
-from ..checkpoint import DETECTION_FORMAT, CheckpointError
+from ..checkpoint import (
+    DETECTION_FORMAT,
+    CheckpointError,
+    WrongTaskError,
+    file_kind,
+    is_training_checkpoint,
+    read_checkpoint_file,
+    read_safetensors_record,
+)
 from ..io import atomic_torch_save
-from ..run import read_run_state
 from .data import CocoDetection
 from .detectors import DetectorConfig, build_detector
 
 CHECKPOINT_FORMAT = DETECTION_FORMAT  # the file contract lives in repghost.checkpoint
 
 
+
+
 def read_detector_checkpoint(path: str | os.PathLike) -> dict:
-    """A detection checkpoint (``last.pt`` or one saved by :func:`save_detector`), tensors only."""
-    return read_run_state(path, "format", CHECKPOINT_FORMAT,
-                          f"is not a repghost detection checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
+    """A detection checkpoint (``last.pt`` or one saved by :func:`save_detector`), tensors only; a
+    classifier's checkpoint raises :class:`WrongTaskError`."""
+    state = read_checkpoint_file(path)
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        return state
+    if is_training_checkpoint(state) or (file_kind(path) == "safetensors" and read_safetensors_record(path)):
+        raise WrongTaskError(f"{path} is a classification model, not a detector: use `repghost eval` / "
+                             "`repghost export` for it")
+    raise CheckpointError(f"{path} is not a repghost detection checkpoint (no {CHECKPOINT_FORMAT!r} format tag)")
+
+
+def is_detector_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a detection checkpoint (read safely; ``False`` for anything else)."""
+    try:
+        read_detector_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def save_detector(model: nn.Module, path: str | os.PathLike, categories: list[dict], extra: dict | None = None) -> Path:

@@ -85,7 +85,8 @@ def open_classifier(path: str | Path, runtime: str | None = None, threads: int |
                     device: str | torch.device = "cpu", use_ema: bool = False, model_name: str | None = None):
     """:func:`repghost.deploy.runner.open_model` for a command that needs a classifier: a detector
     file is refused with the command that takes it."""
-    from ..deploy.runner import WrongTaskError, open_model
+    from ..checkpoint import WrongTaskError
+    from ..deploy.runner import open_model
 
     runner = open_model(path, runtime=runtime, threads=threads, device=device, model_name=model_name,
                         use_ema=use_ema)

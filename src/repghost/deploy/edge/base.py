@@ -134,8 +134,10 @@ class EdgeRuntime:
         return path.with_name(path.name[: -len(self.suffix)] + ".int8" + self.suffix) if path.name.endswith(
             self.suffix) else path.with_name(path.stem + ".int8" + path.suffix)
 
-    def quantize(self, path: str | os.PathLike, out: str | os.PathLike, calib_images: np.ndarray) -> Path:
-        """Write an int8 model of the fp32 export at ``path`` to ``out``, calibrated on ``calib_images``."""
+    def quantize(self, path: str | os.PathLike, out: str | os.PathLike, calib_images: np.ndarray,
+                 keep_float: Sequence[str] = ()) -> Path:
+        """Write an int8 model of the fp32 export at ``path`` to ``out``, calibrated on ``calib_images``;
+        the nodes named in ``keep_float`` stay in float."""
         raise ValueError(f"int8 for {self.label} is not available (only onnx and openvino)")
 
     def predict(self, path: str | os.PathLike, images: np.ndarray, threads: int = 1) -> np.ndarray:

@@ -61,7 +61,8 @@ class OpenVINORuntime(EdgeRuntime):
             shutil.move(ir_bin, staged_bin)
         return xml
 
-    def quantize(self, path: str | os.PathLike, out: str | os.PathLike, calib_images: np.ndarray) -> Path:
+    def quantize(self, path: str | os.PathLike, out: str | os.PathLike, calib_images: np.ndarray,
+                 keep_float: Sequence[str] = ()) -> Path:
         self.require()
         try:
             with captured_output():
@@ -77,7 +78,8 @@ class OpenVINORuntime(EdgeRuntime):
         with captured_output() as log, scratch_dir("openvino") as tmp, \
                 atomic_paths(xml, weights) as (staged_xml, staged_bin):
             try:
-                quantized = nncf.quantize(model, calibration, subset_size=len(calib_images))
+                ignored = nncf.IgnoredScope(names=list(keep_float), validate=False) if keep_float else None
+                quantized = nncf.quantize(model, calibration, subset_size=len(calib_images), ignored_scope=ignored)
             except Exception as err:
                 raise ExportError(f"NNCF quantization failed: {type(err).__name__}: {err} {log.tail()}") from err
             ir_xml, ir_bin = Path(tmp) / "model.xml", Path(tmp) / "model.bin"
@@ -85,6 +87,16 @@ class OpenVINORuntime(EdgeRuntime):
             shutil.move(ir_xml, staged_xml)
             shutil.move(ir_bin, staged_bin)
         return xml
+
+    def rank_changing_nodes(self, path: str | os.PathLike, rank: int = 4) -> list[str]:
+        """Names of the operations of the IR at ``path`` whose output is not of ``rank`` (for
+        :meth:`quantize`'s ``keep_float``)."""
+        import openvino as ov
+
+        model = ov.Core().read_model(str(path))
+        return [op.get_friendly_name() for op in model.get_ordered_ops()
+                if op.get_type_name() not in ("Parameter", "Constant", "Result") and op.get_output_size()
+                and op.get_output_partial_shape(0).rank.get_length() != rank]
 
     def runner(self, path: str | os.PathLike, threads: int = 1) -> Runner:
         self.require()
