@@ -27,6 +27,11 @@ SEARCHED_MODEL_PREFIX = "mobiledet_search"
 #: … this one RepGhostNet's (``repghostnet_skeleton/v1``).
 REPGHOSTNET_SEARCH_PREFIX = "repghostnet_search"
 SEARCHED_MODEL_PREFIXES = (SEARCHED_MODEL_PREFIX, REPGHOSTNET_SEARCH_PREFIX)
+#: The search spaces (:mod:`repghost.models.space`): MobileDet-CPU's skeleton (the cost model's and the
+#: search's default) and RepGhostNet's.
+MOBILEDET_SPACE_ID = "mobiledet_cpu_skeleton/v1"
+REPGHOSTNET_SPACE_ID = "repghostnet_skeleton/v1"
+SPACE_IDS = (MOBILEDET_SPACE_ID, REPGHOSTNET_SPACE_ID)
 
 
 def is_architecture_file(spec: str | os.PathLike) -> bool:

@@ -54,12 +54,12 @@ from timm.layers import make_divisible
 from torch import nn
 
 from ..layers import FusedInvertedBottleneck, InvertedBottleneck, RepGhostBottleneck, TuckerConv
-from ..names import REPGHOSTNET_SEARCH_PREFIX
+from ..names import REPGHOSTNET_SEARCH_PREFIX, REPGHOSTNET_SPACE_ID
 from .family import build_family_net
 from .repghostnet import REPGHOSTNET_TABLE, WIDTHS
 from .space import ArchSpace, Decision, register_space
 
-SPACE_ID = "repghostnet_skeleton/v1"
+SPACE_ID = REPGHOSTNET_SPACE_ID
 #: Width and middle-width multipliers (0.5, 0.8, 1.0: RepGhostNet's; 0.35 and 0.65 reach below and
 #: between them, 1.25 above).
 MULTIPLIERS = ("0.35", "0.5", "0.65", "0.8", "1.0", "1.25")
@@ -163,6 +163,11 @@ class RepGhostNetSpace(ArchSpace):
     id = SPACE_ID
     name_prefix = REPGHOSTNET_SEARCH_PREFIX
     payload_key = "choices"
+    reference = "repghostnet_100"
+    #: The cost model times these in every sampling directory of the space (the hand-designed landmarks).
+    always_time = ("repghostnet_050", "repghostnet_080", "repghostnet_100")
+    #: The share of a cost-model sample drawn toward the cheap end (:meth:`~ArchSpace.sample_cheap`).
+    cheap_share = 0.5
 
     def __init__(self):
         self.stage_chs, self.slots = _skeleton()

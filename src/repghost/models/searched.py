@@ -30,11 +30,11 @@ import numpy as np
 from torch import nn
 
 from ..layers.mobiledet import LayerCfg
-from ..names import SEARCHED_MODEL_PREFIX
+from ..names import MOBILEDET_SPACE_ID, SEARCHED_MODEL_PREFIX
 from .mobiledet import MOBILEDETS, mobiledet_builder
 from .space import ARCH_FORMAT, ArchSpace, Decision, SpaceError, read_arch_json, register_space, searched_model
 
-SPACE_ID = "mobiledet_cpu_skeleton/v1"
+SPACE_ID = MOBILEDET_SPACE_ID
 #: What a searched architecture's model name starts with (then ``:<fingerprint>:<layer>,<layer>,...``).
 ARCH_NAME_PREFIX = SEARCHED_MODEL_PREFIX
 
@@ -89,6 +89,7 @@ class SearchSpace(ArchSpace):
     name_prefix = ARCH_NAME_PREFIX
     payload_key = "layers"
     item = "layer"
+    reference = "mobiledet_cpu"
 
     def __init__(self, base: str = "mobiledet_cpu", choices: Sequence[Choice] | None = None):
         stages, stem_chs, act, se = MOBILEDETS[base]

@@ -72,6 +72,12 @@ class ArchSpace:
     payload_key: str = "choices"
     #: What a decision is called in messages (``layer`` in a space whose decisions are layers).
     item: str = "decision"
+    #: The registered model a cost model's timings are taken relative to (run in every round).
+    reference: str = ""
+    #: Registered models a cost model's sampling always times (by name).
+    always_time: tuple[str, ...] = ()
+    #: The share of a cost model's sample drawn by :meth:`sample_cheap` instead of :meth:`sample`.
+    cheap_share: float = 0.0
 
     # -- to implement ---------------------------------------------------------------------
     @property
@@ -109,6 +115,31 @@ class ArchSpace:
         (TuNAS's prior), canonical. The same (seed, index) always gives the same architecture."""
         rng = np.random.default_rng([seed, index])
         return self.canonical(tuple(d.choices[int(rng.integers(len(d.choices)))] for d in self.decisions))
+
+    def sample_cheap(self, seed: int, index: int) -> tuple[str, ...]:
+        """Architecture ``index`` of a random sequence ``seed`` drawn toward the cheap end, so that a cost model
+        sees it: a decision whose choices are numbers (multipliers) takes the ``r``-th smallest with
+        probability ∝ 2^-r, one with a ``skip`` choice skips with probability 1/2, the others are uniform."""
+        rng = np.random.default_rng([seed, index, 1])
+        arch = []
+        for d in self.decisions:
+            if all(_is_number(c) for c in d.choices):
+                order = sorted(d.choices, key=float)
+                p = 0.5 ** np.arange(len(order))
+                arch.append(order[int(rng.choice(len(order), p=p / p.sum()))])
+            elif "skip" in d.choices:
+                others = [c for c in d.choices if c != "skip"]
+                arch.append("skip" if rng.random() < 0.5 else others[int(rng.integers(len(others)))])
+            else:
+                arch.append(d.choices[int(rng.integers(len(d.choices)))])
+        return self.canonical(arch)
+
+    def cost_sample(self, seed: int, index: int) -> tuple[tuple[str, ...], str]:
+        """Architecture ``index`` of a cost model's sample ``seed`` and how it was drawn (``uniform`` or
+        ``cheap``): a :attr:`cheap_share` of the indices, evenly spread, draw :meth:`sample_cheap`."""
+        if int((index + 1) * self.cheap_share) > int(index * self.cheap_share):
+            return self.sample_cheap(seed, index), "cheap"
+        return self.sample(seed, index), "uniform"
 
     def active(self, arch: Sequence[str]) -> tuple[bool, ...]:
         """Which decisions change ``arch``'s model (all, unless a space says otherwise)."""
@@ -213,6 +244,14 @@ class ArchSpace:
         if not path.is_file():
             raise SpaceError(f"{spec}: neither an architecture file nor one of {', '.join(named)}")
         return self.arch_from_json(read_arch_json(path), str(path))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_arch_json(path: Path) -> object:
