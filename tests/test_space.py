@@ -54,7 +54,10 @@ def test_the_repghostnets_use_the_multipliers_and_others_are_refused(space):
     assert {"0.5", "0.8", "1.0"} <= set(MULTIPLIERS)
     assert set(space.named_archs()) == {"repghostnet_050", "repghostnet_080", "repghostnet_100"}
     arch = space.from_model_name("repghostnet_080")
-    assert set(arch[: space.num_stages]) == {"0.8"}
+    assert set(arch[: space.num_stages]) == {"0.8"}  # 0.65 rounds to 0.8's width at 16 channels: named by the larger
+    assert space.widths(arch) == [12, 20, 32, 64, 88, 128, 768]
+    assert space.canonical(space.with_choice(arch, "s0_width", "0.65")) == arch
+    assert space.canonical(space.with_choice(arch, "s1_width", "0.65")) != arch
     with pytest.raises(SpaceError, match="repghostnet_058 is not expressible"):
         space.from_model_name("repghostnet_058")
 
@@ -106,7 +109,7 @@ def test_every_choice_of_every_decision_builds_folds_and_runs(space):
 
 
 def test_random_architectures_fold_exactly_in_float64(space):
-    for index in range(4):
+    for index in range(3):
         arch = space.sample(0, index)
         model = randomize_bn(space.build(arch, features_only=True), seed=index).eval()
         deployed = reparameterize(model)
@@ -141,7 +144,8 @@ def test_sampling_is_seeded_and_covers_every_choice(space):
     assert space.sample(1, 5) == space.sample(1, 5) != space.sample(1, 6)
     archs = [space.sample(0, i) for i in range(300)]
     for j, decision in enumerate(space.decisions[: space.num_stages]):
-        assert {a[j] for a in archs} == set(decision.choices)
+        every = {space.widths(space.with_choice(archs[0], decision.name, c))[j] for c in decision.choices}
+        assert {space.widths(a)[j] for a in archs} == every and len(every) >= 4
 
 
 def test_names_and_files_round_trip_and_other_spaces_are_refused(space, tmp_path):
@@ -221,3 +225,97 @@ def test_the_mobiledet_space_is_unchanged():
     data = old.arch_to_json(old.sample(0, 0))
     assert set(data) == {"format", "space", "fingerprint", "layers"} and isinstance(data["layers"], list)
     assert [d.name for d in old.decisions][:2] == ["L0", "L1"]
+
+
+# -- the cost model on the RepGhostNet space -------------------------------------------------------------
+def test_cost_features_are_the_work_each_choice_brings(space):
+    from repghost.costmodel.fit import feature_names, features, free_parameters
+
+    names = feature_names(space)
+    assert free_parameters(space) == 1 + len(names) == 66
+    base = space.from_model_name("repghostnet_050")
+    x0 = features(space, [base])[0]
+    macs = [i for i, n in enumerate(names) if n.endswith(":macs")]
+    # the deploy model's convs, counted independently (the SE gates' 1×1 convs on pooled maps aside)
+    model = space.build(base, features_only=True, deploy=True)
+    counted, sizes = 0, {}
+
+    def hook(conv, _inputs, out):
+        nonlocal counted
+        if out.shape[-1] > 1:
+            counted += out.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] ** 2
+    for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.empty(1, 3, 320, 320))
+    assert x0[macs].sum() == pytest.approx(counted / 1e6)
+    # a choice moves the features exactly when it changes the model (its canonical name)
+    changed = 0
+    for decision in space.decisions:
+        for choice in decision.choices:
+            arch = space.with_choice(base, decision.name, choice)
+            moved = not np.array_equal(features(space, [arch])[0], x0)
+            assert moved == (space.canonical(arch) != base), (decision.name, choice)
+            changed += moved
+    assert changed > 150
+    skipped = features(space, [space.with_choice(base, "b7_op", "skip")])[0]
+    assert skipped[macs].sum() < x0[macs].sum()
+    sizes = {n: v for n, v in zip(names, x0, strict=True) if v}
+    assert sizes["s32:se:n"] == 3 and sizes["s2:conv3:n"] == 1  # SE in blocks 11, 13, 15 at stride 32; the stem
+
+
+def test_fit_recovers_a_latency_linear_in_the_work_and_files_carry_the_space(space, tmp_path):
+    from repghost.costmodel.fit import CostModel, CostModelError, features, fit, model_space
+
+    archs = [space.cost_sample(0, i)[0] for i in range(160)]
+    weights = np.random.default_rng(0).uniform(0.0, 0.2, size=65)
+    y = 1.0 + features(space, archs) @ weights
+    result = fit(space, archs, y, test_fraction=0.2)
+    assert result.test["r2"] > 0.999999
+    path = result.model.save(tmp_path / "model.json")
+    assert json.loads(path.read_text())["space"] == "repghostnet_skeleton/v1"
+    assert model_space(path).id == space.id
+    loaded = CostModel.load(path, space)
+    assert np.allclose(loaded.predict(space, archs), y)
+    with pytest.raises(CostModelError, match="belongs to search space 'repghostnet_skeleton/v1'"):
+        CostModel.load(path, SearchSpace())
+    with pytest.raises(ValueError, match=r"too few to determine the linear model's 66 free parameters "
+                                         r"\(1 \+ 65 work features\)"):
+        fit(space, archs[:40], y[:40])
+
+
+def test_cost_sample_mixes_uniform_and_cheap_draws(space):
+    from repghost.costmodel.fit import features
+
+    draws = [space.cost_sample(0, i) for i in range(200)]
+    assert [d for _, d in draws[:4]] == ["uniform", "cheap", "uniform", "cheap"]
+    assert all(a == space.sample(0, i) for i, (a, d) in enumerate(draws) if d == "uniform")
+    x = features(space, [a for a, _ in draws])
+    macs = x[:, [i for i, n in enumerate(__import__("repghost.costmodel.fit", fromlist=["x"]).feature_names(space))
+                 if n.endswith(":macs")]].sum(axis=1)
+    cheap = np.array([d == "cheap" for _, d in draws])
+    limit = features(space, [space.from_model_name("repghostnet_050")])[0]
+    assert np.median(macs[cheap]) < np.median(macs[~cheap])
+    assert (macs[cheap] <= limit[[i for i in range(65) if i % 13 < 10 and i % 2 == 0]].sum()).mean() > 0.5
+    assert SearchSpace().cheap_share == 0 and SearchSpace().cost_sample(0, 1) == (SearchSpace().sample(0, 1), "uniform")
+
+
+def test_cli_samples_and_fits_the_space_it_is_told(tmp_path, capsys):
+    from repghost.cli import main
+    from repghost.costmodel.sampling import read_records
+
+    out = tmp_path / "rg"
+    tiny = ["--img-size", "32", "--warmup", "1", "--runs", "2", "--quiet"]
+    assert main(["costmodel", "sample", "--space", "repghostnet_skeleton/v1", "--out", str(out), "--n", "2",
+                 *tiny]) == 0
+    records = read_records(out)
+    assert [r.get("name") for r in records[:3]] == ["repghostnet_050", "repghostnet_080", "repghostnet_100"]
+    assert [r.get("draw") for r in records[3:]] == ["uniform", "cheap"]
+    assert json.loads((out / "space.json").read_text())["timing"]["reference"] == "repghostnet_100"
+    capsys.readouterr()
+    assert main(["costmodel", "fit", str(out)]) == 1
+    assert "free parameters (1 + 65 work features)" in capsys.readouterr().err
+    assert main(["costmodel", "fit", str(out), "--space", "mobiledet_cpu_skeleton/v1"]) == 1
+    assert "belongs to search space 'repghostnet_skeleton/v1'" in capsys.readouterr().err
+    assert main(["costmodel", "sample", "--out", str(out), "--n", "1", *tiny]) == 1  # the default space: not this dir
+    assert "belongs to search space 'repghostnet_skeleton/v1'" in capsys.readouterr().err

@@ -35,7 +35,10 @@ and the last 1×1 conv (960 = twice the last middle width) — and the decisions
 Decisions a block's op does not use are *inactive* (:meth:`RepGhostNetSpace.active`): a skipped block's
 kernel, middle width and SE, a Tucker block's SE, a stride-1 RepGhost bottleneck's kernel where it has
 an identity shortcut. An architecture names them at fixed values (the table's kernel and SE, ``mid``
-1.0; :meth:`~RepGhostNetSpace.canonical`), so one model has one name.
+1.0), and a width or middle width by the largest multiplier that rounds to its channels (on the 16 and
+8 channels of the first stage several do) — :meth:`~RepGhostNetSpace.canonical` — so one model has one
+name. (:meth:`~RepGhostNetSpace.sample` returns canonical architectures; a controller that needs the
+probabilities of what it drew keeps its raw draw and canonicalizes only to name or build it.)
 
 The model is a :class:`~repghost.models.family.GhostFamilyNet` with the same module tree as the registered
 RepGhostNets, so their state dicts load strictly into the architectures that express them
@@ -230,10 +233,16 @@ class RepGhostNetSpace(ArchSpace):
         return tuple(flags)
 
     def canonical(self, arch: Sequence[str]) -> tuple[str, ...]:
+        """``arch`` with inactive decisions at fixed values, and each width or middle width named by the
+        largest multiplier that rounds to the same channels (at 16 channels 0.35 and 0.5 both give 8)."""
         arch = list(self.validate(arch))
         for i, used in enumerate(self.active(arch)):
             if not used:
                 arch[i] = self._fixed_value(i)
+            elif i < self.num_stages:
+                arch[i] = _largest_alias(self.stage_chs[i], arch[i])
+            elif (i - self.num_stages) % 4 == 2:
+                arch[i] = _largest_alias(self.slots[(i - self.num_stages) // 4].mid, arch[i])
         return tuple(arch)
 
     def _fixed_value(self, index: int) -> str:
@@ -271,6 +280,12 @@ class RepGhostNetSpace(ArchSpace):
         for slot in self.slots:
             choices += ["repghost", str(slot.kernel), m, "on" if slot.se else "off"]
         return self.canonical(choices)
+
+
+def _largest_alias(base: int, multiplier: str) -> str:
+    """The largest of :data:`MULTIPLIERS` whose ``make_divisible(base·m, 4)`` equals ``multiplier``'s."""
+    chs = make_divisible(base * float(multiplier), 4)
+    return [m for m in MULTIPLIERS if make_divisible(base * float(m), 4) == chs][-1]
 
 
 def _label(multiplier: float) -> str:
