@@ -57,9 +57,9 @@ def parse_args():
     return p.parse_args()
 
 
-def by_arch(records: list[dict], how: dict) -> dict[tuple, float]:
-    """Each architecture's fitted latency (ms, the pass's scale)."""
-    return {tuple(r["arch"]): float(v) for r, v in zip(records, as_ms(records, how), strict=True)}
+def by_arch(space, records: list[dict], how: dict) -> dict[tuple, float]:
+    """Each architecture's fitted latency (ms, the pass's scale), by its canonical name."""
+    return {space.canonical(r["arch"]): float(v) for r, v in zip(records, as_ms(records, how), strict=True)}
 
 
 def one_pass(space, directory: str, args, settings) -> dict:
@@ -68,7 +68,7 @@ def one_pass(space, directory: str, args, settings) -> dict:
           f"({summary['on_disk']} on disk)")
     records = read_records(directory, space)
     _, how = latencies(records)
-    return dict(records=records, how=how, ms=by_arch(records, how), span=sampling_span(records))
+    return dict(records=records, how=how, ms=by_arch(space, records, how), span=sampling_span(records))
 
 
 def main() -> None:
@@ -82,8 +82,9 @@ def main() -> None:
     if args.samples2 != "none":
         passes.append(one_pass(space, args.samples2, args, settings))
     landmarks = {name: space.load_arch(name) for name in space.always_time}
-    sampled = [tuple(r["arch"]) for r in passes[0]["records"] if "index" in r and r["index"] < args.n]
-    draws = {tuple(r["arch"]): r["draw"] for r in passes[0]["records"] if "draw" in r}
+    sampled = list(dict.fromkeys(space.canonical(r["arch"]) for r in passes[0]["records"]
+                                 if "index" in r and r["index"] < args.n))
+    draws = {space.canonical(r["arch"]): r["draw"] for r in passes[0]["records"] if "draw" in r}
     train_idx, test_idx = split_indices(len(sampled), args.test_fraction, 0)
 
     fits, landmark_rows = [], {}

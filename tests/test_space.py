@@ -284,6 +284,25 @@ def test_fit_recovers_a_latency_linear_in_the_work_and_files_carry_the_space(spa
         fit(space, archs[:40], y[:40])
 
 
+def test_predict_takes_the_space_of_the_model_and_search_refuses_it(space, tmp_path, capsys):
+    from repghost.cli import main
+    from repghost.costmodel.fit import features, fit
+
+    archs = [space.cost_sample(1, i)[0] for i in range(120)]
+    y = 2.0 + features(space, archs) @ np.linspace(0.01, 0.1, 65)
+    path = fit(space, archs, y).model.save(tmp_path / "model.json")
+    assert main(["costmodel", "predict", str(path), "repghostnet_050"]) == 0
+    assert "repghostnet_050: predicted" in capsys.readouterr().out
+    assert main(["costmodel", "predict", str(path), "mobiledet_cpu"]) == 1
+    assert "neither an architecture file nor one of repghostnet_050" in capsys.readouterr().err
+    # the search (MobileDet-CPU space) refuses it before any work, writing nothing
+    out = tmp_path / "search"
+    assert main(["search", "--costmodel", str(path), "--target-ms", "5", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "belongs to search space 'repghostnet_skeleton/v1'" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_cost_sample_mixes_uniform_and_cheap_draws(space):
     from repghost.costmodel.fit import features
 
@@ -319,3 +338,23 @@ def test_cli_samples_and_fits_the_space_it_is_told(tmp_path, capsys):
     assert "belongs to search space 'repghostnet_skeleton/v1'" in capsys.readouterr().err
     assert main(["costmodel", "sample", "--out", str(out), "--n", "1", *tiny]) == 1  # the default space: not this dir
     assert "belongs to search space 'repghostnet_skeleton/v1'" in capsys.readouterr().err
+
+
+def test_a_file_of_the_space_is_a_detection_backbone(space, tmp_path):
+    """det-train --backbone arch.json takes either space's file; the detector records the inline name and folds."""
+    from repghost.detection import DetectorConfig, build_detector
+    from repghost.detection.detectors import detector_body
+    from repghost.reparam import fold_and_verify
+
+    arch = space.with_choice(space.from_model_name("repghostnet_050"), "b12_op", "skip")
+    path = tmp_path / "found.json"  # a name that matches no backbone pattern: the file is what counts
+    path.write_text(json.dumps(space.arch_to_json(arch)))
+    config = DetectorConfig(model="ssdlite", backbone=str(path), num_classes=3, min_size=64, max_size=64)
+    assert config.backbone == space.arch_name(arch)
+    detector = randomize_bn(build_detector(config)).eval()
+    body = detector_body(detector)
+    assert body.model_name == config.backbone and body.feature_info.channels() == [56, 480]
+    with torch.no_grad():
+        assert len(detector([torch.rand(3, 64, 64)])) == 1
+    _, check = fold_and_verify(detector, (1, 3, 64, 64), part=detector_body)
+    assert check.ok

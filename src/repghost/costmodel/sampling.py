@@ -291,7 +291,8 @@ def sample(space: ArchSpace, out_dir: str | os.PathLike, n: int, seed: int = 0,
     out_dir.mkdir(parents=True, exist_ok=True)
     _open_directory(space, out_dir, settings)
     _prepare_append(out_dir / RECORDS_FILE)
-    done = {tuple(r["arch"]) for r in read_records(out_dir, space)}
+    # by model, not by spelling: a record may name an architecture other than canonically (an older name)
+    done = {space.canonical(r["arch"]) for r in read_records(out_dir, space)}
     todo: list[tuple[tuple[str, ...], dict]] = []
     named = {name: space.load_arch(name) for name in space.always_time}
     for name, arch in {**named, **(extra or {})}.items():

@@ -25,7 +25,7 @@ from ..models import UnknownModelError, create_model, resolve_model_name
 from ..models.family import FEATURE_BLOCKS
 
 #: Backbones this module builds detectors on (RepGhostNet, GhostNet for comparison, MobileDets; searched
-#: architectures' inline names start with ``mobiledet_`` too).
+#: architectures' inline names start with ``mobiledet_search:`` or ``repghostnet_search:``, so they match too).
 BACKBONE_PATTERNS = ("repghostnet_*", "ghostnet_*", "mobiledet_*", "ghost_resnet50*", "repghost_resnet50*")
 NUM_STAGES = len(FEATURE_BLOCKS)
 
