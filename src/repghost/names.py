@@ -32,6 +32,8 @@ SEARCHED_MODEL_PREFIXES = (SEARCHED_MODEL_PREFIX, REPGHOSTNET_SEARCH_PREFIX)
 MOBILEDET_SPACE_ID = "mobiledet_cpu_skeleton/v1"
 REPGHOSTNET_SPACE_ID = "repghostnet_skeleton/v1"
 SPACE_IDS = (MOBILEDET_SPACE_ID, REPGHOSTNET_SPACE_ID)
+#: What a cost model fits (``costmodel fit --clock``): wall-clock or CPU time of the same timed runs.
+COSTMODEL_CLOCKS = ("wall", "cpu")
 
 
 def is_architecture_file(spec: str | os.PathLike) -> bool:

@@ -51,7 +51,7 @@ def _cmd_fit(args) -> int:
 
     try:
         space = get_space(args.space) if args.space else directory_space(args.dir)
-        result = fit_directory(args.dir, space, test_fraction=args.test_fraction, seed=args.seed)
+        result = fit_directory(args.dir, space, test_fraction=args.test_fraction, seed=args.seed, clock=args.clock)
     except (SpaceError, ValueError) as err:
         return _error(str(err))
     out = Path(args.out or Path(args.dir) / "costmodel.json")
@@ -102,7 +102,7 @@ def _cmd_predict(args) -> int:
 
 def add_costmodel(sub) -> None:
     from ..costmodel.fitness import MIN_HELD_OUT_R2
-    from ..names import MOBILEDET_SPACE_ID, REPGHOSTNET_SPACE_ID, RUNTIMES, SPACE_IDS
+    from ..names import COSTMODEL_CLOCKS, MOBILEDET_SPACE_ID, REPGHOSTNET_SPACE_ID, RUNTIMES, SPACE_IDS
 
     p = sub.add_parser("costmodel", help="MobileDets' latency cost model: sample & time, fit, predict",
                        description="TuNAS / MobileDets linear latency model on a search space: "
@@ -160,6 +160,9 @@ def add_costmodel(sub) -> None:
     f.add_argument("--space", choices=SPACE_IDS, default=None,
                    help="the space the directory must hold (default: the one its space.json names)")
     f.add_argument("--out", default=None, type=output_file, help="model JSON (default DIR/costmodel.json)")
+    f.add_argument("--clock", choices=COSTMODEL_CLOCKS, default="wall",
+                   help="fit the wall-clock times (relative to the reference) or the process's CPU time over the "
+                        "same runs (1 thread: the work done, however often a shared machine preempted the run)")
     f.add_argument("--test-fraction", type=Number(float, 0.0, 0.9, exclusive=True), default=0.2)
     f.add_argument("--seed", type=COUNT0, default=0, help="split seed")
     f.set_defaults(func=_cmd_fit)

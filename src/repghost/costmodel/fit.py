@@ -242,15 +242,16 @@ def fit(space: ArchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence[f
 
 
 def fit_directory(out_dir: str | os.PathLike, space: ArchSpace, test_fraction: float = 0.2,
-                  seed: int = 0) -> FitResult:
-    """:func:`fit` on the median latencies of a sampling directory (see :mod:`.sampling`)."""
+                  seed: int = 0, clock: str = "wall") -> FitResult:
+    """:func:`fit` on the median latencies of a sampling directory (see :mod:`.sampling`; ``clock``: wall or
+    CPU time, :func:`~.sampling.latencies`)."""
     from .sampling import META_FILE, latencies, read_records
 
     records = read_records(out_dir, space)
     if len(records) < 2:
         raise ValueError(f"{out_dir} holds {len(records)} timed architecture(s); sample more before fitting")
     timing = json.loads((Path(out_dir) / META_FILE).read_text()).get("timing", {})
-    y, how = latencies(records)
+    y, how = latencies(records, clock)
     return fit(space, [r["arch"] for r in records], y, test_fraction, seed,
                timing=dict(timing, architectures=len(records), **how))
 

@@ -41,6 +41,7 @@ from ..bench.runtimes import RUNTIMES, make_runner
 from ..deploy.onnx_export import export_for_runtime
 from ..io import atomic_write_json, scratch_dir
 from ..models.space import ArchSpace, SpaceError, get_space
+from ..names import COSTMODEL_CLOCKS
 from ..profile import profile
 from ..progress import is_terminal, write
 from ..progress import progress as progress_bar
@@ -246,7 +247,8 @@ def _time_archs(space: ArchSpace, archs: Sequence[Sequence[str]], settings: Timi
             runners[i], costs[i] = _runner(space, arch, settings, workdir / f"arch{i}.onnx")
         if reference is not None:
             runners["reference"] = reference
-        times = time_interleaved(runners, settings.warmup, settings.runs, False, "")
+        cpu: dict[object, list[float]] = {}
+        times = time_interleaved(runners, settings.warmup, settings.runs, False, "", cpu_times=cpu)
         done += len(chunk)
         if chunk_lines:
             write(f"timing architectures: {done}/{len(archs)} timed (this chunk of {len(chunk)}: "
@@ -254,7 +256,8 @@ def _time_archs(space: ArchSpace, archs: Sequence[Sequence[str]], settings: Timi
         for i, arch in enumerate(chunk):
             bar.update(1)
             record = dict(arch=list(arch), median_ms=float(np.median(times[i])),
-                          times_ms=[round(t, 4) for t in times[i]], params=costs[i].params, macs=costs[i].macs,
+                          times_ms=[round(t, 4) for t in times[i]], cpu_median_ms=float(np.median(cpu[i])),
+                          cpu_times_ms=[round(t, 4) for t in cpu[i]], params=costs[i].params, macs=costs[i].macs,
                           warmup=settings.warmup, runs=settings.runs, chunk=len(chunk),
                           timed_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)))
             if reference is not None:
@@ -266,12 +269,27 @@ def _time_archs(space: ArchSpace, archs: Sequence[Sequence[str]], settings: Timi
     bar.close()
 
 
-def latencies(records: Sequence[dict]) -> tuple[np.ndarray, dict]:
+#: What :func:`latencies` may fit: the wall-clock time (relative to the reference when there is one) or the
+#: process's CPU time over the same runs.
+CLOCKS = COSTMODEL_CLOCKS
+
+
+def latencies(records: Sequence[dict], clock: str = "wall") -> tuple[np.ndarray, dict]:
     """The latency (ms) to fit for each record, and how it was obtained.
 
-    With reference timings: ``rel_to_ref`` × the median of the chunks' reference medians (the
-    reference's typical speed over the run); otherwise the raw medians.
+    ``clock="wall"``: with reference timings, ``rel_to_ref`` × the median of the chunks' reference medians
+    (the reference's typical speed over the run); otherwise the raw medians. ``clock="cpu"``: the median
+    CPU time of the process over the same runs (``cpu_median_ms``; with one thread, the work done however
+    often the run was preempted — what a shared machine's wall clock cannot tell apart from load).
     """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    if clock == "cpu":
+        missing = sum("cpu_median_ms" not in r for r in records)
+        if missing:
+            raise SpaceError(f"{missing} of {len(records)} records have no CPU times (timed before they were "
+                             "recorded); time them again into a new directory, or fit the wall-clock times")
+        return np.array([r["cpu_median_ms"] for r in records]), dict(target="cpu_median_ms")
     if records and all("rel_to_ref" in r for r in records):
         scale = float(np.median([r["ref_median_ms"] for r in records]))
         return np.array([r["rel_to_ref"] for r in records]) * scale, dict(target="rel_to_ref", reference_ms=scale)
