@@ -331,6 +331,7 @@ def test_cli_samples_and_fits_the_space_it_is_told(tmp_path, capsys):
     assert [r.get("name") for r in records[:3]] == ["repghostnet_050", "repghostnet_080", "repghostnet_100"]
     assert [r.get("draw") for r in records[3:]] == ["uniform", "cheap"]
     assert json.loads((out / "space.json").read_text())["timing"]["reference"] == "repghostnet_100"
+    assert all(r["cpu_median_ms"] > 0 and len(r["cpu_times_ms"]) == 2 for r in records)  # the same runs' CPU time
     capsys.readouterr()
     assert main(["costmodel", "fit", str(out)]) == 1
     assert "free parameters (1 + 65 work features)" in capsys.readouterr().err
@@ -358,3 +359,17 @@ def test_a_file_of_the_space_is_a_detection_backbone(space, tmp_path):
         assert len(detector([torch.rand(3, 64, 64)])) == 1
     _, check = fold_and_verify(detector, (1, 3, 64, 64), part=detector_body)
     assert check.ok
+
+
+def test_latencies_on_the_cpu_clock_and_records_without_it_refused():
+    from repghost.costmodel.sampling import latencies
+
+    records = [dict(median_ms=9.0, cpu_median_ms=4.0, rel_to_ref=0.5, ref_median_ms=18.0),
+               dict(median_ms=30.0, cpu_median_ms=8.0, rel_to_ref=1.0, ref_median_ms=30.0)]
+    y, how = latencies(records, "cpu")
+    assert list(y) == [4.0, 8.0] and how == dict(target="cpu_median_ms")
+    assert latencies(records)[1]["target"] == "rel_to_ref"  # the wall clock stays the default
+    with pytest.raises(SpaceError, match="1 of 3 records have no CPU times"):
+        latencies([*records, dict(median_ms=5.0, rel_to_ref=0.3, ref_median_ms=20.0)], "cpu")
+    with pytest.raises(ValueError, match="clock must be one of wall, cpu"):
+        latencies(records, "gpu")
