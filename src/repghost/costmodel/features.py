@@ -14,11 +14,13 @@ miss exactly those products: a 1×1 conv costs in × mid). So the one-hots are w
 select: each feature is one kind of operation at one stride — ``s<stride>:<kind>:<measure>`` with kind
 ``pw`` (1×1 conv), ``dw3`` / ``dw5`` (depthwise), ``conv3`` / ``conv5`` (regular k×k), ``se``
 (squeeze-and-excitation gate), ``add`` (residual add) — summing over the deploy-form network the
-multiply-accumulates (``macs``, millions, at 320²) and the count (``n``) of those operations, and the
-elements the SE gates and the adds touch (``elems``, thousands). A choice's one-hot thus enters through
-the operations it brings, scaled by their widths, so the model has 66 parameters however the widths
-combine, and every decision (widths, op, kernel, middle width, SE, skip) moves it. The work is read off
-the model the architecture builds (each block built once on the ``meta`` device and cached, so
+multiply-accumulates (``macs``, millions, at 320²), the count (``n``) and the input elements read (``in``,
+thousands: the memory side of a conv, which decides a depthwise conv's time) of those operations, and
+the elements the SE gates and the adds touch (``elems``, thousands). A choice's one-hot thus enters
+through the operations it brings, scaled by their widths, so the model has 91 parameters however the
+widths combine, and every decision (widths, op, kernel, middle width, SE, skip) moves it. (The ``in``
+features were added after 5-fold cross-validation on a timing pass's training split: r² 0.930 → 0.962.)
+The work is read off the model the architecture builds (each block built once on the ``meta`` device and cached, so
 predicting costs no weights and no arithmetic).
 """
 
@@ -94,7 +96,7 @@ def parameters_text(space: ArchSpace) -> str:
 def _work_names() -> list[str]:
     names = []
     for stride in STRIDES:
-        names += [f"s{stride}:{kind}:{measure}" for kind in CONV_KINDS for measure in ("macs", "n")]
+        names += [f"s{stride}:{kind}:{measure}" for kind in CONV_KINDS for measure in ("macs", "n", "in")]
         names += [f"s{stride}:se:elems", f"s{stride}:se:n", f"s{stride}:add:elems"]
     return names
 
@@ -146,6 +148,7 @@ def _module_work(module: nn.Module, in_chs: int, size: int) -> Counter:
         macs = out.numel() * conv.in_channels // conv.groups * k * k
         found[f"s{stride_of(out)}:{kind}:macs"] += macs / 1e6
         found[f"s{stride_of(out)}:{kind}:n"] += 1
+        found[f"s{stride_of(out)}:{kind}:in"] += _inputs[0].numel() / 1e3
 
     def on_gate(_gate: nn.Module, inputs: tuple[torch.Tensor], _out) -> None:
         found[f"s{stride_of(inputs[0])}:se:elems"] += inputs[0].numel() / 1e3
