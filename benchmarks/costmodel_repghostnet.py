@@ -125,7 +125,8 @@ def main() -> None:
     fits, landmark_rows = {}, {}
     for label, ms in series.items():
         result = fit(space, sampled, np.array([ms[a] for a in sampled]), split=(train_idx, test_idx),
-                     timing=dict(settings.identity(), architectures=len(sampled), series=label))
+                     timing=dict(settings.identity(), architectures=len(sampled), series=label,
+                                 target="cpu_median_ms" if label.endswith("cpu") else "rel_to_ref"))
         fits[label] = result
         predicted = result.model.predict(space, list(landmarks.values()))
         for (name, arch), pred in zip(landmarks.items(), predicted, strict=True):
