@@ -79,6 +79,7 @@ def test_skeleton_decisions_and_where_skip_and_fused_are(space):
         make_block("skip", 16, 16, 24, 3, 1, False)
 
 
+@pytest.mark.slow  # ~170 distinct blocks and 6 networks built, run and folded: ~20 s
 def test_every_choice_of_every_decision_builds_folds_and_runs(space):
     """Each width choice on every stage at once (whole networks), and each choice of each block decision
     in turn on RepGhostNet 0.5×, built, folded and run as the block it makes."""
