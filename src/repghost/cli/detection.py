@@ -62,7 +62,8 @@ def add_det_train(sub) -> None:
     sizes = "; ".join(f"{model} {low}/{high}" for model, (low, high) in DEFAULT_SIZES.items())
     p.add_argument("--model", choices=DETECTORS, default="retinanet", help="detector")
     p.add_argument("--backbone", default=None, type=model_name,
-                   help="repghostnet_*, ghostnet_* or mobiledet_*, or a searched architecture's JSON file "
+                   help="repghostnet_*, ghostnet_* or mobiledet_*, or a searched architecture's JSON file or inline "
+                        "name (either search space) "
                         + _default("backbone", detector.backbone))
     p.add_argument("--pretrained", default=None, metavar="CKPT", type=checkpoint_file,
                    help="classification checkpoint for the backbone (ours, official RepGhost or timm layout) "

@@ -40,7 +40,7 @@ WORK = (
     "repghost.deploy.conversion:ConvertError",
     "repghost.deploy.onnx_export:ExportError",
     "repghost.costmodel.fit:CostModelError",
-    "repghost.models.searched:SpaceError",
+    "repghost.models.space:SpaceError",
     "repghost.reparam:FoldError",
     "builtins:FloatingPointError",
 )

@@ -1,11 +1,9 @@
-"""TuNAS's linear latency model: one-hot features per layer, least squares, held-out fidelity.
+"""TuNAS's linear latency model: least squares on a space's features, held-out fidelity.
 
-Features (Bender et al., 2020, as MobileDets use them): for every searchable layer, the Kronecker
-product one-hot(input channels) ⊗ one-hot(output channels) ⊗ one-hot(layer type), concatenated
-over layers. In this space the channels of a position are fixed by the skeleton, so each layer
-contributes one feature per layer type, named ``L<i>:<in>x<out>:<type>``. Features constant over
-the training set carry nothing and are dropped; latency = w·f + b by ordinary least squares
-(numpy's ``lstsq``: the minimum-norm solution where the one-hots make the system rank-deficient).
+The features are :mod:`.features`' (per layer one-hots in the MobileDet-CPU space, as TuNAS's; one-hots
+weighted by the work they select in the RepGhostNet space). Features constant over the training set
+carry nothing and are dropped; latency = w·f + b by ordinary least squares (numpy's ``lstsq``: the
+minimum-norm solution where the one-hots make the system rank-deficient).
 
 Two guards keep a useless model from being used. :func:`fit` refuses a training set smaller than
 the model's free parameters (:func:`free_parameters`): least squares would then interpolate the
@@ -26,36 +24,20 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_savefig, atomic_write_json
-from ..models.searched import SPACE_ID, SearchSpace, SpaceError
+from ..models.searched import SPACE_ID
+from ..models.space import ArchSpace, SpaceError, get_space
+from .features import feature_names, features, free_parameters, parameters_text
 from .fitness import MIN_HELD_OUT_R2
+
+__all__ = ["MIN_HELD_OUT_R2", "MODEL_FORMAT", "CostModel", "CostModelError", "FitResult", "check_determined",
+           "feature_names", "features", "fidelity", "fit", "fit_directory", "free_parameters", "model_space",
+           "plot_fit", "r2_score", "samples_needed", "split_indices"]
 
 MODEL_FORMAT = "repghost-costmodel/1"
 
 
 class CostModelError(ValueError):
     """A cost model file that is malformed or belongs to another search space."""
-
-
-def feature_names(space: SearchSpace) -> list[str]:
-    """Every feature of the space, in order."""
-    return [f"L{i}:{p.in_chs}x{p.out}:{choice}" for i, p in enumerate(space.positions)
-            for choice in space.choice_names]
-
-
-def features(space: SearchSpace, archs: Sequence[Sequence[str]]) -> np.ndarray:
-    """The ``(len(archs), num_layers · num_choices)`` 0/1 matrix of :func:`feature_names`."""
-    index = {name: i for i, name in enumerate(space.choice_names)}
-    x = np.zeros((len(archs), space.num_layers * len(index)))
-    for row, arch in enumerate(archs):
-        for layer, choice in enumerate(space.validate(arch)):
-            x[row, layer * len(index) + index[choice]] = 1.0
-    return x
-
-
-def free_parameters(space: SearchSpace) -> int:
-    """The linear model's independent parameters over the whole space: the bias, and per layer one
-    fewer than its choices (a layer's one-hots sum to 1, which is the bias's column)."""
-    return 1 + space.num_layers * (len(space.choice_names) - 1)
 
 
 def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
@@ -86,15 +68,16 @@ class CostModel:
     bias: float
     metrics: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
+    space_id: str = SPACE_ID  # written as the file's "space"
 
-    def predict(self, space: SearchSpace, archs: Sequence[Sequence[str]]) -> np.ndarray:
+    def predict(self, space: ArchSpace, archs: Sequence[Sequence[str]]) -> np.ndarray:
         self._check_space(space)
         names = feature_names(space)
         column = {name: i for i, name in enumerate(names)}
         x = features(space, archs)[:, [column[f] for f in self.features]]
         return x @ np.asarray(self.weights) + self.bias
 
-    def unseen(self, space: SearchSpace, arch: Sequence[str]) -> list[str]:
+    def unseen(self, space: ArchSpace, arch: Sequence[str]) -> list[str]:
         """Features of ``arch`` the model never saw vary in fitting (their weight is folded into the bias)."""
         names = feature_names(space)
         known = set(self.features)
@@ -123,18 +106,19 @@ class CostModel:
         return dict(usable=reason is None, rule=f"held-out r² ≥ {MIN_HELD_OUT_R2:g}",
                     **({"reason": reason} if reason else {}))
 
-    def _check_space(self, space: SearchSpace) -> None:
+    def _check_space(self, space: ArchSpace) -> None:
         if self.fingerprint != space.fingerprint:
             raise CostModelError(f"cost model is for space fingerprint {self.fingerprint}, not {space.fingerprint}")
 
     def to_json(self) -> dict:
-        return dict(format=MODEL_FORMAT, space=SPACE_ID, **asdict(self), fitness=self.verdict())
+        fields = asdict(self)
+        return dict(format=MODEL_FORMAT, space=fields.pop("space_id"), **fields, fitness=self.verdict())
 
     def save(self, path: str | os.PathLike) -> Path:
         return atomic_write_json(path, self.to_json(), indent=1)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, space: SearchSpace) -> CostModel:
+    def load(cls, path: str | os.PathLike, space: ArchSpace) -> CostModel:
         """Read a cost model, refusing a malformed file or one fitted on another space."""
         path = Path(path)
         try:
@@ -156,7 +140,22 @@ class CostModel:
         if not all(_finite_number(v) for v in [*weights, bias]):
             raise CostModelError(f"{path}: weights and bias must be finite numbers")
         return cls(data["fingerprint"], feats, [float(w) for w in weights], float(bias),
-                   data.get("metrics") or {}, data.get("timing") or {})
+                   data.get("metrics") or {}, data.get("timing") or {}, space.id)
+
+
+def model_space(path: str | os.PathLike) -> ArchSpace:
+    """The search space a cost model file was fitted on (its ``space``), to load it with."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CostModelError(f"{path}: not a readable JSON cost model ({err})") from err
+    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+        raise CostModelError(f"{path}: not a repghost cost model (format {MODEL_FORMAT!r})")
+    try:
+        return get_space(str(data.get("space")))
+    except SpaceError as err:
+        raise CostModelError(f"{path}: {err}") from err
 
 
 @dataclass
@@ -183,7 +182,7 @@ def _held_out_count(n: int, test_fraction: float) -> int:
     return min(n - 1, max(1, round(n * test_fraction)))
 
 
-def samples_needed(space: SearchSpace, test_fraction: float) -> int:
+def samples_needed(space: ArchSpace, test_fraction: float) -> int:
     """The fewest timed architectures whose training share (``1 - test_fraction``) covers
     :func:`free_parameters`."""
     n = free_parameters(space) + 1
@@ -192,7 +191,7 @@ def samples_needed(space: SearchSpace, test_fraction: float) -> int:
     return n
 
 
-def check_determined(space: SearchSpace, n_train: int, n_total: int, test_fraction: float | None) -> None:
+def check_determined(space: ArchSpace, n_train: int, n_total: int, test_fraction: float | None) -> None:
     """Refuse a training set smaller than the model's free parameters: least squares would fit it
     exactly and predict any other architecture arbitrarily (the held-out r² shows it)."""
     needed = free_parameters(space)
@@ -202,12 +201,11 @@ def check_determined(space: SearchSpace, n_train: int, n_total: int, test_fracti
            f"--test-fraction {test_fraction:g}" if test_fraction is not None else
            f"train on at least {needed}")
     raise ValueError(f"{n_total} timed architecture(s), {n_train} to fit on: too few to determine the linear "
-                     f"model's {needed} free parameters (1 + {space.num_layers} layers × "
-                     f"({len(space.choice_names)} − 1) choices), so it could not predict architectures it did "
-                     f"not see; {how}")
+                     f"model's {needed} free parameters ({parameters_text(space)}), so it could not predict "
+                     f"architectures it did not see; {how}")
 
 
-def fit(space: SearchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence[float],
+def fit(space: ArchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence[float],
         test_fraction: float = 0.2, seed: int = 0, timing: dict | None = None,
         split: tuple[Sequence[int], Sequence[int]] | None = None, underdetermined: bool = False) -> FitResult:
     """Least-squares fit on a random ``1 - test_fraction`` of the architectures; fidelity on the rest.
@@ -234,7 +232,7 @@ def fit(space: SearchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence
     names = feature_names(space)
     # A dropped feature was constant on the training set: its value is absorbed by the bias.
     model = CostModel(space.fingerprint, [names[i] for i in varying], solution[:-1].tolist(), float(solution[-1]),
-                      timing=dict(timing or {}))
+                      timing=dict(timing or {}), space_id=space.id)
     pred = {s: model.predict(space, [archs[i] for i in idx]) for s, idx in (("train", train), ("test", test))}
     measured = {"train": y[train], "test": y[test]}
     model.metrics = dict(train=fidelity(measured["train"], pred["train"]),
@@ -243,16 +241,17 @@ def fit(space: SearchSpace, archs: Sequence[Sequence[str]], latency_ms: Sequence
     return FitResult(model, model.metrics["train"], model.metrics["test"], measured, pred)
 
 
-def fit_directory(out_dir: str | os.PathLike, space: SearchSpace, test_fraction: float = 0.2,
-                  seed: int = 0) -> FitResult:
-    """:func:`fit` on the median latencies of a sampling directory (see :mod:`.sampling`)."""
+def fit_directory(out_dir: str | os.PathLike, space: ArchSpace, test_fraction: float = 0.2,
+                  seed: int = 0, clock: str = "wall") -> FitResult:
+    """:func:`fit` on the median latencies of a sampling directory (see :mod:`.sampling`; ``clock``: wall or
+    CPU time, :func:`~.sampling.latencies`)."""
     from .sampling import META_FILE, latencies, read_records
 
     records = read_records(out_dir, space)
     if len(records) < 2:
         raise ValueError(f"{out_dir} holds {len(records)} timed architecture(s); sample more before fitting")
     timing = json.loads((Path(out_dir) / META_FILE).read_text()).get("timing", {})
-    y, how = latencies(records)
+    y, how = latencies(records, clock)
     return fit(space, [r["arch"] for r in records], y, test_fraction, seed,
                timing=dict(timing, architectures=len(records), **how))
 

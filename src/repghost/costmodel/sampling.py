@@ -16,10 +16,10 @@ the median and every run.
 
 On a shared machine the speed itself drifts (other jobs come and go), by several × over a long
 sampling run, and a median alone then measures the machine's load as much as the architecture.
-With a ``reference`` architecture (default: ``mobiledet_cpu``) every chunk also runs the reference
-in each round, and each record keeps ``rel_to_ref``: the median over rounds of its time divided by
-the reference's time in the same round. :func:`latencies` turns that back into milliseconds at the
-reference's median speed over the whole directory.
+With a ``reference`` architecture (the CLI's default: the space's, ``mobiledet_cpu`` / ``repghostnet_100``)
+every chunk also runs the reference in each round, and each record keeps ``rel_to_ref``: the median over
+rounds of its time divided by the reference's time in the same round. :func:`latencies` turns that back
+into milliseconds at the reference's median speed over the whole directory.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from ..bench.runtimes import RUNTIMES, make_runner
 from ..deploy.onnx_export import export_for_runtime
 from ..io import atomic_write_json, scratch_dir
 from ..limits import COUNT, COUNT0, Number, check_limits, limited
-from ..models.searched import SearchSpace, SpaceError
+from ..models.space import ArchSpace, SpaceError, get_space
+from ..names import COSTMODEL_CLOCKS
 from ..profile import profile
 from ..progress import is_terminal, write
 from ..progress import progress as progress_bar
@@ -74,7 +75,7 @@ class TimingSettings:
                     reference=self.reference)
 
 
-def _open_directory(space: SearchSpace, out_dir: Path, settings: TimingSettings) -> None:
+def _open_directory(space: ArchSpace, out_dir: Path, settings: TimingSettings) -> None:
     """Create ``space.json`` or check that the directory's space and timing settings are ours."""
     meta_path = out_dir / META_FILE
     meta = dict(format=SAMPLES_FORMAT, space=space.describe()["id"], fingerprint=space.fingerprint,
@@ -96,7 +97,21 @@ def _open_directory(space: SearchSpace, out_dir: Path, settings: TimingSettings)
                          "use another directory")
 
 
-def read_records(out_dir: str | os.PathLike, space: SearchSpace | None = None) -> list[dict]:
+def directory_space(out_dir: str | os.PathLike) -> ArchSpace:
+    """The space a sampling directory's ``space.json`` names (:class:`SpaceError` if it names none we know)."""
+    meta_path = Path(out_dir) / META_FILE
+    if not meta_path.is_file():
+        raise SpaceError(f"{out_dir} is not a sampling directory (no {META_FILE})")
+    try:
+        found = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SpaceError(f"{meta_path}: unreadable ({err})") from err
+    if not isinstance(found, dict) or found.get("format") != SAMPLES_FORMAT:
+        raise SpaceError(f"{meta_path} is not a repghost sampling directory (format {SAMPLES_FORMAT!r})")
+    return get_space(str(found.get("space")))
+
+
+def read_records(out_dir: str | os.PathLike, space: ArchSpace | None = None) -> list[dict]:
     """The records of a sampling directory (checked against ``space`` when given). A torn last line
     (a run stopped while writing it) is ignored with a warning on stderr; a bad line anywhere else is
     corruption and an error naming the line."""
@@ -190,7 +205,7 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
-def _runner(space: SearchSpace, arch: Sequence[str], settings: TimingSettings, onnx_path: Path):
+def _runner(space: ArchSpace, arch: Sequence[str], settings: TimingSettings, onnx_path: Path):
     """(runner, cost) of ``arch`` in deploy form under ``settings.runtime``."""
     size = (settings.batch, 3, settings.img_size, settings.img_size)
     deployed = reparameterize(space.build(arch).eval())
@@ -201,7 +216,7 @@ def _runner(space: SearchSpace, arch: Sequence[str], settings: TimingSettings, o
     return make_runner(deployed, settings.runtime, size, settings.threads, torch.device("cpu"), onnx_path), cost
 
 
-def time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: TimingSettings,
+def time_archs(space: ArchSpace, archs: Sequence[Sequence[str]], settings: TimingSettings,
                progress: bool = True, workdir: str | os.PathLike | None = None) -> Iterator[dict]:
     """Time ``archs`` (deploy form) chunk by chunk; yields one record per architecture as each
     chunk finishes: ``arch``, ``median_ms``, ``times_ms``, ``params``, ``macs``, timing info, and
@@ -214,7 +229,7 @@ def time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: Tim
         yield from _time_archs(space, archs, settings, progress, tmp)
 
 
-def _time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: TimingSettings, progress: bool,
+def _time_archs(space: ArchSpace, archs: Sequence[Sequence[str]], settings: TimingSettings, progress: bool,
                 workdir: Path) -> Iterator[dict]:
     torch.set_num_threads(settings.threads)
     reference = None
@@ -229,7 +244,8 @@ def _time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: Ti
             runners[i], costs[i] = _runner(space, arch, settings, workdir / f"arch{i}.onnx")
         if reference is not None:
             runners["reference"] = reference
-        times = time_interleaved(runners, settings.warmup, settings.runs, False, "")
+        cpu: dict[object, list[float]] = {}
+        times = time_interleaved(runners, settings.warmup, settings.runs, False, "", cpu_times=cpu)
         done += len(chunk)
         if chunk_lines:
             write(f"timing architectures: {done}/{len(archs)} timed (this chunk of {len(chunk)}: "
@@ -237,7 +253,8 @@ def _time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: Ti
         for i, arch in enumerate(chunk):
             bar.update(1)
             record = dict(arch=list(arch), median_ms=float(np.median(times[i])),
-                          times_ms=[round(t, 4) for t in times[i]], params=costs[i].params, macs=costs[i].macs,
+                          times_ms=[round(t, 4) for t in times[i]], cpu_median_ms=float(np.median(cpu[i])),
+                          cpu_times_ms=[round(t, 4) for t in cpu[i]], params=costs[i].params, macs=costs[i].macs,
                           warmup=settings.warmup, runs=settings.runs, chunk=len(chunk),
                           timed_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)))
             if reference is not None:
@@ -249,12 +266,27 @@ def _time_archs(space: SearchSpace, archs: Sequence[Sequence[str]], settings: Ti
     bar.close()
 
 
-def latencies(records: Sequence[dict]) -> tuple[np.ndarray, dict]:
+#: What :func:`latencies` may fit: the wall-clock time (relative to the reference when there is one) or the
+#: process's CPU time over the same runs.
+CLOCKS = COSTMODEL_CLOCKS
+
+
+def latencies(records: Sequence[dict], clock: str = "wall") -> tuple[np.ndarray, dict]:
     """The latency (ms) to fit for each record, and how it was obtained.
 
-    With reference timings: ``rel_to_ref`` × the median of the chunks' reference medians (the
-    reference's typical speed over the run); otherwise the raw medians.
+    ``clock="wall"``: with reference timings, ``rel_to_ref`` × the median of the chunks' reference medians
+    (the reference's typical speed over the run); otherwise the raw medians. ``clock="cpu"``: the median
+    CPU time of the process over the same runs (``cpu_median_ms``; with one thread, the work done however
+    often the run was preempted — what a shared machine's wall clock cannot tell apart from load).
     """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    if clock == "cpu":
+        missing = sum("cpu_median_ms" not in r for r in records)
+        if missing:
+            raise SpaceError(f"{missing} of {len(records)} records have no CPU times (timed before they were "
+                             "recorded); time them again into a new directory, or fit the wall-clock times")
+        return np.array([r["cpu_median_ms"] for r in records]), dict(target="cpu_median_ms")
     if records and all("rel_to_ref" in r for r in records):
         scale = float(np.median([r["ref_median_ms"] for r in records]))
         return np.array([r["rel_to_ref"] for r in records]) * scale, dict(target="rel_to_ref", reference_ms=scale)
@@ -263,26 +295,30 @@ def latencies(records: Sequence[dict]) -> tuple[np.ndarray, dict]:
     return np.array([r["median_ms"] for r in records]), dict(target="median_ms")
 
 
-def sample(space: SearchSpace, out_dir: str | os.PathLike, n: int, seed: int = 0,
+def sample(space: ArchSpace, out_dir: str | os.PathLike, n: int, seed: int = 0,
            settings: TimingSettings = TimingSettings(), extra: dict[str, Sequence[str]] | None = None,
            progress: bool = True) -> dict:
-    """Time architectures 0…n-1 of the random sequence ``seed`` (plus the named ``extra`` ones) into
-    ``out_dir``, skipping every architecture already there. Returns counts and the wall time."""
+    """Time architectures 0…n-1 of the cost model's random sequence ``seed`` (:meth:`~ArchSpace.cost_sample`:
+    uniform, and in a space with a ``cheap_share`` that share drawn toward the cheap end, recorded as
+    ``draw``), plus the space's ``always_time`` models and the named ``extra`` ones, into ``out_dir``,
+    skipping every architecture already there. Returns counts and the wall time."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _open_directory(space, out_dir, settings)
     _prepare_append(out_dir / RECORDS_FILE)
-    done = {tuple(r["arch"]) for r in read_records(out_dir, space)}
+    # by model, not by spelling: a record may name an architecture other than canonically (an older name)
+    done = {space.canonical(r["arch"]) for r in read_records(out_dir, space)}
     todo: list[tuple[tuple[str, ...], dict]] = []
-    for name, arch in (extra or {}).items():
+    named = {name: space.load_arch(name) for name in space.always_time}
+    for name, arch in {**named, **(extra or {})}.items():
         arch = space.validate(arch)
         if arch not in done:
             todo.append((arch, dict(name=name)))
             done.add(arch)
     for index in range(n):
-        arch = space.sample(seed, index)
+        arch, draw = space.cost_sample(seed, index)
         if arch not in done:
-            todo.append((arch, dict(seed=seed, index=index)))
+            todo.append((arch, dict(seed=seed, index=index, **(dict(draw=draw) if space.cheap_share else {}))))
             done.add(arch)
     start = time.perf_counter()
     labels = dict(todo)

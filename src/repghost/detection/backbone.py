@@ -26,7 +26,7 @@ from ..models.family import FEATURE_BLOCKS
 from ..names import is_searched_architecture
 
 #: Backbones this module builds detectors on (RepGhostNet, GhostNet for comparison, MobileDets; searched
-#: architectures' inline names start with ``mobiledet_`` too).
+#: architectures' inline names start with ``mobiledet_search:`` or ``repghostnet_search:``, so they match too).
 BACKBONE_PATTERNS = ("repghostnet_*", "ghostnet_*", "mobiledet_*", "ghost_resnet50*", "repghost_resnet50*")
 NUM_STAGES = len(FEATURE_BLOCKS)
 
