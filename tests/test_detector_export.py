@@ -202,15 +202,30 @@ def test_a_detector_given_to_eval_is_refused_in_one_line(trained, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det.onnx"]
 
 
-def test_predict_and_the_runner_on_an_exported_detector_give_the_files_own_detections(trained, tmp_path):
-    """``repghost.predict`` on an exported file (through :func:`repghost.open_model`) finds on each real
-    photo what the file's own exact path finds: the same boxes, scores and labels."""
+@pytest.mark.parametrize("fmt, suffix", [
+    ("onnx", ".onnx"),
+    pytest.param("openvino", ".xml", marks=pytest.mark.slow),
+    pytest.param("litert", ".tflite", marks=pytest.mark.slow),
+    pytest.param("mnn", ".mnn", marks=pytest.mark.slow),
+    pytest.param("ncnn", ".ncnn.param", marks=pytest.mark.slow),
+])
+def test_predict_and_the_runner_on_an_exported_detector_give_the_files_own_detections(trained, tmp_path, fmt,
+                                                                                       suffix):
+    """``repghost.predict`` on an exported file of every installed format (through
+    :func:`repghost.open_model`) finds on each real photo what the file's own exact path finds: the same
+    boxes, scores and labels."""
     import repghost
+    from repghost.deploy.edge import EDGE_RUNTIMES, MissingRuntimeError
 
-    out = tmp_path / "det.onnx"
-    export_detector(str(trained), out, "onnx", exporter="legacy")
+    if fmt in EDGE_RUNTIMES:
+        try:
+            EDGE_RUNTIMES[fmt].require(export=True)
+        except MissingRuntimeError:
+            pytest.skip(f"{fmt} is not installed")
+    out = tmp_path / f"det{suffix}"
+    export_detector(str(trained), out, fmt, exporter="legacy")
     runner = repghost.open_model(out)
-    assert (runner.task, runner.format, runner.input_size) == ("detection", "onnx", SIZE)
+    assert (runner.task, runner.format, runner.input_size) == ("detection", fmt, SIZE)
     assert runner.class_names == ["__background__", "rectangle", "ellipse", "triangle"]
     photos = tmp_path / "photos"
     photos.mkdir()
