@@ -104,3 +104,4 @@ def test_slicing_refuses_what_the_max_tensor_does_not_hold():
     block = RepGhostBottleneck(8, 16, 16, 3, 2, se_ratio=0.25)
     with pytest.raises(KeyError, match="conv_dw"):  # a stride-1 super-op has no stride-2 depthwise conv
         sliced_state_dict(SuperBlock(BlockBounds(16, 24, MAX_MID)).ops["repghost"], block)
+

@@ -72,7 +72,8 @@ def sliced_batch_norm(bn: nn.BatchNorm2d, x: Tensor) -> Tensor:
 
 
 class SlicedBatchNorm2d(nn.BatchNorm2d):
-    """A BatchNorm over the first ``x.shape[1]`` of its channels (identity branch of a sliced RepGhost module)."""
+    """A BatchNorm over the first ``x.shape[1]`` of its channels. A module (not a function call), so
+    forward hooks see what it normalizes; its state-dict keys are ``nn.BatchNorm2d``'s."""
 
     def forward(self, x: Tensor) -> Tensor:
         return sliced_batch_norm(self, x)
@@ -91,7 +92,7 @@ class SlicedConvNormAct(nn.Module):
         self.depthwise, self.stride = depthwise, stride
         self.conv = nn.Conv2d(max_in, max_out, max_k, stride, max_k // 2, groups=max_in if depthwise else 1,
                               bias=False)
-        self.bn = nn.BatchNorm2d(max_out, eps=bn_eps, momentum=bn_momentum)
+        self.bn = SlicedBatchNorm2d(max_out, eps=bn_eps, momentum=bn_momentum)
         self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
 
     @property
@@ -105,7 +106,7 @@ class SlicedConvNormAct(nn.Module):
         else:
             weight, groups = self.conv.weight[:out or self.conv.out_channels, :in_chs], 1
         y = F.conv2d(x, centre_kernel(weight, k), None, self.stride, k // 2, 1, groups)
-        return self.act(sliced_batch_norm(self.bn, y))
+        return self.act(self.bn(y))
 
 
 class SlicedSE(nn.Module):
@@ -128,3 +129,41 @@ class SlicedSE(nn.Module):
         squeezed = self.act(F.conv2d(pooled, self.conv_reduce.weight[:hidden, :chs], self.conv_reduce.bias[:hidden]))
         gate = F.conv2d(squeezed, self.conv_expand.weight[:chs, :hidden], self.conv_expand.bias[:chs])
         return x * self.gate(gate)
+
+
+class SlicedInputConv2d(nn.Conv2d):
+    """A conv of fixed output width run on the first ``x.shape[1]`` of its input channels; a
+    depthwise one (groups = in = out) keeps the first ``x.shape[1]`` filters too. What the layers
+    after the searched body (SSDLite's first extra layer and head) become, as their input width
+    is the path's feature width."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        in_chs = x.shape[1]
+        if self.groups == 1:
+            weight, bias, groups = self.weight[:, :in_chs], self.bias, 1
+        elif self.groups == self.in_channels == self.out_channels:
+            weight, groups = self.weight[:in_chs], in_chs
+            bias = self.bias[:in_chs] if self.bias is not None else None
+        else:
+            raise ValueError(f"only dense and depthwise convs slice their input, not groups={self.groups}")
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+
+
+def slice_inputs(module: nn.Module) -> nn.Module:
+    """Every ``Conv2d`` and ``BatchNorm2d`` inside ``module`` as its input-sliced counterpart
+    (:class:`SlicedInputConv2d`, :class:`SlicedBatchNorm2d`), with the same parameters, buffers and
+    names (in place; returns ``module``)."""
+    for name, child in module.named_children():
+        if type(child) is nn.Conv2d:
+            sliced = SlicedInputConv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                       child.padding, child.dilation, child.groups, child.bias is not None,
+                                       child.padding_mode)
+        elif type(child) is nn.BatchNorm2d:
+            sliced = SlicedBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                       child.track_running_stats)
+        else:
+            slice_inputs(child)
+            continue
+        sliced.load_state_dict(child.state_dict())
+        setattr(module, name, sliced.to(next(iter(child.state_dict().values())).device))
+    return module

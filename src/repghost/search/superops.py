@@ -173,7 +173,9 @@ class SuperTuckerConv(_SuperMobileDetOp):
 @dataclass(frozen=True)
 class BlockBounds:
     """The max sizes of one block position: input / output width, middle width per op (Tucker: the
-    (input, output) ranks), max kernel; its stride, and whether a path may skip it."""
+    (input, output) ranks), max kernel; its stride, whether a path may skip it, whether its input and
+    output widths are always equal (the same stage's: a RepGhost bottleneck there never needs its
+    conv shortcut), and the MobileDet ops' activation."""
 
     max_in: int
     max_out: int
@@ -181,6 +183,7 @@ class BlockBounds:
     stride: int = 1
     max_k: int = 5
     skippable: bool = False
+    same_width: bool = False
     act: Callable[..., nn.Module] = nn.ReLU6
 
 
@@ -195,7 +198,8 @@ class SuperBlock(nn.Module):
         ops = {}
         for op, mid in bounds.max_mid.items():
             if op == "repghost":
-                ops[op] = SuperRepGhostBottleneck(bounds.max_in, mid, bounds.max_out, bounds.stride, bounds.max_k)
+                ops[op] = SuperRepGhostBottleneck(bounds.max_in, mid, bounds.max_out, bounds.stride, bounds.max_k,
+                                                  conv_shortcut=not (bounds.same_width and bounds.stride == 1))
             elif op == "ibn":
                 ops[op] = SuperInvertedBottleneck(bounds.max_in, mid, bounds.max_out, bounds.stride, bounds.max_k,
                                                   bounds.act)
