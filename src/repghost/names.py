@@ -21,8 +21,12 @@ MODEL_NAMES = (
     "repghostnet_050", "repghostnet_058", "repghostnet_080", "repghostnet_100", "repghostnet_111",
     "repghostnet_130", "repghostnet_150", "repghostnet_200",
 )
-#: A searched architecture's inline model name is ``<this>:<fingerprint>:<layer>,<layer>,...``.
+#: A searched architecture's inline model name is ``<prefix>:<fingerprint>:<choice>,<choice>,...``, the prefix
+#: naming its space: this one MobileDet-CPU's skeleton (``mobiledet_cpu_skeleton/v1``) …
 SEARCHED_MODEL_PREFIX = "mobiledet_search"
+#: … this one RepGhostNet's (``repghostnet_skeleton/v1``).
+REPGHOSTNET_SEARCH_PREFIX = "repghostnet_search"
+SEARCHED_MODEL_PREFIXES = (SEARCHED_MODEL_PREFIX, REPGHOSTNET_SEARCH_PREFIX)
 
 
 def is_architecture_file(spec: str | os.PathLike) -> bool:

@@ -111,13 +111,14 @@ def output_dir(text: str) -> str:
 def model_name(text: str) -> str:
     """A registered model name, or a searched architecture's file or inline name: parsed to the name the
     model will carry (a file's inline name, so nothing recorded depends on the file)."""
-    from ..names import MODEL_NAMES, SEARCHED_MODEL_PREFIX
+    from ..names import MODEL_NAMES, SEARCHED_MODEL_PREFIXES
 
     # Registered names, and names that cannot be a searched architecture (no inline-name prefix, no
     # file, no .json), are answered here; only the rest needs the models (and torch) to resolve.
     if text in MODEL_NAMES:
         return text
-    if not (text.startswith(f"{SEARCHED_MODEL_PREFIX}:") or text.endswith(".json") or os.path.exists(text)):
+    if not (text.startswith(tuple(f"{p}:" for p in SEARCHED_MODEL_PREFIXES)) or text.endswith(".json")
+            or os.path.exists(text)):
         raise argparse.ArgumentTypeError(f"unknown model {text!r}; available models: {', '.join(MODEL_NAMES)}")
     from ..models import UnknownModelError, resolve_model_name
 

@@ -81,15 +81,16 @@ class InvertedBottleneck(_MobileDetBlock):
     """1×1 expand to ``in·e`` → K×K depthwise (carries the stride) → [SE] → 1×1 linear projection.
 
     ``expansion=1`` is the IBN without expansion: the depthwise conv works on the input directly.
+    ``mid_chs`` sets the expanded width directly instead (a width not a multiple of the input's).
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, expansion: int = 8,
                  se: bool = False, residual: bool = True, act_layer: Callable[..., nn.Module] = nn.ReLU6,
-                 deploy: bool = False):
+                 deploy: bool = False, mid_chs: int | None = None):
         super().__init__(in_chs, out_chs, stride, residual)
-        mid = in_chs * expansion
+        mid = mid_chs or in_chs * expansion
         conv = partial(mobiledet_conv, act_layer=act_layer, deploy=deploy)
-        if expansion > 1:
+        if mid_chs is not None or expansion > 1:
             self.conv_pw = conv(in_chs, mid, 1)
         self.conv_dw = conv(mid, mid, kernel_size, stride, groups=mid)
         if se:
@@ -98,13 +99,14 @@ class InvertedBottleneck(_MobileDetBlock):
 
 
 class FusedInvertedBottleneck(_MobileDetBlock):
-    """K×K regular conv from ``in`` to ``in·e`` (carries the stride) → [SE] → 1×1 linear projection."""
+    """K×K regular conv from ``in`` to ``in·e`` (or ``mid_chs``; carries the stride) → [SE] → 1×1 linear
+    projection."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1, expansion: int = 8,
                  se: bool = False, residual: bool = True, act_layer: Callable[..., nn.Module] = nn.ReLU6,
-                 deploy: bool = False):
+                 deploy: bool = False, mid_chs: int | None = None):
         super().__init__(in_chs, out_chs, stride, residual)
-        mid = in_chs * expansion
+        mid = mid_chs or in_chs * expansion
         conv = partial(mobiledet_conv, act_layer=act_layer, deploy=deploy)
         self.conv_kxk = conv(in_chs, mid, kernel_size, stride)
         if se:
@@ -114,13 +116,15 @@ class FusedInvertedBottleneck(_MobileDetBlock):
 
 class TuckerConv(_MobileDetBlock):
     """1×1 to ``sf(in, r_in)`` → K×K regular conv (carries the stride) to ``sf(out, r_out)`` → 1×1
-    linear to ``out``."""
+    linear to ``out``. ``ranks`` sets the two compressed widths directly instead."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
                  input_rank_ratio: float = 0.25, output_rank_ratio: float = 0.25, residual: bool = True,
-                 act_layer: Callable[..., nn.Module] = nn.ReLU6, deploy: bool = False):
+                 act_layer: Callable[..., nn.Module] = nn.ReLU6, deploy: bool = False,
+                 ranks: tuple[int, int] | None = None):
         super().__init__(in_chs, out_chs, stride, residual)
-        in_rank, out_rank = scale_filters(in_chs, input_rank_ratio), scale_filters(out_chs, output_rank_ratio)
+        in_rank, out_rank = ranks or (scale_filters(in_chs, input_rank_ratio),
+                                      scale_filters(out_chs, output_rank_ratio))
         conv = partial(mobiledet_conv, act_layer=act_layer, deploy=deploy)
         self.conv_pw = conv(in_chs, in_rank, 1)
         self.conv_kxk = conv(in_rank, out_rank, kernel_size, stride)

@@ -1,6 +1,6 @@
 """Model families and the registry. Importing this package registers every model."""
 
-from . import ghostnet, mobiledet, repghostnet, resnet, searched  # noqa: F401  (registration side effect)
+from . import ghostnet, mobiledet, repghostnet, repghostnet_space, resnet, searched  # noqa: F401  (registration)
 from .family import GhostFamilyFeatures, GhostFamilyNet
 from .registry import (
     UnknownModelError,

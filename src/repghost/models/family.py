@@ -10,6 +10,7 @@ No ``from __future__ import annotations`` here: ``torch.fx`` copies the annotati
 ``torch.jit.script`` cannot resolve.
 """
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -214,29 +215,35 @@ class FeaturesOnlyForward:
 class GhostFamilyNet(StagedNet):
     """A GhostNet-style classifier (see :class:`GhostFamilyFeatures` for the backbone form)."""
 
-    def __init__(self, table: Sequence[Sequence[BlockCfg]], block_fn: Callable[..., nn.Module],
+    def __init__(self, table: Sequence[Sequence[BlockCfg]],
+                 block_fn: Callable[..., nn.Module] | Sequence[Callable[..., nn.Module]],
                  width: float = 1.0, final_mult: float = 1.0, num_classes: int = 1000, in_chans: int = 3,
                  drop_rate: float = 0.2, deploy: bool = False, global_pool: str = "avg",
-                 features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3, 4)):
+                 features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3, 4),
+                 stem_chs: int | None = None, num_features: int | None = None):
+        """``block_fn`` builds every block, or (a sequence) each block its own, in table order;
+        ``stem_chs`` / ``num_features`` set the stem's and the last 1×1 conv's widths instead of
+        deriving them from ``width`` (a searched architecture sets each stage's width)."""
         super().__init__()
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.deploy = deploy
         self.default_cfg = self.pretrained_cfg = default_cfg()
 
-        stem_chs = make_divisible(16 * width, 4)
+        stem_chs = stem_chs or make_divisible(16 * width, 4)
         self.stem = ConvNormAct(in_chans, stem_chs, 3, stride=2, deploy=deploy)
         prev_chs, stages = stem_chs, []
+        block_fns = iter(block_fn) if isinstance(block_fn, Sequence) else itertools.repeat(block_fn)
         for group in table:
             blocks = []
             for k, mid, out, se_ratio, stride in group:
-                block = block_fn(prev_chs, make_divisible(mid * width, 4), make_divisible(out * width, 4),
+                block = next(block_fns)(prev_chs, make_divisible(mid * width, 4), make_divisible(out * width, 4),
                                  k, stride, se_ratio, deploy=deploy)
                 blocks.append(block)
                 prev_chs = block.out_chs
             stages.append(nn.Sequential(*blocks))
         last_mid = table[-1][-1][1]
-        self.num_features = make_divisible(last_mid * width * final_mult, 4)
+        self.num_features = num_features or make_divisible(last_mid * width * final_mult, 4)
         stages.append(nn.Sequential(ConvNormAct(prev_chs, self.num_features, 1, deploy=deploy)))
         self.blocks = nn.Sequential(*stages)
         self.feature_info = self._feature_info()

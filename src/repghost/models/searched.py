@@ -1,6 +1,6 @@
-"""Searched architectures as models: the search space, MobileDet-CPU's skeleton with a choice of layer
-per searchable position, and the resolver that lets :func:`repghost.create_model` take an architecture's
-file or inline name (registered with the registry's hook, so the registry imports nothing above it).
+"""The cost model's and the search's first space, MobileDet-CPU's skeleton with a choice of layer per
+searchable position (``mobiledet_cpu_skeleton/v1``). :func:`repghost.create_model` takes its
+architectures' files and inline names through :mod:`repghost.models.space`'s resolver.
 
 The skeleton (strides, filter counts, which layers are residual) is MobileDet-CPU's, read from its
 table in :mod:`repghost.models.mobiledet`. The stem and the C1 layer are fixed; each of the 18
@@ -9,20 +9,21 @@ or 5 and expansion 4 or 8, or a Tucker layer with kernel 3 or 5 and input / outp
 0.25 or 0.75. Activations and SE are MobileDet-CPU's (hard-swish, SE on every IBN), so the all-IBN
 architecture with CPU's choices *is* ``mobiledet_cpu``.
 
-An architecture is a tuple of choice names (one per searchable layer); on disk it is JSON with the
-space's id and fingerprint, so files from another space are refused instead of misread. As a model
-name (:meth:`SearchSpace.arch_name`) it is ``mobiledet_search:<fingerprint>:<layer>,<layer>,...``:
+An architecture is a tuple of choice names (one per searchable layer: the space's decisions are its
+layers, every one with the same 20 choices); on disk it is JSON with the space's id and fingerprint and
+the list ``layers``, so files from another space are refused instead of misread. As a model name
+(:meth:`SearchSpace.arch_name`) it is ``mobiledet_search:<fingerprint>:<layer>,<layer>,...``:
 :func:`repghost.create_model` takes that name or the file, and the model records the name, so a
-checkpoint rebuilds it without the file.
+checkpoint rebuilds it without the file. The machinery shared with the other spaces (files, names,
+fingerprint, the resolver) is :mod:`repghost.models.space`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +32,11 @@ from torch import nn
 from ..layers.mobiledet import LayerCfg
 from ..names import SEARCHED_MODEL_PREFIX
 from .mobiledet import MOBILEDETS, mobiledet_builder
-from .registry import register_resolver
+from .space import ARCH_FORMAT, ArchSpace, Decision, SpaceError, read_arch_json, register_space, searched_model
 
 SPACE_ID = "mobiledet_cpu_skeleton/v1"
-ARCH_FORMAT = "repghost-costmodel-arch/1"
 #: What a searched architecture's model name starts with (then ``:<fingerprint>:<layer>,<layer>,...``).
 ARCH_NAME_PREFIX = SEARCHED_MODEL_PREFIX
-
-
-class SpaceError(ValueError):
-    """An architecture, file or directory that does not belong to this search space."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +81,14 @@ class Position:
     residual: bool
 
 
-class SearchSpace:
+@register_space
+class SearchSpace(ArchSpace):
     """MobileDet-CPU's skeleton with :func:`default_choices` at every layer after C1."""
+
+    id = SPACE_ID
+    name_prefix = ARCH_NAME_PREFIX
+    payload_key = "layers"
+    item = "layer"
 
     def __init__(self, base: str = "mobiledet_cpu", choices: Sequence[Choice] | None = None):
         stages, stem_chs, act, se = MOBILEDETS[base]
@@ -110,9 +112,14 @@ class SearchSpace:
                     fixed=[asdict(c) for c in self.fixed], positions=[asdict(p) for p in self.positions],
                     stage_lengths=self.stage_lengths, choices=self.choice_names)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
+        return super().fingerprint
+
+    @cached_property
+    def decisions(self) -> list[Decision]:
+        """One decision per searchable layer (``L0`` …), each with every layer choice."""
+        return [Decision(f"L{i}", tuple(self.choice_names)) for i in range(self.num_layers)]
 
     @property
     def num_layers(self) -> int:
@@ -155,23 +162,10 @@ class SearchSpace:
     def build(self, arch: Sequence[str], deploy: bool = False, **kwargs) -> nn.Module:
         """``arch`` as a :class:`MobileDet` (``features_only``: :class:`MobileDetFeatures`); by default
         headless (``num_classes=0``: pooled C5)."""
-        kwargs.setdefault("num_classes", 0)
-        return self.builder(arch)(deploy=deploy, **kwargs)
+        return super().build(arch, deploy=deploy, **kwargs)
 
-    def arch_name(self, arch: Sequence[str]) -> str:
-        """``arch`` as a self-describing model name for :func:`repghost.create_model`."""
-        return f"{ARCH_NAME_PREFIX}:{self.fingerprint}:{','.join(self.validate(arch))}"
-
-    def from_arch_name(self, name: str) -> tuple[str, ...]:
-        """The architecture an :meth:`arch_name` names, or :class:`SpaceError` saying why it is not one of this
-        space's (another fingerprint, unknown layers)."""
-        prefix, _, rest = name.partition(":")
-        fingerprint, sep, layers = rest.partition(":")
-        if prefix != ARCH_NAME_PREFIX or not sep:
-            raise SpaceError(f"{name!r} is not a searched architecture's name "
-                             f"({ARCH_NAME_PREFIX}:<fingerprint>:<layer>,<layer>,...)")
-        self.check_fingerprint(dict(space=SPACE_ID, fingerprint=fingerprint), f"model {name!r}")
-        return self.validate(layers.split(","), f"model {name!r}")
+    def named_archs(self) -> dict[str, tuple[str, ...]]:
+        return {self.base: self.from_model_name(self.base)}
 
     def from_model_name(self, name: str) -> tuple[str, ...]:
         """A registered MobileDet as an architecture of this space, or :class:`SpaceError` saying why not."""
@@ -195,22 +189,13 @@ class SearchSpace:
         return tuple(arch)
 
     # -- files ----------------------------------------------------------------------------
-    def arch_to_json(self, arch: Sequence[str]) -> dict:
-        return dict(format=ARCH_FORMAT, space=SPACE_ID, fingerprint=self.fingerprint,
-                    layers=list(self.validate(arch)))
+    def _payload(self, arch: tuple[str, ...]) -> list[str]:
+        return list(arch)
 
-    def arch_from_json(self, data: object, source: str = "architecture") -> tuple[str, ...]:
-        if not isinstance(data, dict) or data.get("format") != ARCH_FORMAT:
-            raise SpaceError(f"{source} is not a repghost architecture file (format {ARCH_FORMAT!r})")
-        self.check_fingerprint(data, source)
-        if not isinstance(data.get("layers"), list):
+    def _from_payload(self, payload: object, source: str) -> Sequence[str]:
+        if not isinstance(payload, list):
             raise SpaceError(f"{source}: 'layers' must be a list of layer choices")
-        return self.validate(data["layers"], source)
-
-    def check_fingerprint(self, data: dict, source: str) -> None:
-        if data.get("space") != SPACE_ID or data.get("fingerprint") != self.fingerprint:
-            raise SpaceError(f"{source} belongs to search space {data.get('space')!r} (fingerprint "
-                             f"{data.get('fingerprint')!r}), not {SPACE_ID!r} ({self.fingerprint})")
+        return payload
 
     def load_arch(self, spec: str | os.PathLike) -> tuple[str, ...]:
         """An architecture from a JSON file, its :meth:`arch_name`, or a registered MobileDet's name."""
@@ -221,25 +206,8 @@ class SearchSpace:
         path = Path(spec)
         if not path.is_file():
             raise SpaceError(f"{spec}: neither an architecture file nor one of {', '.join(MOBILEDETS)}")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise SpaceError(f"{path}: not valid JSON ({err})") from err
-        return self.arch_from_json(data, str(path))
+        return self.arch_from_json(read_arch_json(path), str(path))
 
 
-def searched_model(spec: str) -> tuple[str, Callable[..., nn.Module]] | None:
-    """The model name and builder of a searched architecture given as its file or its :meth:`~SearchSpace.arch_name`
-    (``None`` when ``spec`` is neither: not a file, no ``.json`` suffix, no prefix); :class:`SpaceError` when it is
-    one but not of this space, or not an architecture at all."""
-    path = Path(spec)
-    if not (spec.startswith(f"{ARCH_NAME_PREFIX}:") or path.is_file()):
-        if path.suffix == ".json":
-            raise SpaceError(f"architecture file not found: {spec}")
-        return None
-    space = SearchSpace()
-    arch = space.load_arch(spec)
-    return space.arch_name(arch), space.builder(arch)
-
-
-register_resolver(searched_model)
+__all__ = ["ARCH_FORMAT", "ARCH_NAME_PREFIX", "SPACE_ID", "Choice", "Position", "SearchSpace", "SpaceError",
+           "default_choices", "searched_model"]
