@@ -8,7 +8,7 @@ from torch import nn
 
 from repghost.layers import RepGhostBottleneck
 from repghost.layers.mobiledet import FusedInvertedBottleneck, InvertedBottleneck, TuckerConv
-from repghost.search.sliced import centre_kernel, slice_like, sliced_state_dict
+from repghost.search.sliced import SlicedConvNormAct, centre_kernel, slice_inputs, slice_like, sliced_state_dict
 from repghost.search.superops import BlockBounds, OpPath, SuperBlock
 
 MAX_IN, MAX_OUT = 16, 24
@@ -105,3 +105,19 @@ def test_slicing_refuses_what_the_max_tensor_does_not_hold():
     with pytest.raises(KeyError, match="conv_dw"):  # a stride-1 super-op has no stride-2 depthwise conv
         sliced_state_dict(SuperBlock(BlockBounds(16, 24, MAX_MID)).ops["repghost"], block)
 
+
+
+def test_super_ops_refuse_what_their_position_cannot_run():
+    x = torch.randn(1, 8, 8, 8)
+    with pytest.raises(ValueError, match="depthwise"):
+        SlicedConvNormAct(8, 16, 3, depthwise=True)
+    same_width = SuperBlock(BlockBounds(16, 16, MAX_MID, same_width=True, skippable=True))
+    assert same_width.ops["repghost"].shortcut is None  # never needed where input and output widths agree
+    with pytest.raises(ValueError, match="no conv shortcut"):
+        same_width(x, OpPath("repghost", out=16, mid=16, k=3))
+    with pytest.raises(ValueError, match="no SE gate"):
+        SuperBlock(BlockBounds(16, 24, MAX_MID))(x, OpPath("tucker", out=16, mid=8, k=3, se=True, mid_out=8))
+    with pytest.raises(ValueError, match="unknown op"):
+        SuperBlock(BlockBounds(16, 24, {"conv": 8}))
+    with pytest.raises(ValueError, match="groups"):
+        slice_inputs(nn.Sequential(nn.Conv2d(8, 16, 3, groups=2)))[0](x)

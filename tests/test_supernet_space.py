@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from repghost import create_model
+from repghost.checkpoint import CheckpointError
 from repghost.detection.data import CocoDetection, collate
 from repghost.detection.evaluate import predict
 from repghost.detection.synthetic import annotation_path, image_dir, make_synthetic_coco
@@ -25,8 +26,9 @@ from repghost.search.proxy import (
     score_noise,
 )
 from repghost.search.sandwich import SandwichTrainer, distillation_loss, sandwich_archs
+from repghost.search.superbody import SuperBody
 from repghost.search.superspace import SuperSSDLite, body_path, extreme_arch
-from repghost.search.supertrain import CHECKPOINT_FILE, SupernetConfig, train_supernet
+from repghost.search.supertrain import CHECKPOINT_FILE, SupernetConfig, SupernetTraining, train_supernet
 from test_supernet import randomize
 
 SPACE = RepGhostNetSpace()
@@ -262,3 +264,32 @@ def test_an_architecture_score_is_its_held_out_ap_and_does_not_depend_on_what_wa
             assert a["category_id"] == b["category_id"]
             np.testing.assert_allclose(a["bbox"] + [a["score"]], b["bbox"] + [b["score"]], rtol=1e-3, atol=1e-3)
     assert 0 <= first <= 100 and first == box_ap(held_out, expected)
+
+
+def test_a_path_of_another_shape_or_no_path_is_refused(supernet):
+    body = SuperBody(supernet.body.bounds)
+    with pytest.raises(RuntimeError, match="no path selected"):
+        body(torch.zeros(1, 3, IMAGE, IMAGE))
+    path = body_path(SPACE, ARCHS["random_0"])
+    with pytest.raises(ValueError, match="blocks per stage"):
+        body.set_path(dataclasses.replace(path, blocks=path.blocks[:-1]))
+
+
+def test_supernet_settings_and_checkpoints_that_cannot_resume_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="lr"):
+        SupernetConfig(output=str(tmp_path), lr=0.0)
+    with pytest.raises(ValueError, match="num_random"):
+        SupernetConfig(output=str(tmp_path), num_random=-1)
+    config = SupernetConfig(output=str(tmp_path), steps=4, img_size=IMAGE)
+    training = SupernetTraining(config, num_classes=3)
+    training.step = 2
+    state = training.state_dict()
+    other = SupernetTraining(config, num_classes=3)
+    with pytest.raises(CheckpointError, match="trained space"):
+        other.load_state_dict({**state, "space": "0" * 16})
+    with pytest.raises(CheckpointError, match="do not match"):
+        other.load_state_dict({**state, "model": {k: v for k, v in state["model"].items() if "stem" not in k}})
+    with pytest.raises(CheckpointError, match="no optimizer state"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "optimizer"})
+    other.load_state_dict(state)
+    assert other.step == 2
