@@ -15,7 +15,7 @@ from repghost.checkpoint import CheckpointError
 from repghost.detection.data import CocoDetection, collate
 from repghost.detection.evaluate import predict
 from repghost.detection.synthetic import annotation_path, image_dir, make_synthetic_coco
-from repghost.models.repghostnet_space import RepGhostNetSpace
+from repghost.models.repghostnet_space import RepGhostNetSpace, make_block
 from repghost.search.calibrate import preserved_bn_state, recalibrate_bn
 from repghost.search.proxy import (
     box_ap,
@@ -26,8 +26,10 @@ from repghost.search.proxy import (
     score_noise,
 )
 from repghost.search.sandwich import SandwichTrainer, distillation_loss, sandwich_archs
+from repghost.search.sliced import sliced_state_dict
 from repghost.search.superbody import SuperBody
-from repghost.search.superspace import SuperSSDLite, body_path, extreme_arch
+from repghost.search.superops import BlockBounds, OpPath, SuperBlock
+from repghost.search.superspace import SuperSSDLite, body_path, extreme_arch, tucker_rank
 from repghost.search.supertrain import CHECKPOINT_FILE, SupernetConfig, SupernetTraining, train_supernet
 from test_supernet import randomize
 
@@ -293,3 +295,22 @@ def test_supernet_settings_and_checkpoints_that_cannot_resume_are_refused(tmp_pa
         other.load_state_dict({k: v for k, v in state.items() if k != "optimizer"})
     other.load_state_dict(state)
     assert other.step == 2
+
+
+@pytest.mark.parametrize("op", ["repghost", "ibn", "fused", "tucker"])
+@pytest.mark.parametrize(("in_chs", "mid", "out", "k", "stride", "se"),
+                         [(16, 40, 24, 5, 2, True), (12, 28, 12, 3, 1, False), (16, 48, 20, 3, 1, True)])
+def test_super_op_is_the_space_block_make_block_builds(op, in_chs, mid, out, k, stride, se):
+    """Each op against the block the space's models are made of (``make_block``: ReLU, mid_chs, ranks)."""
+    block = make_block(op, in_chs, mid, out, k, stride, se and op != "tucker")
+    bounds = BlockBounds(16, 24, {"repghost": 48, "ibn": 48, "fused": 48, "tucker": (12, 12)}, stride=stride,
+                         act=nn.ReLU)
+    super_block = randomize(SuperBlock(bounds), seed=3)
+    rank = tucker_rank(mid)
+    path = (OpPath(op, out, rank, k, False, rank) if op == "tucker" else OpPath(op, out, mid, k, se))
+    block.load_state_dict(sliced_state_dict(super_block.ops[op], block), strict=True)
+    x = torch.randn(2, in_chs, 16, 16, generator=torch.Generator().manual_seed(2))
+    for training in (True, False):
+        super_block.train(training), block.train(training)
+        with torch.no_grad():
+            torch.testing.assert_close(super_block(x, path), block(x), rtol=1e-5, atol=1e-5)
