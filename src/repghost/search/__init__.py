@@ -1,4 +1,6 @@
-"""Latency-aware architecture search (TuNAS) over the cost model's space, for SSDLite detectors.
+"""Latency-aware architecture search (TuNAS) over the cost model's space, for SSDLite detectors, and the
+weight-sharing super-network over the RepGhostNet-skeleton space (sliced ops, sandwich training, BN
+recalibration, held-out AP as the score).
 
 Names load on first use (:mod:`repghost.lazy`): the command line reads :mod:`.config` without torch.
 """
@@ -10,4 +12,8 @@ __all__ = lazy_exports(__name__, {
     "controller": ("Controller", "LinearCost", "absolute_reward"),
     "engine": ("run_search",),
     "supernet": ("ChoiceLayer", "SuperNet"),
+    "calibrate": ("recalibrate_bn",),
+    "proxy": ("score_architecture", "score_noise"),
+    "superspace": ("SuperSSDLite",),
+    "supertrain": ("SupernetConfig", "train_supernet"),
 })
