@@ -80,3 +80,18 @@ def test_discard_on_failure_removes_what_the_block_wrote_and_keeps_the_rest(tmp_
     with discard_on_failure([model, new]):
         atomic_write_json(model, {"new": 2})
     assert json.loads(model.read_text()) == {"new": 2}
+
+
+def test_read_format_json_refuses_an_unreadable_file_and_another_format(tmp_path):
+    from repghost.io import read_format_json
+
+    good = tmp_path / "good.json"
+    good.write_text('{"format": "repghost-x/1", "value": 3}')
+    assert read_format_json(good, "repghost-x/1", ValueError, "x file")["value"] == 3
+    with pytest.raises(ValueError, match=r"not a x file \(format 'repghost-y/1'\)"):
+        read_format_json(good, "repghost-y/1", ValueError, "x file")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(KeyError, match="not a readable x file"):
+        read_format_json(tmp_path / "bad.json", "repghost-x/1", KeyError, "x file")
+    with pytest.raises(ValueError, match="not a readable x file"):
+        read_format_json(tmp_path / "missing.json", "repghost-x/1", ValueError, "x file")

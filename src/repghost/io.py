@@ -146,3 +146,17 @@ def atomic_savefig(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
     return path
+
+
+def read_format_json(path: str | os.PathLike, fmt: str, error: type[Exception], what: str) -> dict:
+    """The JSON object in ``path`` whose ``format`` field is ``fmt`` (the files repghost writes carry one);
+    ``error`` with a one-line message when the file cannot be read or is another file (``what`` names the
+    kind expected, e.g. "repghost cost model")."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: not a readable {what} ({err})") from err
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise error(f"{path}: not a {what} (format {fmt!r})")
+    return data

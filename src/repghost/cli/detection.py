@@ -160,9 +160,9 @@ def add_det_eval(sub) -> None:
         description="Evaluate a detector file with pycocotools: AP, AP50, AP75, APs/APm/APl (and mask AP for "
                     "Mask R-CNN), printed and saved as JSON. A detector checkpoint (det-train's last.pt, a "
                     "--save-deploy file) is evaluated as torchvision evaluates it, by default on the val split "
-                    "of the data it was trained on; an exported detector file through the runner, on its own "
-                    "runtime, each image prepared by the file's contract (--data needed). A classifier file is "
-                    "refused (use eval). Exit codes: 2 bad arguments, 1 a file or data that cannot be "
+                    "of the data it was trained on; an exported detector file (.onnx, .int8.onnx, .xml, .tflite, "
+                    ".mnn, .ncnn.param) on its own runtime, with the same post-processing and scoring. Exit "
+                    "codes: 2 bad arguments or a classifier file (use eval), 1 a file or data that cannot be "
                     "evaluated.")
     p.add_argument("checkpoint", type=checkpoint_file,
                    help="last.pt from det-train, a detector saved with --save-deploy, or an exported detector")

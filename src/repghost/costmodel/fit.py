@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_savefig, atomic_write_json
+from ..io import atomic_savefig, atomic_write_json, read_format_json
 from ..models.searched import SPACE_ID
 from ..models.space import ArchSpace, SpaceError, get_space
 from .features import feature_names, features, free_parameters, parameters_text
@@ -121,12 +121,7 @@ class CostModel:
     def load(cls, path: str | os.PathLike, space: ArchSpace) -> CostModel:
         """Read a cost model, refusing a malformed file or one fitted on another space."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CostModelError(f"{path}: not a readable JSON cost model ({err})") from err
-        if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
-            raise CostModelError(f"{path}: not a repghost cost model (format {MODEL_FORMAT!r})")
+        data = read_format_json(path, MODEL_FORMAT, CostModelError, "repghost cost model")
         try:
             space.check_fingerprint(data, str(path))
         except SpaceError as err:
@@ -146,12 +141,7 @@ class CostModel:
 def model_space(path: str | os.PathLike) -> ArchSpace:
     """The search space a cost model file was fitted on (its ``space``), to load it with."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CostModelError(f"{path}: not a readable JSON cost model ({err})") from err
-    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
-        raise CostModelError(f"{path}: not a repghost cost model (format {MODEL_FORMAT!r})")
+    data = read_format_json(path, MODEL_FORMAT, CostModelError, "repghost cost model")
     try:
         return get_space(str(data.get("space")))
     except SpaceError as err:

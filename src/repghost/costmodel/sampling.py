@@ -39,7 +39,7 @@ import torch
 from ..bench.latency import time_interleaved
 from ..bench.runtimes import RUNTIMES, make_runner
 from ..deploy.onnx_export import export_for_runtime
-from ..io import atomic_write_json, scratch_dir
+from ..io import atomic_write_json, read_format_json, scratch_dir
 from ..limits import COUNT, COUNT0, Number, check_limits, limited
 from ..models.space import ArchSpace, SpaceError, get_space
 from ..names import COSTMODEL_CLOCKS
@@ -85,12 +85,7 @@ def _open_directory(space: ArchSpace, out_dir: Path, settings: TimingSettings) -
             raise SpaceError(f"{out_dir} has {RECORDS_FILE} but no {META_FILE}; refusing to add to it")
         atomic_write_json(meta_path, meta)
         return
-    try:
-        found = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SpaceError(f"{meta_path}: unreadable ({err}); refusing to add to it") from err
-    if not isinstance(found, dict) or found.get("format") != SAMPLES_FORMAT:
-        raise SpaceError(f"{meta_path} is not a repghost sampling directory (format {SAMPLES_FORMAT!r})")
+    found = read_format_json(meta_path, SAMPLES_FORMAT, SpaceError, "repghost sampling directory's space file")
     space.check_fingerprint(found, str(out_dir))
     if found.get("timing") != settings.identity():
         raise SpaceError(f"{out_dir} holds timings with {found.get('timing')}, not {settings.identity()}; "
@@ -102,12 +97,7 @@ def directory_space(out_dir: str | os.PathLike) -> ArchSpace:
     meta_path = Path(out_dir) / META_FILE
     if not meta_path.is_file():
         raise SpaceError(f"{out_dir} is not a sampling directory (no {META_FILE})")
-    try:
-        found = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SpaceError(f"{meta_path}: unreadable ({err})") from err
-    if not isinstance(found, dict) or found.get("format") != SAMPLES_FORMAT:
-        raise SpaceError(f"{meta_path} is not a repghost sampling directory (format {SAMPLES_FORMAT!r})")
+    found = read_format_json(meta_path, SAMPLES_FORMAT, SpaceError, "repghost sampling directory's space file")
     return get_space(str(found.get("space")))
 
 
