@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..limits import Number
 from ..names import DETECTORS, MODEL_NAMES
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class DataConfig:
 
 
 LR_SCHEDULES = ("step", "cosine")
+EMA_DECAY = Number(float, 0.0, 0.9999)  # 0: no EMA
+BN_MOMENTUM = Number(float, 0.0, 1.0, exclusive=True)
 #: Base learning rate per 16 images (the 1× recipes' 8 GPUs × 2); scaled linearly with the batch.
 BASE_LR_PER_16 = {"retinanet": 0.01, "maskrcnn": 0.02, "ssdlite": 0.01}
 
@@ -144,10 +147,10 @@ class DetTrainConfig:
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.bn_momentum is not None and not 0.0 < self.bn_momentum <= 1.0:
-            raise ValueError(f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
+        for name, limit in (("ema_decay", EMA_DECAY), ("bn_momentum", BN_MOMENTUM)):
+            problem = getattr(self, name) is not None and limit.problem(getattr(self, name))
+            if problem:
+                raise ValueError(f"{name}: {problem}")
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
