@@ -83,8 +83,7 @@ def _timing_args(p, warmup: int, runs: int, threads: bool = True) -> None:
 
 
 def add_study(sub) -> None:
-    from ..detection.config import BENCHMARK_RECIPE
-    from ..detection.synthetic import BENCHMARK_SIZES
+    from ..detection.config import BENCHMARK_RECIPE, BENCHMARK_SIZES
     from ..names import ORT_OPT_LEVELS, RESNET_RATIOS, RUNTIMES
     from ..study import figure1
     from ..study.ablation import VARIANTS

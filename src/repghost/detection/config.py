@@ -170,6 +170,15 @@ TrainConfig = DetTrainConfig
 #: The built-in synthetic set's CPU-friendly recipe: used for every option left unset without ``--data``.
 SYNTHETIC_DEFAULTS = dict(backbone="repghostnet_050", fpn_channels=64, min_size=128, max_size=128, batch_size=8,
                           epochs=24, lr_steps=(23,), lr=0.05, warmup_iters=50, clip_grad=10.0)
+#: The detection benchmark's sizes (:func:`repghost.detection.synthetic.make_detection_benchmark`): 128² images
+#: of the default set's shapes. Sized for a 1-thread CPU: a stand-alone run of :data:`BENCHMARK_RECIPE`
+#: (2048 images × 4 epochs = 1024 steps, then one pass over ``test``) takes ~4 min on an idle core and
+#: ≤ ~15 min on a loaded one, no more than the default set's 24 epochs, so the later studies (≥ 17
+#: architectures × 2 seeds, several searches' results × 3 seeds) fit resumable pieces on a 2-core machine.
+#: ``train`` is 8× the default set (more images, fewer epochs: less over-fitting, less seed noise);
+#: ``search`` is small because a search scores on it many times; ``test`` is larger because it is
+#: touched once per run and its size bounds how noisy one run's AP is (~1,260 objects).
+BENCHMARK_SIZES = dict(num_train=2048, num_search=256, num_test=512, image_size=128)
 #: The detection benchmark's stand-alone recipe (:func:`benchmark_train_config`; the benchmark is
 #: :func:`repghost.detection.synthetic.make_detection_benchmark`): SSDLite at 128², trained from scratch on the
 #: ``train`` split and evaluated once, at the end, on ``test``. Built for a seed-to-seed spread small enough to

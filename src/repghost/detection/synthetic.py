@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from ..io import atomic_path, atomic_write_json
 from ..progress import progress
+from .config import BENCHMARK_SIZES
 
 CATEGORIES = [
     {"id": 1, "name": "rectangle", "supercategory": "shape"},
@@ -159,14 +160,7 @@ BENCHMARK_SPLITS = ("train", "search", "test")
 #: Bumped whenever the generator's output changes, so an older benchmark directory is regenerated.
 BENCHMARK_VERSION = 1
 _BENCHMARK_MANIFEST = "benchmark.json"
-#: The benchmark's sizes. 128² images, the default set's shapes and objects. Sized for a 1-thread CPU:
-#: a stand-alone SSDLite run of the benchmark recipe (``repghost.detection.config.BENCHMARK_RECIPE``)
-#: trains on ``train`` in about the time the default set's 24 epochs took and evaluates ``test`` once,
-#: so a study of ~20 architectures × 2–3 seeds fits a few sessions of a 2-core machine. ``train`` is 8× the
-#: default set (fewer epochs over more images: less over-fitting, less seed noise); ``search`` is small
-#: because a search scores on it many times; ``test`` is larger because it is touched once per run and
-#: its size sets how noisy a run's AP is as an estimate of the architecture's (~1,300 objects).
-BENCHMARK_SIZES = dict(num_train=2048, num_search=256, num_test=512, image_size=128)
+
 
 
 def benchmark_params(num_train: int = BENCHMARK_SIZES["num_train"], num_search: int = BENCHMARK_SIZES["num_search"],

@@ -127,9 +127,9 @@ def plan(out: str | Path, architectures: Sequence[str], seeds: Sequence[int], be
          benchmark_sizes: dict | None = None, **overrides) -> Plan:
     """Check everything and list the runs before any work. ``benchmark_sizes``: the benchmark's
     ``num_train`` / ``num_search`` / ``num_test`` / ``image_size`` (default
-    :data:`~repghost.detection.synthetic.BENCHMARK_SIZES`); the detector's input follows ``image_size``."""
-    from ..detection.config import benchmark_train_config
-    from ..detection.synthetic import BENCHMARK_SIZES, benchmark_params
+    :data:`~repghost.detection.config.BENCHMARK_SIZES`); the detector's input follows ``image_size``."""
+    from ..detection.config import BENCHMARK_SIZES, benchmark_train_config
+    from ..detection.synthetic import benchmark_params
 
     archs = resolve_architectures(architectures)
     seeds = check_seeds(seeds)
