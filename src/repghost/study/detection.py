@@ -199,7 +199,7 @@ class LastMap(nn.Module):
 
 def ssdlite_body(backbone: str):
     """The deploy-form SSDLite body of ``backbone`` (maps at strides 16 and 32), as timed here."""
-    from .. import create_model
+    from ..models import create_model
     from ..reparam import reparameterize
 
     return LastMap(reparameterize(create_model(backbone, features_only=True, out_indices=(3, 4)).eval())).eval()
