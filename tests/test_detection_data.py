@@ -9,7 +9,13 @@ import torch
 from PIL import Image
 
 from repghost.detection.data import CocoDetection, DetectionDataError
-from repghost.detection.synthetic import annotation_path, image_dir, make_synthetic_coco
+from repghost.detection.synthetic import (
+    BENCHMARK_SPLITS,
+    annotation_path,
+    image_dir,
+    make_detection_benchmark,
+    make_synthetic_coco,
+)
 
 
 def digest(root) -> str:
@@ -166,3 +172,64 @@ def test_horizontal_flip_moves_boxes_with_pixels(tmp_path):
         assert torch.equal(target["masks"][0].bool(), img[0] > 0.5)
         seen.add(x1)
     assert seen == {2, 24}  # both orientations happened
+
+
+# -- the detection benchmark ----------------------------------------------------------------------
+TINY_BENCH = dict(num_train=6, num_search=3, num_test=4, image_size=64, min_object=12, max_object=28)
+
+
+def split_pixels(root, split) -> list[bytes]:
+    return [hashlib.sha256(np.asarray(Image.open(p)).tobytes()).digest()
+            for p in sorted(image_dir(root, split).glob("*.png"))]
+
+
+def test_benchmark_splits_are_disjoint_deterministic_and_independent(tmp_path):
+    a = make_detection_benchmark(tmp_path / "a", seed=3, **TINY_BENCH)
+    b = make_detection_benchmark(tmp_path / "b", seed=3, **TINY_BENCH)
+    assert digest(a) == digest(b)
+    assert digest(make_detection_benchmark(tmp_path / "c", seed=4, **TINY_BENCH)) != digest(a)
+    pixels = {split: split_pixels(a, split) for split in BENCHMARK_SPLITS}
+    assert [len(pixels[s]) for s in BENCHMARK_SPLITS] == [6, 3, 4]
+    every = [h for split in BENCHMARK_SPLITS for h in pixels[split]]
+    assert len(set(every)) == len(every)  # no image twice, within or across splits
+    for split, count in zip(BENCHMARK_SPLITS, (6, 3, 4), strict=True):
+        dataset = CocoDetection(annotation_path(a, split), image_dir(a, split))
+        assert len(dataset) == count and dataset.num_classes == 4
+    # A split is the same whatever the other splits' sizes: a larger train set leaves test untouched.
+    bigger = make_detection_benchmark(tmp_path / "d", seed=3, **{**TINY_BENCH, "num_train": 9})
+    assert split_pixels(bigger, "test") == pixels["test"]
+    assert split_pixels(bigger, "train")[:6] == pixels["train"]
+    assert annotation_path(bigger, "test").read_bytes() != annotation_path(a, "test").read_bytes()  # ann ids move
+
+
+def test_benchmark_reuses_regenerates_another_version_and_refuses_other_files(tmp_path, monkeypatch):
+    root = make_detection_benchmark(tmp_path / "b", **TINY_BENCH)
+    stamp = annotation_path(root, "train").stat().st_mtime_ns
+    make_detection_benchmark(root, **TINY_BENCH)  # the same: reused as is
+    assert annotation_path(root, "train").stat().st_mtime_ns == stamp
+
+    make_detection_benchmark(root, **{**TINY_BENCH, "num_train": 4})  # another version: cleared, no stale image
+    assert len(list(image_dir(root, "train").glob("*.png"))) == 4
+    assert digest(root) == digest(make_detection_benchmark(tmp_path / "fresh", **{**TINY_BENCH, "num_train": 4}))
+
+    # A generation cut short is recognized as the benchmark's own and regenerated whole.
+    from repghost.detection import synthetic
+
+    real = synthetic._write_split
+    monkeypatch.setattr(synthetic, "_write_split", lambda root, split, *a: (_ for _ in ()).throw(KeyboardInterrupt)
+                        if split == "test" else real(root, split, *a))
+    with pytest.raises(KeyboardInterrupt):
+        make_detection_benchmark(tmp_path / "cut", **TINY_BENCH)
+    monkeypatch.setattr(synthetic, "_write_split", real)
+    assert digest(make_detection_benchmark(tmp_path / "cut", **TINY_BENCH)) == digest(
+        make_detection_benchmark(tmp_path / "whole", **TINY_BENCH))
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no detection benchmark"):
+        make_detection_benchmark(other, **TINY_BENCH)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    with pytest.raises(ValueError, match="every split needs"):
+        make_detection_benchmark(tmp_path / "bad", **{**TINY_BENCH, "num_test": 0})
+    assert not (tmp_path / "bad").exists()

@@ -233,3 +233,70 @@ def test_ctrl_c_saves_the_partial_epoch_in_one_line_and_resume_continues_from_th
         assert cut.keys() == whole.keys()
         for name in cut.keys() - {"seconds"}:
             assert cut[name] == pytest.approx(whole[name], rel=1e-4, abs=1e-4), name
+
+
+# -- the benchmark recipe's levers: cosine schedule, EMA of the weights, one BN momentum ---------------------
+EMA = dict(TINY, lr_schedule="cosine", ema_decay=0.5, bn_momentum=0.2, eval_every=0)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from repghost.detection.config import learning_rate
+
+    config = make_train_config(output="unused", **dict(EMA, warmup_iters=10))
+    lrs = [learning_rate(config, 0.1, 0, step, 100) for step in range(100)]
+    assert lrs[9] == pytest.approx(0.1) and lrs[0] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False)) and lrs[-1] < 1e-4
+    with pytest.raises(ValueError, match="total iterations"):
+        learning_rate(config, 0.1, 0, 5)
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(lr_schedule="linear"), "unknown lr schedule"),
+    (dict(ema_decay=1.0), "ema_decay"),
+    (dict(ema_decay=-0.1), "ema_decay"),
+    (dict(bn_momentum=0.0), "bn_momentum"),
+    (dict(bn_momentum=1.5), "bn_momentum"),
+])
+def test_bad_schedule_settings_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        make_train_config(output="unused", **dict(TINY, **options))
+
+
+def test_ema_weights_are_saved_evaluated_loaded_and_resumed_exactly(synthetic_dir, tmp_path, monkeypatch):
+    scored = []
+    real_evaluate = engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", lambda model, *a, **k: scored.append(model) or real_evaluate(model, *a,
+                                                                                                         **k))
+    whole = tmp_path / "whole"
+    metrics = train_detector(make_train_config(**dict(EMA, output=str(whole), synthetic_dir=synthetic_dir)))
+    state = torch.load(whole / "last.pt", weights_only=True)
+    assert state["ema"] is not None
+    assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"] if k.endswith("weight"))
+    # What was evaluated is the EMA, every BN layer at the recipe's momentum; det-eval loads the same weights.
+    (model,) = scored
+    ema_state = model.state_dict()
+    assert all(torch.equal(ema_state[k].cpu(), v) for k, v in state["ema"].items())
+    momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {0.2}
+    loaded, _ = load_detector(whole / "last.pt")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state["ema"].items())
+    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    again = engine.evaluate_checkpoint(whole / "last.pt", workers=0, output=tmp_path / "eval.json")
+    assert again["bbox"] == metrics["bbox"]
+
+    cut = dict(EMA, output=str(tmp_path / "cut"), synthetic_dir=synthetic_dir)
+    real_epoch = engine._train_one_epoch
+
+    def interrupted(*args, **kwargs):
+        if args[7] == 1:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(make_train_config(**cut))
+    monkeypatch.setattr(engine, "_train_one_epoch", real_epoch)
+    train_detector(make_train_config(**cut, resume=True))
+    resumed = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    for key, value in state["ema"].items():
+        torch.testing.assert_close(resumed["ema"][key], value, rtol=1e-5, atol=1e-6, msg=key)

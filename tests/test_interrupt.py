@@ -97,6 +97,11 @@ INVOCATIONS = {
                                            "--seeds", "0", "--variants", "bn", "--epochs", "1", "--batch-size", "4",
                                            "--runtime", "eager", "--latency-size", "32", "--warmup", "0", "--runs",
                                            "2", "--out", str(out)],
+    ("study", "detection"): lambda i, out: ["study", "detection", "--archs", "repghostnet_050", "--seeds", "0",
+                                            "--train-images", "4", "--search-images", "1", "--test-images", "2",
+                                            "--image-size", "64", "--epochs", "1", "--batch-size", "2", "--workers",
+                                            "0", "--runtime", "eager", "--latency-size", "32", "--warmup", "0",
+                                            "--runs", "2", "--out", str(out)],
     ("study", "figure1"): lambda i, out: ["study", "figure1", "--models", "repghostnet_050", "ghostnet_050",
                                           "--runtime", "eager", "--img-size", "32", "--warmup", "0", "--runs", "2",
                                           "--out", str(out)],
@@ -240,20 +245,21 @@ def test_ctrl_c_at_a_random_point_stops_cleanly(command, inputs, scratch, tmp_pa
         assert code == 130, context
         assert_one_interrupt_line(err, context)
         line = next(line for line in err.splitlines() if "interrupt" in line)
-        # Only a training loop's own handler (train, det-train, search, study ablation's runs) words it otherwise.
+        # Only a training loop's own handler (train, det-train, search, the studies' runs) words it otherwise.
         assert line.startswith(f"repghost {' '.join(command)}: interrupted") or command in IN_LOOP_COMMANDS, context
         assert scratch_entries(scratch) == [], context
         if out.exists():
             assert_complete(out)
 
 
-IN_LOOP_COMMANDS = {("train",), ("det-train",), ("search",), ("study", "ablation")}
+IN_LOOP_COMMANDS = {("train",), ("det-train",), ("search",), ("study", "ablation"), ("study", "detection")}
 #: Commands that stop at a safe point themselves: Ctrl-C in their loop, at the first call of the named function.
 IN_LOOP = [
     pytest.param(("search",), "train_weights", id="search"),
     pytest.param(("train",), "_train_step", id="train"),
     pytest.param(("det-train",), "_train_step", id="det-train"),
     pytest.param(("study", "ablation"), "_train_step", id="study ablation"),
+    pytest.param(("study", "detection"), "_train_step", id="study detection"),
 ]
 
 

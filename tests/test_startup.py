@@ -28,7 +28,8 @@ LIGHT_COMMANDS = [
     (["costmodel", "sample", "--help"], 0), (["costmodel", "fit", "--help"], 0), (["search", "--help"], 0),
     (["search"], 2), (["study", "res50", "--help"], 0), (["study", "ablation", "--help"], 0),
     (["study", "figure1", "--help"], 0), (["study", "concat-add", "--help"], 0),
-    (["study", "figure1", "--runs", "0"], 2),
+    (["study", "figure1", "--runs", "0"], 2), (["study", "detection", "--help"], 0),
+    (["study", "detection", "--archs", "repghostnet_050", "--seeds", "-1"], 2),
 ]
 
 _PROBE = """

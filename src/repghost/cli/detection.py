@@ -43,7 +43,16 @@ def _default(name: str, coco_value) -> str:
 
 
 def add_det_train(sub) -> None:
-    from ..detection.config import DEFAULT_SIZES, SYNTHETIC_DEFAULTS, DataConfig, DetectorConfig, TrainConfig
+    from ..detection.config import (
+        BN_MOMENTUM,
+        DEFAULT_SIZES,
+        EMA_DECAY,
+        LR_SCHEDULES,
+        SYNTHETIC_DEFAULTS,
+        DataConfig,
+        DetectorConfig,
+        TrainConfig,
+    )
     from ..names import DETECTORS
 
     p = sub.add_parser(
@@ -107,6 +116,13 @@ def add_det_train(sub) -> None:
                    help="linear warm-up iterations " + _default("warmup_iters", defaults.warmup_iters))
     g.add_argument("--batch-size", type=COUNT, default=None,
                    help="images per process " + _default("batch_size", defaults.batch_size))
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
+                   help="step: x0.1 at --lr-steps; cosine: to 0 at the last step (--lr-steps unused)")
+    g.add_argument("--ema-decay", type=EMA_DECAY, default=defaults.ema_decay,
+                   help="EMA of the weights, evaluated and reported instead of the raw weights (0: none; the "
+                        "decay ramps up from 0 as timm's warm-up does)")
+    g.add_argument("--bn-momentum", type=BN_MOMENTUM, default=None,
+                   help="running-statistics momentum of every BN layer (default: each layer's own)")
     g.add_argument("--clip-grad", type=POSITIVE, default=None,
                    help="clip the gradient norm to this " + _default("clip_grad", defaults.clip_grad))
     g = p.add_argument_group("run")

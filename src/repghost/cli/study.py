@@ -1,11 +1,11 @@
-"""`repghost study res50 | ablation | figure1 | concat-add`: the paper's experiments on this machine."""
+"""`repghost study res50 | ablation | detection | figure1 | concat-add`: the paper's experiments on this machine."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 
-from .args import COUNT, COUNT0, POSITIVE, data_root, output_dir
+from .args import COUNT, COUNT0, POSITIVE, Number, data_root, output_dir
 from .errors import usage_errors
 
 
@@ -42,6 +42,19 @@ def _cmd_ablation(args) -> int:
                   threads=args.threads, warmup=args.warmup, runs=args.runs, progress=_progress(), **overrides)
 
 
+def _cmd_detection(args) -> int:
+    from ..study import detection
+
+    overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size,
+                                       workers=args.workers).items() if v is not None}
+    sizes = dict(num_train=args.train_images, num_search=args.search_images, num_test=args.test_images,
+                 image_size=args.image_size)
+    return report(detection.run, args.out, out=args.out, architectures=args.archs, seeds=args.seeds,
+                  benchmark=args.benchmark, benchmark_sizes=sizes, runtime=args.runtime,
+                  latency_size=args.latency_size,
+                  threads=args.threads, warmup=args.warmup, runs=args.runs, progress=_progress(), **overrides)
+
+
 def _cmd_figure1(args) -> int:
     from ..study import figure1
 
@@ -65,11 +78,13 @@ def _timing_args(p, warmup: int, runs: int, threads: bool = True) -> None:
 
 
 def add_study(sub) -> None:
+    from ..detection.config import BENCHMARK_RECIPE, BENCHMARK_SIZES
     from ..names import ORT_OPT_LEVELS, RESNET_RATIOS, RUNTIMES
     from ..study import figure1
     from ..study.ablation import VARIANTS
 
-    p = sub.add_parser("study", help="the paper's experiments on this machine (res50, ablation, figure1, concat-add)",
+    p = sub.add_parser("study", help="the paper's experiments on this machine (res50, ablation, detection, figure1, "
+                                     "concat-add)",
                        description="Each study prints a Markdown table with the paper's claims answered, and "
                                    "writes <study>.md, .json, .csv and a PNG to --out.")
     studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
@@ -106,6 +121,43 @@ def add_study(sub) -> None:
     s.add_argument("--latency-size", type=COUNT, default=224, help="input size for latency (default 224)")
     _timing_args(s, warmup=5, runs=30)
     s.set_defaults(func=_cmd_ablation)
+
+    s = studies.add_parser("detection", help="SSDLite architectures × seeds on the detection benchmark: test AP "
+                                             "mean ± SE and latency",
+                           description="Train each architecture (a registered backbone or a searched architecture's "
+                                       "file) once per seed with the detection benchmark's recipe ("
+                                       + ", ".join(f"{k} {v}" for k, v in BENCHMARK_RECIPE.items()
+                                                   if k not in ("workers", "eval_every"))
+                                       + "), evaluate each run once on the benchmark's test split, and time every "
+                                       "architecture's SSDLite body in one interleaved run. Prints test AP mean ± "
+                                       "SE per architecture. Runs live in OUT/runs/; running the same command "
+                                       "again resumes the interrupted run and skips finished ones. Exit codes: "
+                                       "0 done, 2 bad arguments, 1 failed, 130 interrupted.")
+    s.add_argument("--archs", nargs="+", required=True, metavar="ARCH",
+                   help="backbones: registered names (repghostnet_050, mobiledet_cpu, ...) or searched "
+                        "architectures' JSON files")
+    s.add_argument("--seeds", nargs="+", type=COUNT0, default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    s.add_argument("--benchmark", default=None, type=output_dir,
+                   help="where the detection benchmark is (generated there if missing; default OUT/benchmark)")
+    s.add_argument("--train-images", type=COUNT, default=BENCHMARK_SIZES["num_train"],
+                   help=f"benchmark train split size (default {BENCHMARK_SIZES['num_train']})")
+    s.add_argument("--search-images", type=COUNT, default=BENCHMARK_SIZES["num_search"],
+                   help=f"benchmark search-validation split size (default {BENCHMARK_SIZES['num_search']})")
+    s.add_argument("--test-images", type=COUNT, default=BENCHMARK_SIZES["num_test"],
+                   help=f"benchmark test split size (default {BENCHMARK_SIZES['num_test']})")
+    s.add_argument("--image-size", type=Number(int, 32), default=BENCHMARK_SIZES["image_size"],
+                   help=f"benchmark image size, square; the detector's input too (default "
+                        f"{BENCHMARK_SIZES['image_size']})")
+    s.add_argument("--epochs", type=COUNT, default=None,
+                   help=f"override the recipe's epochs (default {BENCHMARK_RECIPE['epochs']})")
+    s.add_argument("--batch-size", type=COUNT, default=None,
+                   help=f"override the recipe's batch size (default {BENCHMARK_RECIPE['batch_size']})")
+    s.add_argument("--workers", type=COUNT0, default=None,
+                   help=f"data loader workers (default {BENCHMARK_RECIPE['workers']})")
+    s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="latency runtime (default onnxruntime)")
+    s.add_argument("--latency-size", type=COUNT, default=320, help="input size for latency (default 320)")
+    _timing_args(s, warmup=10, runs=50)
+    s.set_defaults(func=_cmd_detection)
 
     s = studies.add_parser("figure1", help="accuracy–latency figure: RepGhostNet, GhostNet, MobileNetV3",
                            description="The paper's Fig. 1 with latency measured here (batch 1, deploy form) "

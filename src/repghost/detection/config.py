@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..limits import Number
 from ..names import DETECTORS, MODEL_NAMES
 
 if TYPE_CHECKING:
@@ -107,6 +108,9 @@ class DataConfig:
                              skip_missing_images=self.skip_missing_images)
 
 
+LR_SCHEDULES = ("step", "cosine")
+EMA_DECAY = Number(float, 0.0, 0.9999)  # 0: no EMA
+BN_MOMENTUM = Number(float, 0.0, 1.0, exclusive=True)
 #: Base learning rate per 16 images (the 1× recipes' 8 GPUs × 2); scaled linearly with the batch.
 BASE_LR_PER_16 = {"retinanet": 0.01, "maskrcnn": 0.02, "ssdlite": 0.01}
 
@@ -136,11 +140,27 @@ class DetTrainConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     eval_every: int = 1
     resume: bool = False
+    lr_schedule: str = "step"  # "step": × lr_gamma at lr_steps; "cosine": to 0 at the last step (lr_steps unused)
+    ema_decay: float = 0.0  # EMA of the weights (0: none); when on, the EMA weights are evaluated and reported
+    bn_momentum: float | None = None  # every BN layer's running-stat momentum (None: each layer's own)
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+        for name, limit in (("ema_decay", EMA_DECAY), ("bn_momentum", BN_MOMENTUM)):
+            problem = getattr(self, name) is not None and limit.problem(getattr(self, name))
+            if problem:
+                raise ValueError(f"{name}: {problem}")
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
         values["lr_steps"] = list(self.lr_steps)
         return values
+
+
+DETECTOR_FIELDS = frozenset(f.name for f in dataclasses.fields(DetectorConfig))
+#: The benchmark's shapes (rectangle, ellipse, triangle) + background; the trainer sets it from the data too.
+BENCHMARK_CLASSES = 4
 
 
 #: The old name, kept importable (``repghost.train.TrainConfig`` is the classification trainer's).
@@ -150,6 +170,25 @@ TrainConfig = DetTrainConfig
 #: The built-in synthetic set's CPU-friendly recipe: used for every option left unset without ``--data``.
 SYNTHETIC_DEFAULTS = dict(backbone="repghostnet_050", fpn_channels=64, min_size=128, max_size=128, batch_size=8,
                           epochs=24, lr_steps=(23,), lr=0.05, warmup_iters=50, clip_grad=10.0)
+#: The detection benchmark's sizes (:func:`repghost.detection.synthetic.make_detection_benchmark`): 128² images
+#: of the default set's shapes. Sized for a 1-thread CPU: a stand-alone run of :data:`BENCHMARK_RECIPE`
+#: (2048 images × 4 epochs = 1024 steps, then one pass over ``test``) takes ~4 min on an idle core and
+#: ≤ ~15 min on a loaded one, no more than the default set's 24 epochs, so the later studies (≥ 17
+#: architectures × 2 seeds, several searches' results × 3 seeds) fit resumable pieces on a 2-core machine.
+#: ``train`` is 8× the default set (more images, fewer epochs: less over-fitting, less seed noise);
+#: ``search`` is small because a search scores on it many times; ``test`` is larger because it is
+#: touched once per run and its size bounds how noisy one run's AP is (~1,260 objects).
+BENCHMARK_SIZES = dict(num_train=2048, num_search=256, num_test=512, image_size=128)
+#: The detection benchmark's stand-alone recipe (:func:`benchmark_train_config`; the benchmark is
+#: :func:`repghost.detection.synthetic.make_detection_benchmark`): SSDLite at 128², trained from scratch on the
+#: ``train`` split and evaluated once, at the end, on ``test``. Aimed at a seed-to-seed spread small enough to
+#: compare architectures (the synthetic recipe's AP ranged 12–30 for MobileDet-CPU and 30–55 for RepGhostNet
+#: 0.5× over 4 seeds): a cosine decay to 0 (the last weights are not those of a high learning rate) and an EMA
+#: of the weights. Measured (benchmarks/README.md, "Detection benchmark"): seed SD 14.2 AP (RepGhostNet 0.5×)
+#: and 9.7 (MobileDet-CPU) over 3 seeds, not yet the ≤ 3 AP aimed at: 1024 steps end mid-descent.
+BENCHMARK_RECIPE = dict(model="ssdlite", min_size=128, max_size=128, batch_size=8, epochs=4,
+                        lr=0.05, lr_schedule="cosine", warmup_iters=100, clip_grad=10.0, ema_decay=0.998,
+                        bn_momentum=None, eval_every=0, workers=1)
 #: The paper's COCO setting, for every option left unset with ``--data``.
 COCO_DEFAULTS = dict(backbone="repghostnet_100", fpn_channels=256)
 
@@ -172,10 +211,16 @@ def make_train_config(output: str, model: str = "retinanet", data: str | None = 
 
 
 # -- schedule -----------------------------------------------------------------------------------
-def learning_rate(config: DetTrainConfig, base_lr: float, epoch: int, iteration: int) -> float:
-    """Step decay at ``lr_steps`` (epochs) after a linear warm-up over the first ``warmup_iters``."""
-    from ..run import step_decay  # the shared schedule; imported here so the config stays light
+def learning_rate(config: DetTrainConfig, base_lr: float, epoch: int, iteration: int,
+                  total_iters: int | None = None) -> float:
+    """After a linear warm-up over the first ``warmup_iters``: step decay at ``lr_steps`` (epochs), or
+    (``lr_schedule="cosine"``) a cosine to 0 at ``total_iters``."""
+    from ..run import step_decay, warmup_cosine  # the shared schedules; imported here so the config stays light
 
+    if config.lr_schedule == "cosine":
+        if total_iters is None:
+            raise ValueError("the cosine schedule needs the run's total iterations")
+        return warmup_cosine(base_lr, iteration, config.warmup_iters, total_iters)
     return step_decay(base_lr, epoch, config.lr_steps, config.lr_gamma, iteration, config.warmup_iters,
                       config.warmup_factor)
 
@@ -184,3 +229,20 @@ def base_learning_rate(config: DetTrainConfig, world_size: int) -> float:
     if config.lr is not None:
         return config.lr
     return BASE_LR_PER_16[config.detector.model] * config.batch_size * world_size / 16
+
+
+def benchmark_train_config(output: str, backbone: str, benchmark: str | Path, seed: int = 0,
+                           eval_split: str = "test", **overrides) -> DetTrainConfig:
+    """The :data:`BENCHMARK_RECIPE` run of ``backbone`` (a registered name or a searched architecture) on the
+    detection benchmark at ``benchmark``, trained on its ``train`` split and evaluated on ``eval_split``
+    (``test`` for a comparison's numbers; ``search`` for anything that chooses between architectures or
+    settings). ``overrides`` change recipe entries (e.g. ``epochs``, ``threads``)."""
+    values = {**BENCHMARK_RECIPE, **overrides}
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(DetTrainConfig)}
+                     - {f.name for f in dataclasses.fields(DetectorConfig)})
+    if unknown:
+        raise ValueError(f"unknown recipe entries: {', '.join(unknown)}")
+    detector = DetectorConfig(backbone=backbone, num_classes=BENCHMARK_CLASSES,
+                              **{k: values.pop(k) for k in list(values) if k in DETECTOR_FIELDS})
+    data = DataConfig(root=str(benchmark), train_split="train", val_split=eval_split)
+    return DetTrainConfig(output=output, detector=detector, data=data, seed=seed, **values)

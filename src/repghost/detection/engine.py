@@ -110,7 +110,7 @@ class EpochProgress:
 
 def _train_one_epoch(model, optimizer, scaler, loader, config: DetTrainConfig, runtime: Runtime, base_lr: float,
                      epoch: int, use_amp: bool, done: EpochProgress, stop: StopFlag | None = None,
-                     on_step: Callable[[dict], None] | None = None) -> bool:
+                     on_step: Callable[[dict], None] | None = None, ema=None) -> bool:
     """Train the rest of ``epoch`` from ``done.step``, updating ``done``; ``False`` when ``stop`` cut it short."""
     model.train()
     steps_per_epoch = loader.sampler.num_samples // config.batch_size if loader.drop_last else \
@@ -136,7 +136,8 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: DetTrainConfig, r
                     return False
                 raise
             _train_step(model, optimizer, scaler, images, targets, unreadable, config, runtime, base_lr, epoch,
-                        epoch * steps_per_epoch + done.step, use_amp, done, bar)
+                        epoch * steps_per_epoch + done.step, config.epochs * steps_per_epoch, use_amp, done, bar,
+                        ema)
             done.step += 1
             done.seconds = time.time() - started
             bar.update()
@@ -148,8 +149,9 @@ def _train_one_epoch(model, optimizer, scaler, loader, config: DetTrainConfig, r
 
 
 def _train_step(model, optimizer, scaler, images, targets, unreadable, config: DetTrainConfig, runtime: Runtime,
-                base_lr: float, epoch: int, iteration: int, use_amp: bool, done: EpochProgress, bar) -> None:
-    lr = learning_rate(config, base_lr, epoch, iteration)
+                base_lr: float, epoch: int, iteration: int, total_iters: int, use_amp: bool, done: EpochProgress,
+                bar, ema=None) -> None:
+    lr = learning_rate(config, base_lr, epoch, iteration, total_iters)
     for group in optimizer.param_groups:
         group["lr"] = lr
     for path in unreadable:
@@ -173,6 +175,9 @@ def _train_step(model, optimizer, scaler, images, targets, unreadable, config: D
         nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
     scaler.step(optimizer)
     scaler.update()
+    if ema is not None:
+        ema.update(model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model,
+                   step=iteration + 1)
     for name, value in {"loss": loss, **losses}.items():
         done.sums[name] = done.sums.get(name, 0.0) + value.item()
     done.steps += 1
@@ -199,13 +204,15 @@ def _check_resumable(state: dict, config: DetTrainConfig, dataset: CocoDetection
     check_categories(state["categories"], dataset, str(path))
 
 
-def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | None = None) -> dict:
+def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | None = None,
+                   stop_note: str | None = None) -> dict:
     """Train per ``config``; returns the final COCO metrics (also in ``output/metrics.json``).
 
     Ctrl-C (SIGINT) or SIGTERM stops the run at the next step and saves a resumable ``last.pt``
     (a second one aborts at once); it then returns ``{"interrupted": True, "epoch": ..., "step": ...,
     "checkpoint": ...}`` instead of metrics. ``on_step({"epoch", "step", "global_step"})`` is called
-    after every optimizer step (progress hooks, tests).
+    after every optimizer step (progress hooks, tests). ``stop_note`` replaces the Ctrl-C line's hint on
+    how to go on (a study that runs this training says how to resume the study).
     """
     runtime = init_runtime(config.device)
     if config.threads:
@@ -225,6 +232,8 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
 
     torch.manual_seed(config.seed)
     model = build_detector(config.detector, pretrained=None if resume else config.pretrained).to(runtime.device)
+    if config.bn_momentum is not None:
+        set_bn_momentum(model, config.bn_momentum)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.0, momentum=config.momentum, weight_decay=config.weight_decay)
     use_amp = config.amp and runtime.device.type == "cuda"
@@ -238,6 +247,7 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
         if resume.get("progress", {}).get("step"):
             partial = EpochProgress(**resume["progress"])
         _log(runtime, f"resumed {out / 'last.pt'} at epoch {start_epoch + 1}, step {partial.step if partial else 0}")
+    ema = _make_ema(model, config, resume)
     train_model = model
     if runtime.world_size > 1:
         train_model = nn.parallel.DistributedDataParallel(
@@ -250,9 +260,11 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
     _log(runtime, f"{config.detector.model} on {config.detector.backbone}: {len(train_set)} train images, "
                   f"{len(train_loader)} steps/epoch × {config.epochs} epochs, base lr {base_lr:g}, "
                   f"{runtime.world_size} process(es) on {runtime.device}")
-    save = _saver(out, model, optimizer, scaler, config, train_set, runtime)
+    save = _saver(out, model, optimizer, scaler, config, train_set, runtime, ema)
+    scored = model if ema is None else ema.module  # the weights evaluated and reported
     # The one line Ctrl-C prints goes to stderr, from the main process.
-    stop = StopFlag(note=f"resume with the same det-train command and --resume (continues {out / 'last.pt'})",
+    stop = StopFlag(note=stop_note or f"resume with the same det-train command and --resume (continues "
+                                      f"{out / 'last.pt'})",
                     announce=lambda message: write(message, file=sys.stderr) if runtime.is_main else None)
     metrics = None
     with stop:
@@ -263,13 +275,13 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
                 done = partial
                 restore_rng(resume["rng"])  # where the interrupted epoch left the RNG
             if not _train_one_epoch(train_model, optimizer, scaler, train_loader, config, runtime, base_lr, epoch,
-                                    use_amp, done, stop, on_step):
+                                    use_amp, done, stop, on_step, ema):
                 save(epoch, history, done)
                 return {"interrupted": True, "epoch": epoch, "step": done.step, "checkpoint": str(out / "last.pt")}
             record = _epoch_record(epoch, done)
             last = epoch + 1 == config.epochs
             if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
-                metrics = evaluate(model, val_loader, runtime.device, use_amp, progress=runtime.is_main)
+                metrics = evaluate(scored, val_loader, runtime.device, use_amp, progress=runtime.is_main)
                 record["AP"] = metrics["bbox"]["AP"]
                 if "segm" in metrics:
                     record["mask_AP"] = metrics["segm"]["AP"]
@@ -282,7 +294,7 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
             if any_rank(stop.requested, runtime.info, runtime.device):
                 return {"interrupted": True, "epoch": epoch + 1, "step": 0, "checkpoint": str(out / "last.pt")}
     if metrics is None:  # nothing left to train (or epochs == 0): report the model as it is
-        metrics = evaluate(model, val_loader, runtime.device, use_amp, progress=runtime.is_main)
+        metrics = evaluate(scored, val_loader, runtime.device, use_amp, progress=runtime.is_main)
         save(max(start_epoch, config.epochs), history)
         if runtime.is_main:
             atomic_write_json(out / "metrics.json", {**metrics, "epoch": max(start_epoch, config.epochs)})
@@ -290,9 +302,30 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
     return metrics
 
 
-def _saver(out: Path, model, optimizer, scaler, config: DetTrainConfig, dataset, runtime: Runtime):
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """Give every BatchNorm layer of ``model`` this running-statistics momentum (PyTorch convention)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+
+
+def _make_ema(model: nn.Module, config: DetTrainConfig, resume: dict | None):
+    """The weights' EMA (timm's, with its warm-up: the decay ramps from 0 towards ``ema_decay``, so a short
+    run's average soon forgets the random initial weights), restored on resume; ``None`` without EMA."""
+    if not config.ema_decay:
+        return None
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True)
+    if resume is not None and resume.get("ema") is not None:
+        ema.module.load_state_dict(resume["ema"])
+    return ema
+
+
+def _saver(out: Path, model, optimizer, scaler, config: DetTrainConfig, dataset, runtime: Runtime, ema=None):
     """``save(epoch, history, progress=None)``: ``last.pt`` (rank 0) after ``epoch`` whole epochs and,
-    mid-epoch, ``progress`` steps into the next; ``history.json`` beside it."""
+    mid-epoch, ``progress`` steps into the next; ``history.json`` beside it. With EMA, ``ema`` holds the
+    averaged weights (what the run evaluates and what :func:`load_detector` loads)."""
     def save(epoch: int, history: list, done: EpochProgress | None = None) -> None:
         if not runtime.is_main:
             return
@@ -301,6 +334,7 @@ def _saver(out: Path, model, optimizer, scaler, config: DetTrainConfig, dataset,
             "categories": categories_of(dataset), "epoch": epoch, "history": history,
             "progress": dataclasses.asdict(done or EpochProgress()), "rng": capture_rng(),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "ema": None if ema is None else {k: v.detach().cpu() for k, v in ema.module.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
         }, out / "last.pt")
         atomic_write_json(out / "history.json", history)

@@ -58,11 +58,12 @@ def save_detector(model: nn.Module, path: str | os.PathLike, categories: list[di
 
 
 def load_detector(path: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """Rebuild the detector saved in ``path`` (train or deploy form) in eval mode, and the checkpoint dict."""
+    """Rebuild the detector saved in ``path`` (train or deploy form) in eval mode, and the checkpoint dict.
+    A run trained with an EMA of its weights loads the EMA weights: the ones it evaluated and reported."""
     state = read_detector_checkpoint(path)
     model = build_detector(DetectorConfig.from_dict(state["detector"]))
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("ema") or state["model"])
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit its own detector config: {err}") from None
     return model.eval(), state

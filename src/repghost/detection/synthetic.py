@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from ..io import atomic_path, atomic_write_json
 from ..progress import progress
+from .config import BENCHMARK_SIZES
 
 CATEGORIES = [
     {"id": 1, "name": "rectangle", "supercategory": "shape"},
@@ -92,14 +95,16 @@ def _make_image(rng: np.random.Generator, size: int, max_objects: int, min_obj: 
     return Image.fromarray(image.astype(np.uint8)), objects
 
 
-def _write_split(root: Path, split: str, count: int, size: int, rng: np.random.Generator,
+def _write_split(root: Path, split: str, count: int, size: int, image_rng: Callable[[int], np.random.Generator],
                  max_objects: int, min_obj: int, max_obj: int, first_ann_id: int) -> int:
+    """Write ``count`` images of ``split`` (image ``i`` drawn from ``image_rng(i)``) and its annotations;
+    returns the next free annotation id."""
     out_dir = image_dir(root, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     images, annotations, ann_id = [], [], first_ann_id
     for index in progress(range(count), desc=f"synthetic {split}", leave=False, line=True, enabled=count >= 200,
                           unit="img"):
-        image, objects = _make_image(rng, size, max_objects, min_obj, max_obj)
+        image, objects = _make_image(image_rng(index), size, max_objects, min_obj, max_obj)
         file_name = f"{index:06d}.png"
         with atomic_path(out_dir / file_name) as staged:  # Ctrl-C leaves no cut image behind
             image.save(staged, format="PNG")
@@ -141,7 +146,75 @@ def make_synthetic_coco(root: str | os.PathLike, num_train: int = 256, num_val: 
     manifest.unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
     next_id = 1
-    for split, count in zip(SPLITS, (num_train, num_val), strict=True):
-        next_id = _write_split(root, split, count, image_size, rng, max_objects, min_object, max_object, next_id)
+    for split, count in zip(SPLITS, (num_train, num_val), strict=True):  # one stream through both splits
+        next_id = _write_split(root, split, count, image_size, lambda _index: rng, max_objects, min_object,
+                               max_object, next_id)
     atomic_write_json(manifest, params, indent=None)  # last: a half-written dataset is never reused
+    return root
+
+
+# -- the detection benchmark ------------------------------------------------------------------
+#: The benchmark's splits: ``train``; ``search``, the held-out split a search may score architectures on;
+#: ``test``, which only final comparisons touch (a study's reported AP).
+BENCHMARK_SPLITS = ("train", "search", "test")
+#: Bumped whenever the generator's output changes, so an older benchmark directory is regenerated.
+BENCHMARK_VERSION = 1
+_BENCHMARK_MANIFEST = "benchmark.json"
+
+
+
+def benchmark_params(num_train: int = BENCHMARK_SIZES["num_train"], num_search: int = BENCHMARK_SIZES["num_search"],
+                     num_test: int = BENCHMARK_SIZES["num_test"], image_size: int = BENCHMARK_SIZES["image_size"],
+                     seed: int = 0, max_objects: int = 4, min_object: int = 16, max_object: int = 56) -> dict:
+    """What defines a benchmark (the generator's version included), checked: its manifest records this."""
+    if min(num_train, num_search, num_test) < 1:
+        raise ValueError(f"every split needs ≥ 1 image, got train {num_train}, search {num_search}, test {num_test}")
+    if not 4 <= min_object <= max_object < image_size:
+        raise ValueError(f"need 4 ≤ min_object ≤ max_object < image_size, got {min_object}, {max_object}, "
+                         f"{image_size}")
+    return dict(version=BENCHMARK_VERSION, splits=dict(zip(BENCHMARK_SPLITS, (num_train, num_search, num_test),
+                                                            strict=True)),
+                image_size=image_size, seed=seed, max_objects=max_objects, min_object=min_object,
+                max_object=max_object)
+
+
+def _clear_benchmark(root: Path, recorded: dict) -> None:
+    """Remove what an earlier (other or unfinished) benchmark wrote under ``root``, and nothing else."""
+    for split in recorded.get("params", {}).get("splits", BENCHMARK_SPLITS):
+        shutil.rmtree(image_dir(root, split), ignore_errors=True)
+        annotation_path(root, split).unlink(missing_ok=True)
+
+
+def make_detection_benchmark(root: str | os.PathLike, num_train: int = BENCHMARK_SIZES["num_train"],
+                             num_search: int = BENCHMARK_SIZES["num_search"],
+                             num_test: int = BENCHMARK_SIZES["num_test"],
+                             image_size: int = BENCHMARK_SIZES["image_size"], seed: int = 0, max_objects: int = 4,
+                             min_object: int = 16, max_object: int = 56) -> Path:
+    """Write the detection benchmark under ``root`` (splits :data:`BENCHMARK_SPLITS`, COCO layout) and return it.
+
+    Image ``i`` of split ``s`` is drawn from its own generator, seeded by ``(seed, s, i)``: the splits are
+    disjoint draws, each split is the same whatever the other splits' sizes, and the whole set is the same
+    bytes on every machine. A directory holding this benchmark with the same parameters is reused as is;
+    one holding another version of it (other parameters, an older generator, or a generation that was
+    cut short) is cleared and regenerated; a non-empty directory holding anything else is refused
+    (``ValueError``), so nothing that is not the benchmark's is ever deleted.
+    """
+    root = Path(root)
+    params = benchmark_params(num_train, num_search, num_test, image_size, seed, max_objects, min_object, max_object)
+    manifest = root / _BENCHMARK_MANIFEST
+    if manifest.is_file():
+        recorded = json.loads(manifest.read_text())
+        if recorded == {"params": params, "complete": True}:
+            return root
+        _clear_benchmark(root, recorded)
+    elif root.is_dir() and any(root.iterdir()):
+        raise ValueError(f"{root} is not empty and holds no detection benchmark; choose an empty or new directory")
+    # Written first: a generation cut short is recognized as the benchmark's own and regenerated.
+    atomic_write_json(manifest, {"params": params, "complete": False}, indent=None)
+    next_id = 1
+    for split_index, (split, count) in enumerate(params["splits"].items()):
+        next_id = _write_split(root, split, count, image_size,
+                               lambda index, s=split_index: np.random.default_rng([seed, s, index]),
+                               max_objects, min_object, max_object, next_id)
+    atomic_write_json(manifest, {"params": params, "complete": True}, indent=None)
     return root

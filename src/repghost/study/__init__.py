@@ -1,4 +1,5 @@
-"""The paper's experiments, one module each: ``res50``, ``ablation``, ``figure1``, ``concat_add``.
+"""The paper's experiments, one module each: ``res50``, ``ablation``, ``figure1``, ``concat_add``; and
+``detection``, architectures × seeds on the detection benchmark.
 
 Each ``run(...)`` checks its input, measures, and returns a :class:`StudyResult`;
 :func:`write_report` writes its Markdown table, JSON, CSV and plot. Each module's ``claims(rows)``
@@ -14,7 +15,7 @@ from pathlib import Path
 from ..io import atomic_write_json, atomic_write_text
 from .report import Claim, Column, StudyResult, format_report, judge, report_json, write_report
 
-STUDIES = ("res50", "ablation", "figure1", "concat-add")
+STUDIES = ("res50", "ablation", "detection", "figure1", "concat-add")
 
 
 def rerender(json_path: str | Path) -> dict[str, Path]:

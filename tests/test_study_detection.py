@@ -1,0 +1,112 @@
+"""`repghost study detection`: architectures × seeds on the detection benchmark, resumable, mean ± SE."""
+
+import json
+import math
+import statistics
+
+import pytest
+
+from repghost.cli import main
+from repghost.detection import engine
+from repghost.study import detection
+
+SIZES = dict(num_train=4, num_search=1, num_test=2, image_size=64)
+TINY = dict(benchmark_sizes=SIZES, epochs=2, batch_size=2, workers=0, warmup_iters=1, runtime="eager",
+            latency_size=32, warmup=0, runs=2, progress=False)
+ARGV = ["--train-images", "4", "--search-images", "1", "--test-images", "2", "--image-size", "64", "--epochs", "2",
+        "--batch-size", "2", "--workers", "0", "--runtime", "eager", "--latency-size", "32", "--warmup", "0",
+        "--runs", "2"]
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every training the study starts: (run directory name, resumed?)."""
+    real, seen = engine.train_detector, []
+
+    def recording(config, *args, **kwargs):
+        seen.append((config.output.rsplit("/", 1)[-1], config.resume))
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_detector", recording)
+    return seen
+
+
+def test_study_resumes_the_cut_run_skips_finished_ones_and_reports_mean_and_se(tmp_path, monkeypatch, calls):
+    out = tmp_path / "study"
+    real_epoch = engine._train_one_epoch
+
+    def cut_second_seed(*args, **kwargs):  # Ctrl-C's way out of a run: KeyboardInterrupt after a saved epoch
+        if args[7] == 1 and "seed1" in args[4].output:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_train_one_epoch", cut_second_seed)
+    with pytest.raises(KeyboardInterrupt):
+        detection.run(out, ["repghostnet_050"], seeds=[0, 1], **TINY)
+    assert calls == [("repghostnet_050-seed0", False), ("repghostnet_050-seed1", False)]
+    assert (out / "runs" / "repghostnet_050-seed0" / "metrics.json").is_file()
+    assert not (out / "runs" / "repghostnet_050-seed1" / "metrics.json").exists()
+    monkeypatch.setattr(engine, "_train_one_epoch", real_epoch)
+
+    calls.clear()
+    result = detection.run(out, ["repghostnet_050"], seeds=[0, 1], **TINY)
+    assert calls == [("repghostnet_050-seed1", True)]  # seed 0 skipped, seed 1 resumed
+    (row,) = result.rows
+    ap = [json.loads((out / "runs" / f"repghostnet_050-seed{s}" / "metrics.json").read_text())["bbox"]["AP"]
+          for s in (0, 1)]
+    assert row["seeds"] == 2 and row["ap_runs"] == [round(v, 2) for v in ap]
+    assert row["ap_mean"] == pytest.approx(statistics.fmean(ap))
+    assert row["ap_sd"] == pytest.approx(statistics.stdev(ap))
+    assert row["ap_se"] == pytest.approx(statistics.stdev(ap) / math.sqrt(2))
+    assert row["median_ms"] > 0 and row["params_m"] > 0
+
+    calls.clear()  # everything finished: nothing is trained again
+    assert detection.run(out, ["repghostnet_050"], seeds=[0, 1], **TINY).rows[0]["ap_runs"] == row["ap_runs"]
+    assert calls == []
+
+
+def test_summary_of_per_seed_values():
+    stats = detection.summarize([30.0, 34.0, 35.0])
+    assert stats["mean"] == pytest.approx(33.0)
+    assert stats["sd"] == pytest.approx(math.sqrt(((-3) ** 2 + 1 ** 2 + 2 ** 2) / 2))
+    assert stats["se"] == pytest.approx(stats["sd"] / math.sqrt(3))
+    assert detection.summarize([12.5]) == {"mean": 12.5, "sd": None, "se": None}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--archs", "repghostnet_050", "no_such_net"], "backbone 'no_such_net' is not"),
+    (["--archs", "resnet50"], "backbone 'resnet50' is not"),
+    (["--archs", "repghostnet_050", "repghostnet_050"], "given twice"),
+    (["--archs", "repghostnet_050", "--seeds", "0", "0"], "seed 0 given twice"),
+    (["--archs", "repghostnet_050", "--seeds", "-1"], "-1"),
+    (["--archs", "repghostnet_050", "--seeds", "x"], "'x'"),
+    (["--archs", "repghostnet_050", "--test-images", "0"], "test-images"),
+])
+def test_bad_input_is_refused_before_any_work(argv, message, tmp_path, capsys, calls):
+    out = tmp_path / "study"
+    assert main(["study", "detection", *argv, *ARGV, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and err.startswith("repghost study")
+    assert not out.exists() and calls == []
+
+
+def test_a_run_directory_with_other_settings_is_refused(tmp_path, capsys, calls):
+    out = tmp_path / "study"
+    run_dir = out / "runs" / "repghostnet_050-seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"epochs": 99}))
+    assert main(["study", "detection", "--archs", "repghostnet_050", "--seeds", "0", *ARGV, "--out", str(out)]) == 2
+    assert "holds a run with other settings" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["runs"] and calls == []
+
+
+def test_cli_writes_the_table_and_its_files(tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(["study", "detection", "--archs", "repghostnet_050", "mobiledet_cpu", "--seeds", "0", *ARGV,
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| repghostnet_050 |" in printed and "| mobiledet_cpu |" in printed
+    data = json.loads((out / "detection.json").read_text())
+    assert [r["arch"] for r in data["rows"]] == ["repghostnet_050", "mobiledet_cpu"]
+    assert data["meta"]["benchmark_params"]["splits"] == {"train": 4, "search": 1, "test": 2}
+    assert {p.name for p in out.iterdir()} >= {"detection.md", "detection.csv", "detection.png", "runs", "benchmark"}
