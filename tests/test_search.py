@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -175,11 +176,17 @@ def whole(tmp_path_factory, cost_model):
     return run_search(_config(tmp_path_factory.mktemp("search"), cost_model, "whole", measure=True))
 
 
+def _ctrl_c() -> None:
+    """SIGINT to the main thread, where Python runs its handlers (and a terminal's Ctrl-C lands): sent to
+    the process instead, it may be taken by a thread of a native runtime that an earlier test started."""
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
 def test_killed_and_resumed_search_reproduces_the_uninterrupted_one(tmp_path, cost_model, whole):
 
     def interrupt(search):
         if search.step == 5:
-            os.kill(os.getpid(), signal.SIGINT)   # what Ctrl-C sends: stop after this step, with a checkpoint
+            _ctrl_c()   # what Ctrl-C sends: stop after this step, with a checkpoint
 
     cut = run_search(_config(tmp_path, cost_model, "cut"), callback=interrupt)
     assert cut.interrupted and cut.steps_done == 5
@@ -238,7 +245,7 @@ def _assert_holds_only_what_resume_needs(state: dict) -> None:
 def test_a_search_checkpoint_missing_what_resume_needs_is_refused(tmp_path, cost_model):
     def interrupt(search):
         if search.step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+            _ctrl_c()
 
     run_search(_config(tmp_path, cost_model, "run"), callback=interrupt)
     path = tmp_path / "run" / CHECKPOINT_FILE

@@ -26,6 +26,7 @@ from ..detection.config import DataConfig
 from ..detection.data import CocoDetection
 from ..detection.synthetic import annotation_path, image_dir
 from ..io import atomic_torch_save
+from ..limits import COUNT, COUNT0, POSITIVE, RATE, Number, check_limits, limited
 from ..models.repghostnet_space import RepGhostNetSpace
 from ..progress import write
 from ..run import StopFlag, check_resumable, read_run_state
@@ -48,33 +49,28 @@ class SupernetConfig:
 
     output: str
     data: DataConfig = field(default_factory=DataConfig)
-    steps: int = 600
-    batch_size: int = 8
-    img_size: int = 128
-    lr: float = 0.05
-    lr_warmup_steps: int = 50
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    clip_grad: float = 10.0
-    num_random: int = 2
-    distill_weight: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 50
-    log_every: int = 25
-    workers: int = 0
-    threads: int | None = None
+    steps: int = limited(COUNT, default=600)
+    batch_size: int = limited(COUNT, default=8)
+    img_size: int = limited(Number(int, 32), default=128)
+    lr: float = limited(POSITIVE, default=0.05)
+    lr_warmup_steps: int = limited(COUNT0, default=50)
+    momentum: float = limited(Number(float, 0.0, 1.0), default=0.9)
+    weight_decay: float = limited(RATE, default=4e-5)
+    clip_grad: float = limited(POSITIVE, default=10.0)
+    num_random: int = limited(COUNT0, default=2)
+    distill_weight: float = limited(RATE, default=1.0)
+    seed: int = limited(COUNT0, default=0)
+    checkpoint_every: int = limited(COUNT, default=50)
+    log_every: int = limited(COUNT, default=25)
+    workers: int = limited(COUNT0, default=0)
+    threads: int | None = limited(COUNT, default=None)
 
     def __post_init__(self):
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
         if self.data.root is None and self.data.synthetic_dir is None:
             self.data.synthetic_dir = str(Path(self.output).resolve() / "synthetic")
-        bad = [name for name in ("steps", "batch_size", "checkpoint_every", "log_every")
-               if getattr(self, name) < 1] + [name for name in ("lr", "clip_grad") if getattr(self, name) <= 0]
-        if self.num_random < 0 or self.distill_weight < 0:
-            bad.append("num_random / distill_weight (≥ 0)")
-        if bad:
-            raise ValueError(f"super-network settings out of range: {', '.join(bad)}")
+        check_limits(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
