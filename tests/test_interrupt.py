@@ -439,3 +439,45 @@ def test_a_runner_without_a_cache_path_loads_its_export_and_removes_it(scratch):
     run = make_runner(_tiny_model(), "onnxruntime", (1, 3, 32, 32), 1, torch.device("cpu"))
     assert scratch_entries(scratch) == []
     assert run()[0].shape == (1, 10)  # the runtime holds the model; the file is not needed any more
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_leaves_no_scratch(scratch, tmp_path):
+    """``timeout`` or a scheduler sends SIGTERM: the same one line, exit 130, no scratch files left."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = _repghost(REAL["bench onnxruntime"](out))
+    deadline = time.monotonic() + 300
+    while not scratch_entries(scratch):
+        assert proc.poll() is None, f"ended before its scratch files appeared: {proc.communicate()[1]}"
+        assert time.monotonic() < deadline, "no scratch files after 300 s"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err and "Traceback" not in err, err
+    assert scratch_entries(scratch) == []
+
+
+
+def test_a_ctrl_c_that_torchs_exporter_wraps_stays_a_ctrl_c(tmp_path, monkeypatch):
+    """torch.onnx may re-raise a KeyboardInterrupt as another error (``AssertionError`` from it): the
+    export must stop as Ctrl-C, not fall back to the other exporter or fail with a traceback."""
+    import torch
+
+    from repghost import create_model
+    from repghost.deploy.onnx_export import ExportError, export_for_runtime
+
+    def wrapped(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise AssertionError("KeyboardInterrupt") from err
+
+    monkeypatch.setattr(torch.onnx, "export", wrapped)
+    with pytest.raises(KeyboardInterrupt):
+        export_for_runtime(create_model("repghostnet_050").eval(), tmp_path / "m.onnx", (1, 3, 32, 32))
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(AssertionError("a bug")))
+    with pytest.raises(ExportError):  # any other failure is still an export error
+        export_for_runtime(create_model("repghostnet_050").eval(), tmp_path / "m.onnx", (1, 3, 32, 32))
+    assert list(tmp_path.iterdir()) == []

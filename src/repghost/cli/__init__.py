@@ -3,8 +3,8 @@
 One module per command group; each ``add_<name>(subparsers)`` registers its parser and sets ``func``.
 :data:`COMMANDS` lists them in the order ``--help`` shows.
 
-Ctrl-C is handled here, once for every command: whatever the command was doing, it stops with one
-line on stderr (``repghost <command>: interrupted``, with the command's own resume hint when it
+Ctrl-C (and SIGTERM, the same way) is handled here, once for every command: whatever the command was doing,
+it stops with one line on stderr (``repghost <command>: interrupted``, with the command's own resume hint when it
 gives one) and exit code 130, after its ``with`` / ``finally`` blocks have removed their scratch
 files and unfinished outputs (:mod:`repghost.io`). Commands that stop at a safe point themselves
 (``train``, ``search``) print their resume line and return 130. Errors become one line and an exit
@@ -14,6 +14,7 @@ code here too, by the one table in :mod:`.errors`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -93,7 +94,31 @@ def _interrupted(parser: argparse.ArgumentParser | None, argv: list[str], err: K
     return INTERRUPTED
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # stop as Ctrl-C does, so the with / finally blocks remove scratch files
+
+
+@contextlib.contextmanager
+def _sigterm_stops_like_ctrl_c():
+    """A SIGTERM (``timeout``, a job scheduler, ``kill``) stops a command as Ctrl-C does: by default it
+    would end the process without running a ``finally``, leaving scratch files and partial outputs.
+    Loops that stop at a safe point install their own handler while they run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _sigterm_stops_like_ctrl_c():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = None
     try:
