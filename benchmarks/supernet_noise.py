@@ -30,7 +30,7 @@ from repghost.detection.config import DataConfig
 from repghost.detection.data import CocoDetection, collate
 from repghost.detection.synthetic import annotation_path, image_dir
 from repghost.io import atomic_write_json
-from repghost.search.proxy import box_ap, image_subsets, predict_architecture, score_noise
+from repghost.search.proxy import box_ap, calibration_batches, image_subsets, predict_architecture, score_noise
 from repghost.search.superspace import extreme_arch
 from repghost.search.supertrain import CHECKPOINT_FILE, SupernetConfig, train_dataset, train_supernet
 
@@ -45,12 +45,6 @@ def architectures(space, count: int) -> dict[str, tuple[str, ...]]:
     return archs
 
 
-def calibration_batches(dataset, count: int, batch: int, seed: int) -> list[list[torch.Tensor]]:
-    """``count`` fixed minibatches of training images (the same for every architecture)."""
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    return [[dataset[i][0] for i in order[k * batch:(k + 1) * batch]] for k in range(count)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="runs/supernet-noise")
@@ -58,6 +52,8 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=512)
     parser.add_argument("--val-images", type=int, default=192)
     parser.add_argument("--random", type=int, default=10, help="random architectures (plus 3 RepGhostNets, smallest)")
+    parser.add_argument("--reference-op-steps", type=int, default=0,
+                        help="first steps with every op the RepGhost bottleneck (SupernetConfig.reference_op_steps)")
     parser.add_argument("--subsets", type=int, default=6)
     parser.add_argument("--calib-batches", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
@@ -66,7 +62,8 @@ def main() -> None:
     out = Path(args.output)
     data = DataConfig(synthetic_dir=str(out / "synthetic"), synthetic_train=args.train_images,
                       synthetic_val=args.val_images)
-    config = SupernetConfig(output=str(out), data=data, steps=args.steps, threads=args.threads)
+    config = SupernetConfig(output=str(out), data=data, steps=args.steps, threads=args.threads,
+                            reference_op_steps=args.reference_op_steps)
     started = time.time()
     training = train_supernet(config, resume=(out / CHECKPOINT_FILE).is_file())
     print(f"super-network trained to step {training.step} ({time.time() - started:.0f} s this run)")
@@ -99,6 +96,7 @@ def main() -> None:
     names = list(done)
     noise = score_noise([done[n]["subset_ap"] for n in names])
     summary = dict(noise=noise, old_proxy=OLD_PROXY, space=space.fingerprint, steps=config.steps,
+                   reference_op_steps=config.reference_op_steps,
                    held_out_images=len(held_out), subsets=args.subsets, calib_batches=args.calib_batches,
                    ap={n: done[n]["ap"] for n in names}, history=training.history[-3:])
     atomic_write_json(out / "noise.json", summary)

@@ -343,3 +343,23 @@ def test_cli_sample_fit_predict(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("[]")
     assert main(["costmodel", "predict", str(tmp_path / "bad.json"), "mobiledet_cpu"]) == 1
     assert "not a repghost cost model" in capsys.readouterr().err
+
+
+def test_the_repghostnet_space_fits_non_negative_costs_and_recovers_planted_ones():
+    from repghost.costmodel.features import feature_names, features, fit_method
+    from repghost.models.repghostnet_space import RepGhostNetSpace
+
+    space = RepGhostNetSpace()
+    assert fit_method(space) == "nnls" and fit_method(SearchSpace()) == "ols"
+    archs = [space.cost_sample(3, i)[0] for i in range(160)]
+    x = features(space, archs)
+    names = feature_names(space)
+    rng = np.random.default_rng(0)
+    planted = np.where(rng.random(len(names)) < 0.3, 0.0, rng.uniform(0.0, 1.0, len(names)) / (x.max(0) + 1e-9))
+    y = x @ planted + 0.7  # a machine on which every operation costs a non-negative time per unit
+    result = fit(space, archs, y, test_fraction=0.25, seed=0)
+    assert result.model.metrics["method"] == "nnls" and min(result.model.weights) >= 0
+    assert result.test["r2"] > 0.999 and result.model.bias == pytest.approx(0.7, abs=0.05)
+    assert fit(space, archs, y, test_fraction=0.25, method="ols").model.metrics["method"] == "ols"
+    with pytest.raises(ValueError, match="method is 'nnls' or 'ols'"):
+        fit(space, archs, y, method="lasso")

@@ -58,3 +58,154 @@ def test_fidelity_reads_the_columns_of_each_architecture():
     taus = fidelity(rows, resamples=100)
     assert taus["proxy"].tau == pytest.approx(1.0) and taus["macs"].tau == pytest.approx(-1.0)
     assert taus["params"].n == 4
+
+
+# -- the study: drawing architectures at a latency, scoring, resuming ------------------------------
+import json  # noqa: E402
+
+from repghost.costmodel.features import feature_names  # noqa: E402
+from repghost.costmodel.fit import CostModel  # noqa: E402
+from repghost.detection import engine  # noqa: E402
+from repghost.detection.config import DataConfig  # noqa: E402
+from repghost.models.repghostnet_space import RepGhostNetSpace  # noqa: E402
+from repghost.search.supertrain import CHECKPOINT_FILE, SupernetConfig, train_supernet  # noqa: E402
+from repghost.study import fidelity as study  # noqa: E402
+
+SPACE = RepGhostNetSpace()
+SIZES = dict(num_train=8, num_search=2, num_test=2, image_size=64)
+TINY = dict(benchmark_sizes=SIZES, epochs=1, batch_size=2, workers=0, warmup_iters=1, runtime="eager",
+            latency_size=32, warmup=0, runs=2, progress=False)
+
+
+def linear_cost_model(tmp_path, weight: float = 1.0):
+    """A cost model of the space (latency = the MACs of stride-16/32 1×1 convs), saved: what the study reads."""
+    names = feature_names(SPACE)
+    picked = [n for n in names if n.startswith(("s16:pw:macs", "s32:pw:macs"))]
+    model = CostModel(SPACE.fingerprint, picked, [weight] * len(picked), 0.5,
+                      metrics={"test": {"r2": 0.99, "n": 80}}, space_id=SPACE.id)
+    return model, model.save(tmp_path / "costmodel.json")
+
+
+def test_random_architectures_are_drawn_within_the_latency_band(tmp_path):
+    model, _ = linear_cost_model(tmp_path)
+    target, picked = study.pick_architectures(SPACE, model, "repghostnet_050", count=5, tolerance=0.05, seed=3)
+    reference = SPACE.named_archs()["repghostnet_050"]
+    assert target == pytest.approx(float(model.predict(SPACE, [reference])[0]))
+    archs = [SPACE.from_arch_name(p["name"]) for p in picked]
+    assert len(set(archs)) == 5 and reference not in archs
+    predicted = model.predict(SPACE, archs)
+    assert all(abs(ms / target - 1) <= 0.05 for ms in predicted)
+    assert [p["predicted_ms"] for p in picked] == pytest.approx(list(predicted))
+    # they are the first uniform draws of the seed in the band: the same call gives the same ones
+    assert [SPACE.sample(3, p["draw"]) for p in picked] == archs
+    assert study.pick_architectures(SPACE, model, "repghostnet_050", count=5, tolerance=0.05, seed=3)[1] == picked
+
+
+def test_a_band_no_draw_reaches_is_refused(tmp_path, monkeypatch):
+    model, _ = linear_cost_model(tmp_path)
+    monkeypatch.setattr(study, "MAX_DRAWS", 500)
+    with pytest.raises(ValueError, match=r"of 500 draws .* within ±0%"):
+        study.pick_architectures(SPACE, model, count=5, tolerance=1e-9)
+    with pytest.raises(ValueError, match="tolerance"):
+        study.pick_architectures(SPACE, model, tolerance=1.0)
+
+
+def test_the_draw_is_kept_and_another_draw_in_the_same_place_is_refused(tmp_path):
+    _, path = linear_cost_model(tmp_path)
+    out = tmp_path / "study"
+    drawn = study.prepare(out, path, count=3, tolerance=0.05)
+    for row in drawn["architectures"]:  # the architecture files are the drawn architectures
+        assert SPACE.load_arch(out / "archs" / f"{row['label']}.json") == SPACE.from_arch_name(row["name"])
+    assert study.prepare(out, path, count=3, tolerance=0.05) == drawn
+    with pytest.raises(ValueError, match="another draw .*count"):
+        study.prepare(out, path, count=4, tolerance=0.05)
+    (tmp_path / "other").mkdir()
+    _, other = linear_cost_model(tmp_path / "other", weight=2.0)
+    with pytest.raises(ValueError, match="another draw .*cost_model"):
+        study.prepare(out, other, count=3, tolerance=0.05)
+
+
+@pytest.mark.slow
+def test_fidelity_study_scores_trains_and_resumes(tmp_path, monkeypatch):
+    _, cost_path = linear_cost_model(tmp_path)
+    out, bench = tmp_path / "study", tmp_path / "bench"
+    from repghost.detection.synthetic import make_detection_benchmark
+
+    make_detection_benchmark(bench, **SIZES)
+    supernet_dir = tmp_path / "supernet"
+    train_supernet(SupernetConfig(output=str(supernet_dir), data=DataConfig(root=str(bench), train_split="train"),
+                                  steps=2, batch_size=2, img_size=64, lr_warmup_steps=1, log_every=1))
+    supernet = supernet_dir / CHECKPOINT_FILE
+    trained = []
+    real = engine.train_detector
+    monkeypatch.setattr(engine, "train_detector",
+                        lambda config, *a, **k: (trained.append(config.output.rsplit("/", 1)[-1]),
+                                                 real(config, *a, **k))[1])
+    cut = {"after": 2}
+    from repghost.search import proxy
+
+    real_score = proxy.score_architecture
+
+    def score_then_stop(*args, **kwargs):  # a run stopped while scoring keeps the scores already written
+        if cut["after"] == 0:
+            raise KeyboardInterrupt
+        cut["after"] -= 1
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(proxy, "score_architecture", score_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        study.run(out, cost_path, supernet, count=2, tolerance=0.05, seeds=[0], benchmark=bench, **TINY)
+    (scores_file,) = out.glob("scores-*.jsonl")
+    assert [r["label"] for r in map(json.loads, scores_file.read_text().splitlines())] == \
+        ["repghostnet_050", "random_00"]
+    assert trained == []  # scoring comes first
+
+    cut["after"] = 10
+    result = study.run(out, cost_path, supernet, count=2, tolerance=0.05, seeds=[0], benchmark=bench, **TINY)
+    assert cut["after"] == 9  # only the architecture not yet scored was scored
+    assert trained == ["repghostnet_050-seed0", "random_00-seed0", "random_01-seed0"]
+    rows = {r["arch"]: r for r in result.rows}
+    assert set(rows) == {"repghostnet_050", "random_00", "random_01"}
+    assert all(r["proxy"] is not None and r["seeds"] == 1 and r["median_ms"] > 0 for r in rows.values())
+    taus = result.meta["fidelity"]["taus"]
+    assert set(taus) == {"proxy", "macs_g", "params_m"}
+    assert any(note.startswith("Verdict: ") and "rule: τ ≥ 0.4" in note for note in result.notes)
+
+    trained.clear()  # finished: nothing trained or scored again, same table
+    again = study.run(out, cost_path, supernet, count=2, tolerance=0.05, seeds=[0], benchmark=bench, **TINY)
+    assert trained == [] and cut["after"] == 9
+    assert [r["proxy"] for r in again.rows] == [r["proxy"] for r in result.rows]
+
+
+def test_a_supernet_trained_on_other_data_or_unfinished_is_refused(tmp_path):
+    from repghost.checkpoint import CheckpointError
+    from repghost.detection.synthetic import make_detection_benchmark
+    from repghost.search.supertrain import load_supernet
+
+    bench = make_detection_benchmark(tmp_path / "bench", **SIZES)
+    other = make_detection_benchmark(tmp_path / "other", **{**SIZES, "seed": 1})
+    config = SupernetConfig(output=str(tmp_path / "sn"), data=DataConfig(root=str(other), train_split="train"),
+                            steps=2, batch_size=2, img_size=64, lr_warmup_steps=1, checkpoint_every=1)
+
+    def stop_after_one(training):  # raised after step 2, so the checkpoint on disk is step 1's
+        if training.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(config, callback=stop_after_one)
+    with pytest.raises(CheckpointError, match="stopped at step 1 of 2"):
+        load_supernet(tmp_path / "sn" / CHECKPOINT_FILE)
+    train_supernet(config, resume=True)
+    with pytest.raises(ValueError, match="not on the benchmark's train split"):
+        study.supernet_scores(tmp_path / "study", tmp_path / "sn" / CHECKPOINT_FILE, {}, bench)
+
+
+def test_the_band_can_be_centred_on_a_measured_target(tmp_path):
+    model, _ = linear_cost_model(tmp_path)
+    predicted = float(model.predict(SPACE, [SPACE.named_archs()["repghostnet_050"]])[0])
+    target, picked = study.pick_architectures(SPACE, model, count=3, tolerance=0.05, target_ms=0.9 * predicted)
+    assert target == pytest.approx(0.9 * predicted)
+    assert all(abs(p["predicted_ms"] / target - 1) <= 0.05 for p in picked)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="positive number of ms"):
+            study.pick_architectures(SPACE, model, count=3, target_ms=bad)

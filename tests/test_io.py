@@ -95,3 +95,18 @@ def test_read_format_json_refuses_an_unreadable_file_and_another_format(tmp_path
         read_format_json(tmp_path / "bad.json", "repghost-x/1", KeyError, "x file")
     with pytest.raises(ValueError, match="not a readable x file"):
         read_format_json(tmp_path / "missing.json", "repghost-x/1", ValueError, "x file")
+
+
+def test_jsonl_records_survive_a_torn_last_line_and_refuse_a_corrupt_one(tmp_path):
+    from repghost.io import append_jsonl, read_jsonl
+
+    path = tmp_path / "scores.jsonl"
+    assert read_jsonl(path) == []
+    append_jsonl(path, {"label": "a", "proxy": 1.5})
+    append_jsonl(path, {"label": "b", "proxy": 2.5})
+    with open(path, "a") as f:
+        f.write('{"label": "c", "pro')  # a run stopped mid-write
+    assert read_jsonl(path) == [{"label": "a", "proxy": 1.5}, {"label": "b", "proxy": 2.5}]
+    path.write_text('{"label": "a"}\n{not json\n{"label": "b"}\n')
+    with pytest.raises(ValueError, match=r"scores.jsonl:2: not a JSON record"):
+        read_jsonl(path)

@@ -314,3 +314,27 @@ def test_super_op_is_the_space_block_make_block_builds(op, in_chs, mid, out, k, 
         super_block.train(training), block.train(training)
         with torch.no_grad():
             torch.testing.assert_close(super_block(x, path), block(x), rtol=1e-5, atol=1e-5)
+
+
+def test_reference_op_steps_train_only_the_repghost_ops_and_keep_the_rest_of_each_path():
+    from repghost.search.superspace import with_reference_op
+
+    torch.manual_seed(0)
+    supernet = SuperSSDLite(SPACE, num_classes=3, image_size=IMAGE)
+    archs = sandwich_archs(supernet, seed=0, step=5, num_random=2)
+    early = sandwich_archs(supernet, seed=0, step=5, num_random=2, reference_op_only=True)
+    assert early == [with_reference_op(SPACE, a) for a in archs]
+    for arch, fixed in zip(archs, early, strict=True):
+        for name, was, now in zip(SPACE.decision_names, arch, fixed, strict=True):
+            if name.endswith("_op"):  # every real op the RepGhost bottleneck, skips kept
+                assert now == ("skip" if was == "skip" else "repghost")
+        assert SPACE.widths(fixed) == SPACE.widths(arch)
+    assert any(a != f for a, f in zip(archs, early, strict=True))  # the draw had other ops to replace
+    optimizer = torch.optim.SGD(supernet.model.parameters(), lr=0.01)
+    before = {k: v.clone() for k, v in supernet.model.named_parameters()}
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[20.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([2])}]
+    SandwichTrainer(supernet, optimizer, seed=0, num_random=2, reference_op_steps=6).step(5, images(2), targets)
+    changed = {k for k, v in supernet.model.named_parameters() if not torch.equal(v, before[k])}
+    body_ops = {k.split(".ops.")[1].split(".")[0] for k in changed if ".ops." in k}
+    assert body_ops == {"repghost"}

@@ -148,6 +148,40 @@ def atomic_savefig(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
     return path
 
 
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append ``record`` as one JSON line: one ``write`` with ``O_APPEND``, then fsync, so a record is on
+    disk whole or not at all (a crash mid-write leaves a torn last line, which :func:`read_jsonl` drops)."""
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if written != len(data):  # a full disk: the line is torn; the next reader drops it
+        raise OSError(f"{path}: wrote {written} of {len(data)} bytes of a record (disk full?)")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records :func:`append_jsonl` wrote to ``path`` (none if it does not exist); a torn last line (a
+    run stopped mid-write) is dropped, a bad line anywhere else is a ``ValueError`` naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text().split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # no newline after it: the write was cut short
+                break
+            raise ValueError(f"{path}:{number}: not a JSON record; the file is corrupt") from None
+    return records
+
+
 def read_format_json(path: str | os.PathLike, fmt: str, error: type[Exception], what: str) -> dict:
     """The JSON object in ``path`` whose ``format`` field is ``fmt`` (the files repghost writes carry one);
     ``error`` with a one-line message when the file cannot be read or is another file (``what`` names the

@@ -1,4 +1,4 @@
-"""`repghost study res50 | ablation | detection | figure1 | concat-add`: the paper's experiments on this machine."""
+"""`repghost study res50 | ablation | detection | fidelity | figure1 | concat-add`: the experiments, here."""
 
 from __future__ import annotations
 
@@ -55,6 +55,17 @@ def _cmd_detection(args) -> int:
                   threads=args.threads, warmup=args.warmup, runs=args.runs, progress=_progress(), **overrides)
 
 
+def _cmd_fidelity(args) -> int:
+    from ..study import fidelity
+
+    overrides = {k: v for k, v in dict(epochs=args.epochs, workers=args.workers).items() if v is not None}
+    return report(fidelity.run, args.out, out=args.out, cost_model=args.cost_model, supernet=args.supernet,
+                  reference=args.reference, count=args.count, tolerance=args.tolerance, draw_seed=args.draw_seed,
+                  target_ms=args.target_ms,
+                  seeds=args.seeds, benchmark=args.benchmark, runtime=args.runtime, latency_size=args.latency_size,
+                  threads=args.threads, warmup=args.warmup, runs=args.runs, progress=_progress(), **overrides)
+
+
 def _cmd_figure1(args) -> int:
     from ..study import figure1
 
@@ -83,8 +94,8 @@ def add_study(sub) -> None:
     from ..study import figure1
     from ..study.ablation import VARIANTS
 
-    p = sub.add_parser("study", help="the paper's experiments on this machine (res50, ablation, detection, figure1, "
-                                     "concat-add)",
+    p = sub.add_parser("study", help="the paper's experiments on this machine (res50, ablation, detection, fidelity, "
+                                     "figure1, concat-add)",
                        description="Each study prints a Markdown table with the paper's claims answered, and "
                                    "writes <study>.md, .json, .csv and a PNG to --out.")
     studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
@@ -158,6 +169,44 @@ def add_study(sub) -> None:
     s.add_argument("--latency-size", type=COUNT, default=320, help="input size for latency (default 320)")
     _timing_args(s, warmup=10, runs=50)
     s.set_defaults(func=_cmd_detection)
+
+    s = studies.add_parser("fidelity", help="does the super-network rank architectures as stand-alone training "
+                                            "does? Kendall τ with a bootstrap interval",
+                           description="Draw --count random architectures of the RepGhostNet-skeleton space whose "
+                                       "latency the cost model predicts within ±--tolerance of --reference's, score "
+                                       "each (and the reference) with the trained super-network (box AP on the "
+                                       "detection benchmark's search split, BN recalibrated), train each stand-alone "
+                                       "per seed as `study detection` does, and report Kendall τ between the "
+                                       "super-network's score and stand-alone test AP beside the τ of MACs and "
+                                       "params, with the verdict: a search may build on the super-network only if "
+                                       "its τ ≥ 0.4 and above both. Everything resumes: the draw is kept in OUT, "
+                                       "scores and runs are written as they finish. Exit codes: 0 done, 2 bad "
+                                       "arguments, 1 failed, 130 interrupted.")
+    s.add_argument("--cost-model", required=True, metavar="JSON",
+                   help="a cost model of the RepGhostNet-skeleton space (`repghost costmodel fit --space repghostnet`)")
+    s.add_argument("--supernet", default=None, metavar="SUPERNET_PT",
+                   help="a finished super-network training's supernet.pt, trained on the benchmark's train split "
+                        "(without it: stand-alone runs and the zero-cost baselines only)")
+    s.add_argument("--reference", default="repghostnet_050", help="the latency target's model (default "
+                                                                  "repghostnet_050)")
+    s.add_argument("--target-ms", type=POSITIVE, default=None,
+                   help="the latency the architectures are drawn at: the reference's measured latency under the "
+                        "cost model's timing settings (default: the cost model's prediction for the reference)")
+    s.add_argument("--count", type=COUNT, default=16, help="random architectures (default 16)")
+    s.add_argument("--tolerance", type=Number(float, 0.0, 1.0), default=0.03,
+                   help="relative band around the reference's predicted latency (default 0.03)")
+    s.add_argument("--draw-seed", type=COUNT0, default=0, help="seed of the architectures' draw (default 0)")
+    s.add_argument("--seeds", nargs="+", type=COUNT0, default=[0, 1], help="training seeds (default 0 1)")
+    s.add_argument("--benchmark", default=None, type=output_dir,
+                   help="where the detection benchmark is (generated there if missing; default OUT/benchmark)")
+    s.add_argument("--epochs", type=COUNT, default=None,
+                   help=f"override the recipe's epochs (default {BENCHMARK_RECIPE['epochs']})")
+    s.add_argument("--workers", type=COUNT0, default=None,
+                   help=f"data loader workers (default {BENCHMARK_RECIPE['workers']})")
+    s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="latency runtime (default onnxruntime)")
+    s.add_argument("--latency-size", type=COUNT, default=320, help="input size for latency (default 320)")
+    _timing_args(s, warmup=10, runs=50)
+    s.set_defaults(func=_cmd_fidelity)
 
     s = studies.add_parser("figure1", help="accuracy–latency figure: RepGhostNet, GhostNet, MobileNetV3",
                            description="The paper's Fig. 1 with latency measured here (batch 1, deploy form) "

@@ -56,6 +56,15 @@ def feature_names(space: ArchSpace) -> list[str]:
     raise TypeError(f"no cost-model features for search space {space.id!r}")
 
 
+def fit_method(space: ArchSpace) -> str:
+    """How :func:`repghost.costmodel.fit.fit` solves for the weights: ``nnls`` (non-negative least squares)
+    on the RepGhostNet skeleton's work features — an operation's time per MAC, per call or per element read
+    is never negative, and the constraint keeps correlated features (a block's MACs and its input elements
+    grow together) from trading large weights of opposite sign; ``ols`` on the MobileDet-CPU skeleton's
+    one-hots, whose weights are costs relative to the bias and may be negative."""
+    return "nnls" if isinstance(space, RepGhostNetSpace) else "ols"
+
+
 def features(space: ArchSpace, archs: Sequence[Sequence[str]]) -> np.ndarray:
     """The ``(len(archs), len(feature_names(space)))`` feature matrix."""
     if isinstance(space, SearchSpace):

@@ -39,7 +39,7 @@ import torch
 from ..bench.latency import time_interleaved
 from ..bench.runtimes import RUNTIMES, make_runner
 from ..deploy.onnx_export import export_for_runtime
-from ..io import atomic_write_json, read_format_json, scratch_dir
+from ..io import append_jsonl, atomic_write_json, read_format_json, scratch_dir
 from ..limits import COUNT, COUNT0, Number, check_limits, limited
 from ..models.space import ArchSpace, SpaceError, get_space
 from ..names import COSTMODEL_CLOCKS
@@ -153,21 +153,6 @@ def _scan_records(path: Path) -> tuple[list[dict], _TornLine | None]:
                              "the file is corrupt: repair or remove that line")
         records.append(record)
     return records, torn
-
-
-def _append_record(path: Path, record: dict) -> None:
-    """One ``write`` of one line with ``O_APPEND``, then fsync: a record is on disk whole or not at all
-    (a crash mid-write leaves a torn last line, which :func:`read_records` ignores and
-    :func:`_prepare_append` drops)."""
-    data = (json.dumps(record) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if written != len(data):  # a full disk: the line is torn; the next run drops it
-        raise OSError(f"{path}: wrote {written} of {len(data)} bytes of a record (disk full?)")
 
 
 def _prepare_append(path: Path) -> None:
@@ -316,6 +301,6 @@ def sample(space: ArchSpace, out_dir: str | os.PathLike, n: int, seed: int = 0,
     # closing: an interrupt between two records removes the exports now, not when the generator is collected
     with closing(time_archs(space, [a for a, _ in todo], settings, progress)) as records:
         for record in records:
-            _append_record(path, {**labels[tuple(record["arch"])], **record})
+            append_jsonl(path, {**labels[tuple(record["arch"])], **record})
     return dict(timed=len(todo), on_disk=len(read_records(out_dir)), seconds=time.perf_counter() - start,
                 settings=asdict(settings))

@@ -59,6 +59,16 @@ def predict_architecture(supernet: SuperSSDLite, arch: Sequence[str], calibratio
     return results
 
 
+def calibration_batches(dataset, count: int, batch: int, seed: int) -> list[list[torch.Tensor]]:
+    """``count`` fixed minibatches of ``batch`` images of ``dataset`` (a seeded draw without repeats): the
+    same BN recalibration data for every architecture scored."""
+    if count * batch > len(dataset):
+        raise ValueError(f"{count} calibration batches of {batch} need {count * batch} images; the training split "
+                         f"has {len(dataset)}")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [[dataset[i][0] for i in order[k * batch:(k + 1) * batch]] for k in range(count)]
+
+
 def box_ap(dataset: CocoDetection, results: dict[int, list[dict]], image_ids: Sequence[int] | None = None) -> float:
     """COCO box AP (percent) of ``results`` over ``image_ids`` (default: every image in ``results``)."""
     if image_ids is not None:

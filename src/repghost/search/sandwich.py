@@ -40,17 +40,20 @@ from torch import Tensor, nn
 from torchvision.models.detection.ssd import SSD
 from torchvision.ops import box_iou
 
-from .superspace import SuperSSDLite, extreme_arch
+from .superspace import SuperSSDLite, extreme_arch, with_reference_op
 
 #: SSD's ratio of hard negatives to positives (torchvision's ``neg_to_pos_ratio``).
 NEG_TO_POS = 3
 
 
-def sandwich_archs(supernet: SuperSSDLite, seed: int, step: int, num_random: int) -> list[tuple[str, ...]]:
-    """Step ``step``'s architectures: largest, smallest, then ``num_random`` uniform ones."""
+def sandwich_archs(supernet: SuperSSDLite, seed: int, step: int, num_random: int,
+                   reference_op_only: bool = False) -> list[tuple[str, ...]]:
+    """Step ``step``'s architectures: largest, smallest, then ``num_random`` uniform ones; with
+    ``reference_op_only``, each with every real op the reference op (:func:`.superspace.with_reference_op`)."""
     space = supernet.space
     archs = [extreme_arch(space, True, (seed, step, 0)), extreme_arch(space, False, (seed, step, 1))]
-    return archs + [space.sample(seed, step * num_random + i) for i in range(num_random)]
+    archs += [space.sample(seed, step * num_random + i) for i in range(num_random)]
+    return [with_reference_op(space, a) for a in archs] if reference_op_only else archs
 
 
 def matched_anchors(model: SSD, anchors: list[Tensor], targets: list[dict[str, Tensor]]) -> list[Tensor]:
@@ -83,9 +86,10 @@ class SandwichTrainer:
     """One sandwich step of ``supernet`` with ``optimizer`` (gradient clipping at ``clip_grad``)."""
 
     def __init__(self, supernet: SuperSSDLite, optimizer: torch.optim.Optimizer, seed: int = 0, num_random: int = 2,
-                 distill_weight: float = 1.0, clip_grad: float = 10.0):
+                 distill_weight: float = 1.0, clip_grad: float = 10.0, reference_op_steps: int = 0):
         self.supernet, self.optimizer, self.seed = supernet, optimizer, seed
         self.num_random, self.distill_weight, self.clip_grad = num_random, distill_weight, clip_grad
+        self.reference_op_steps = reference_op_steps
 
     def step(self, step: int, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]]) -> dict[str, float]:
         """Train the step's architectures on one minibatch; returns the teacher's detection loss and the
@@ -94,7 +98,7 @@ class SandwichTrainer:
         images_t, targets_t = model.transform(list(images), list(targets))
         self.optimizer.zero_grad(set_to_none=True)
         teacher, matched, teacher_loss, students = None, None, 0.0, []
-        for arch in sandwich_archs(self.supernet, self.seed, step, self.num_random):
+        for arch in sandwich_archs(self.supernet, self.seed, step, self.num_random, step < self.reference_op_steps):
             self.supernet.set_arch(arch)
             features = list(model.backbone(images_t.tensors).values())
             head = model.head(features)

@@ -91,6 +91,18 @@ def extreme_arch(space: RepGhostNetSpace, largest: bool, seed: Sequence[int]) ->
     return space.canonical(arch)
 
 
+#: The op of the hand-designed RepGhostNets, which a super-network's training may start with alone.
+REFERENCE_OP = "repghost"
+
+
+def with_reference_op(space: RepGhostNetSpace, arch: Sequence[str]) -> tuple[str, ...]:
+    """``arch`` with every real op replaced by :data:`REFERENCE_OP` (skipped blocks stay skipped; widths,
+    middle widths, kernels and SE kept)."""
+    ops = [REFERENCE_OP if name.endswith("_op") and choice != SKIP else choice
+           for name, choice in zip(space.decision_names, arch, strict=True)]
+    return space.canonical(ops)
+
+
 class SuperSSDLite:
     """SSDLite over ``space``'s super-network: ``model`` (torchvision's SSD, its body a
     :class:`~.superbody.SuperBody`) runs the architecture :meth:`set_arch` selected."""

@@ -15,6 +15,7 @@ momentum, and that is all ``supernet.pt`` holds (with the settings, to refuse a 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,10 @@ class SupernetConfig:
     clip_grad: float = limited(POSITIVE, default=10.0)
     num_random: int = limited(COUNT0, default=2)
     distill_weight: float = limited(RATE, default=1.0)
+    #: The first steps train every block as the RepGhost bottleneck (widths, kernels, SE, skips still vary):
+    #: with four unshared op types per block from the start, the shared stem, extra layers and head see four
+    #: kinds of features at every position and the loss stalls (benchmarks/README.md, super-network plateau).
+    reference_op_steps: int = limited(COUNT0, default=0)
     seed: int = limited(COUNT0, default=0)
     checkpoint_every: int = limited(COUNT, default=50)
     log_every: int = limited(COUNT, default=25)
@@ -87,7 +92,7 @@ class SupernetTraining:
         self.optimizer = torch.optim.SGD(self.supernet.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         self.trainer = SandwichTrainer(self.supernet, self.optimizer, config.seed, config.num_random,
-                                       config.distill_weight, config.clip_grad)
+                                       config.distill_weight, config.clip_grad, config.reference_op_steps)
         self.step = 0
         self.history: list[dict] = []
         self.window: list[dict] = []  # the steps since the last history record (a resume logs the same)
@@ -118,6 +123,19 @@ class SupernetTraining:
             self.optimizer.load_state_dict(state["optimizer"])
         elif self.step < self.config.steps:
             raise CheckpointError(f"it holds no optimizer state, which a resume at step {self.step} needs")
+
+
+def load_supernet(path: str | os.PathLike, device: torch.device | str = "cpu") -> SupernetTraining:
+    """A *finished* super-network training from its ``supernet.pt`` (read safely: tensors and plain
+    containers only), its training data resolved from the settings it was trained with."""
+    state = read_run_state(path, "format", CHECKPOINT_FORMAT, "is not a super-network checkpoint")
+    config = SupernetConfig(**state["config"])
+    if int(state["step"]) < config.steps:
+        raise CheckpointError(f"{path} is a training stopped at step {state['step']} of {config.steps}; resume it "
+                              "to its end before scoring with it")
+    training = SupernetTraining(config, train_dataset(config.data).num_classes, device)
+    training.load_state_dict(state)
+    return training
 
 
 def train_dataset(data: DataConfig) -> CocoDetection:

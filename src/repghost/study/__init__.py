@@ -1,5 +1,6 @@
 """The paper's experiments, one module each: ``res50``, ``ablation``, ``figure1``, ``concat_add``; and
-``detection``, architectures × seeds on the detection benchmark.
+``detection``, architectures × seeds on the detection benchmark; ``fidelity``, the super-network's
+ranking against stand-alone training.
 
 Each ``run(...)`` checks its input, measures, and returns a :class:`StudyResult`;
 :func:`write_report` writes its Markdown table, JSON, CSV and plot. Each module's ``claims(rows)``
@@ -15,7 +16,7 @@ from pathlib import Path
 from ..io import atomic_write_json, atomic_write_text
 from .report import Claim, Column, StudyResult, format_report, judge, report_json, write_report
 
-STUDIES = ("res50", "ablation", "detection", "figure1", "concat-add")
+STUDIES = ("res50", "ablation", "detection", "fidelity", "figure1", "concat-add")
 
 
 def rerender(json_path: str | Path) -> dict[str, Path]:
