@@ -25,7 +25,7 @@ USAGE = (
     "repghost.preprocess:PreprocessError",
     "repghost.train.fit:ScheduleError",
     "repghost.search.config:SearchError",
-    "repghost.deploy.runner:RuntimeChoiceError",
+    "repghost.deploy.graph_runner:RuntimeChoiceError",
     "repghost.checkpoint.contract:WrongTaskError",
     "repghost.detection.graph:NotExportableError",
     "repghost.deploy.predict:PredictInputError",
