@@ -29,6 +29,7 @@ USAGE = (
     "repghost.checkpoint.contract:WrongTaskError",
     "repghost.detection.graph:NotExportableError",
     "repghost.deploy.predict:PredictInputError",
+    "repghost.train.evaluate:ClassMismatchError",
     "builtins:FileExistsError",
 )
 #: Library errors that mean "the work failed": a file that is not what it claims, unusable data, a check
