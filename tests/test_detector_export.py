@@ -18,6 +18,7 @@ from repghost.data.photos import sample_photos
 from repghost.deploy import detector_export
 from repghost.deploy.detector_export import export_detector
 from repghost.deploy.detector_files import DETECTION, TASK_KEY, open_detector_file, read_props
+from repghost.deploy.graph_runner import RuntimeChoiceError
 from repghost.detection import DetectorConfig, build_detector, reparameterize_detector
 from repghost.detection.engine import make_train_config, train_detector
 from repghost.detection.files import save_detector
@@ -253,7 +254,8 @@ def test_detector_files_run_batches_of_any_size(trained, tmp_path):
     x = np.random.default_rng(0).standard_normal((3, 3, SIZE, SIZE)).astype(np.float32)
     assert tuple(detector.graph(x).shape)[:1] == (3,)
     assert open_detector_file(out, runtime="openvino").runtime == "openvino"
-    with pytest.raises(ValueError, match="runs on openvino, not onnxruntime"):
+    with pytest.raises(RuntimeChoiceError, match=r"^det\.xml is an OpenVINO IR file: it runs on openvino, "
+                                                 r"not onnxruntime$"):
         open_detector_file(out, runtime="onnxruntime")
 
 

@@ -241,10 +241,58 @@ def test_a_model_of_the_other_task_is_refused_by_eval_and_det_eval(classifier, d
     assert len(err) == 1 and "repghost eval" in err[0]
 
 
-def test_a_runtime_the_format_cannot_run_on_is_refused(classifier):
+def test_a_runtime_the_format_cannot_run_on_is_refused(classifier, tmp_path, capsys):
     run, _ = classifier
-    with pytest.raises(repghost.deploy.RuntimeChoiceError, match="runs on eager"):
+    with pytest.raises(repghost.deploy.RuntimeChoiceError,
+                       match=r"^best_deploy\.safetensors is a safetensors file: it runs on eager, not onnxruntime$"):
         repghost.open_model(run / "best_deploy.safetensors", runtime="onnxruntime")
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", str(run / "best_deploy.safetensors"), str(onnx), "--exporter", "legacy"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(onnx), "--runtime", "litert", "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["repghost eval: error: m.onnx is an ONNX file: it runs on onnxruntime or openvino, not litert"]
+
+
+#: How the refusal names a file of each format (the article is the one its name is read with).
+FORMAT_NOUNS = {"checkpoint": "a training checkpoint", "safetensors": "a safetensors file",
+                "torchscript": "a TorchScript file", "onnx": "an ONNX file", "openvino": "an OpenVINO IR file",
+                "litert": "a LiteRT file", "mnn": "an MNN file", "ncnn": "an ncnn file"}
+
+
+@pytest.mark.parametrize("fmt", list(FORMAT_NOUNS))
+def test_the_runtime_refusal_names_every_format_with_its_article(fmt):
+    from repghost.deploy.graph_runner import choose_runtime
+    from repghost.names import FORMAT_RUNTIMES
+
+    assert set(FORMAT_NOUNS) == set(FORMAT_RUNTIMES)
+    assert choose_runtime("f", fmt, None) == FORMAT_RUNTIMES[fmt][0]
+    with pytest.raises(repghost.deploy.RuntimeChoiceError) as refused:
+        choose_runtime("f", fmt, "compile")
+    runs_on = " or ".join(FORMAT_RUNTIMES[fmt])
+    assert str(refused.value) == f"f is {FORMAT_NOUNS[fmt]}: it runs on {runs_on}, not compile"
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_graph_with_a_static_batch_runs_batches_of_any_size(tmp_path, runtime):
+    """An ONNX file exported with a fixed batch of 2 gives PyTorch's logits for 1, 2 and 5 images: the
+    runner runs it in slices of 2, the short last one padded."""
+    from repghost.deploy import export_onnx
+
+    if runtime == "openvino" and not _installed(("openvino",)):
+        pytest.skip("openvino is not installed")
+    torch.manual_seed(0)
+    model = repghost.create_model("repghostnet_050", num_classes=5, deploy=True).eval()
+    path = export_onnx(model, tmp_path / "b2.onnx", (2, 3, SIZE, SIZE), exporter="legacy", dynamic_batch=False)
+    opened = repghost.open_model(path, runtime=runtime, threads=1)
+    assert opened.input_size == SIZE
+    x = torch.randn(5, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = model(x)
+    for count in (1, 2, 5):
+        got = opened(x[:count])
+        assert got.shape == (count, 5)
+        assert torch.allclose(got, expected[:count], atol=1e-4), (count, (got - expected[:count]).abs().max())
 
 
 def test_the_runner_path_of_det_eval_gives_the_torch_paths_ap(tmp_path):

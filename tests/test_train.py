@@ -205,6 +205,51 @@ def test_eval_missing_checkpoint_fails(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
 
 
+DIGIT_NAMES = [str(d) for d in range(10)]
+
+
+@pytest.mark.parametrize("case", ["imagenet head", "other names", "exported, no metadata"])
+def test_eval_refuses_a_model_of_other_classes_in_one_line(case, tmp_path, capsys):
+    """A 1000-class model (ImageNet's head) on the 10 digits would print ~0 % top-1: refused, exit 2, naming
+    both counts and how to get a model of these classes; nothing written. Same for ten other class names,
+    and for an exported file that records no classes (its count read from its output)."""
+    from repghost.deploy import export_onnx
+
+    flags = ["--data", "digits", "--img-size", "32", "--workers", "0", "--json", str(tmp_path / "r.json")]
+    if case == "imagenet head":
+        path = repghost.save_checkpoint(repghost.create_model("repghostnet_050", num_classes=1000),
+                                        tmp_path / "imagenet.safetensors")
+    elif case == "other names":
+        path = repghost.save_checkpoint(repghost.create_model("repghostnet_050", num_classes=10),
+                                        tmp_path / "letters.safetensors", {"classes": list("abcdefghij")})
+    else:
+        path = export_onnx(repghost.create_model("repghostnet_050", num_classes=1000, deploy=True).eval(),
+                           tmp_path / "plain.onnx", (1, 3, 32, 32), exporter="legacy")
+        flags += ["--mean", "0.5", "0.5", "0.5", "--std", "0.5", "0.5", "0.5"]
+    assert main(["eval", str(path), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("repghost eval: error: "), err
+    if case == "other names":
+        assert "trained on classes [a, b, c, d, e, …] (10) but digits has [0, 1, 2, 3, 4, …] (10)" in err[0]
+    else:
+        assert f"{path.name} has 1000 classes but digits has 10" in err[0]
+        assert "train or fine-tune on this data first (repghost train --data digits" in err[0]
+        assert ("--pretrained" in err[0]) == (case == "imagenet head")   # an ONNX file is no training start
+    assert not (tmp_path / "r.json").exists()
+    with pytest.raises(repghost.train.ClassMismatchError):   # the library refuses, not only the command line
+        repghost.train.evaluate_checkpoint(path, data="digits", img_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                           progress=False)
+
+
+def test_eval_of_a_model_of_the_datas_classes_still_runs(tmp_path):
+    """Ten classes and no names, or the digits' own names: both evaluated, the same model the same top-1."""
+    model = repghost.create_model("repghostnet_050", num_classes=10)
+    results = [repghost.train.evaluate_checkpoint(repghost.save_checkpoint(model, tmp_path / f"m{i}.safetensors", meta),
+                                                  data="digits", img_size=32, progress=False)
+               for i, meta in enumerate((None, {"classes": DIGIT_NAMES}))]
+    assert [r["count"] for r in results] == [360, 360] and results[0]["top1"] == results[1]["top1"]
+
+
 def test_pretrained_replaces_a_classifier_of_another_size(tiny_run, tmp_path):
     ten = repghost.create_model("repghostnet_050", num_classes=10)
     src = repghost.save_checkpoint(ten, tmp_path / "ten.safetensors")

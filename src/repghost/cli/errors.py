@@ -25,10 +25,11 @@ USAGE = (
     "repghost.preprocess:PreprocessError",
     "repghost.train.fit:ScheduleError",
     "repghost.search.config:SearchError",
-    "repghost.deploy.runner:RuntimeChoiceError",
+    "repghost.deploy.graph_runner:RuntimeChoiceError",
     "repghost.checkpoint.contract:WrongTaskError",
     "repghost.detection.graph:NotExportableError",
     "repghost.deploy.predict:PredictInputError",
+    "repghost.train.evaluate:ClassMismatchError",
     "builtins:FileExistsError",
 )
 #: Library errors that mean "the work failed": a file that is not what it claims, unusable data, a check

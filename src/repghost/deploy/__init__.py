@@ -14,5 +14,6 @@ __all__ = lazy_exports(__name__, {
     "predict": ("PredictInputError", "PredictReport", "predict"),
     "quantize": ("Int8Report", "compare_int8", "quantize"),
     "recipe": ("DEFAULT_RECIPE", "RECIPES", "Recipe"),
-    "runner": ("ModelRunner", "RunnerError", "RuntimeChoiceError", "open_model"),
+    "graph_runner": ("GraphRunner", "RunnerError", "RuntimeChoiceError", "open_graph"),
+    "runner": ("ModelRunner", "open_model"),
 })

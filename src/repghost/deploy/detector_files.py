@@ -49,25 +49,22 @@ from ..checkpoint.contract import (
 from ..detection.config import DataConfig, DetectorConfig
 from ..detection.graph import DetectionPreprocess, PostProcess, postprocess, prepare
 from ..names import EXPORT_SUFFIXES
-from .edge import EDGE_RUNTIMES, edge_runtime
-from .onnx_export import onnx_metadata, session
+from .graph_runner import GRAPH_FORMATS, GraphRunner, choose_runtime, exported_format, open_graph
+from .onnx_export import onnx_metadata
 
 DETECTION = DETECTION_TASK
 PREPROCESS_KEY, DATA_KEY = DETECTION_PREPROCESS_KEY, DETECTION_DATA_KEY
 #: What the graph's output holds, in words (written into every file).
 LAYOUT = "(N, anchors, 4 + classes): x1 y1 x2 y2 in network-input pixels, then the score of each class " \
          "(class 0 is the background)"
-#: Formats a detector exports to, and the runtime each runs on by default (ONNX may also run on OpenVINO).
-DETECTOR_FORMATS = ("onnx", "openvino", "litert", "mnn", "ncnn")
-RUNTIMES = {"onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",), "litert": ("litert",),
-            "mnn": ("mnn",), "ncnn": ("ncnn",)}
+#: Formats a detector exports to: every exported graph format (the runtimes each runs on:
+#: :data:`repghost.names.FORMAT_RUNTIMES`).
+DETECTOR_FORMATS = GRAPH_FORMATS
 
 
 def detector_format_of(path: str | os.PathLike) -> str | None:
     """The exported-detector format a file name means, or ``None`` (a checkpoint, a TorchScript file...)."""
-    name = Path(path).name.lower()
-    found = [(len(s), fmt) for fmt in DETECTOR_FORMATS for s in EXPORT_SUFFIXES[fmt] if name.endswith(s)]
-    return max(found)[1] if found else None
+    return exported_format(path)
 
 
 def detector_props(config: DetectorConfig, categories: list[dict], preprocess: DetectionPreprocess,
@@ -105,24 +102,6 @@ def is_detector_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def _runner(path: Path, fmt: str, runtime: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``f(x (N, 3, S, S) float32) -> (N, A, 4 + C)`` on ``runtime``."""
-    if runtime == "onnxruntime":
-        sess = session(path, threads=threads)
-        name = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {name: x})[0]
-    if fmt == "onnx":  # OpenVINO reads ONNX directly
-        rt = edge_runtime("openvino")
-    else:
-        rt = edge_runtime(runtime)
-    run = rt.runner(path, threads)
-
-    def one_at_a_time(x: np.ndarray) -> np.ndarray:  # these files have a static batch of 1
-        return np.concatenate([np.asarray(run(x[i:i + 1])).reshape(1, -1) for i in range(len(x))])
-
-    return one_at_a_time
-
-
 @dataclass
 class DetectorFile:
     """An exported detector, ready to run (see the module docstring)."""
@@ -135,7 +114,9 @@ class DetectorFile:
     categories: list[dict]
     detector_config: DetectorConfig
     props: dict = field(repr=False, default_factory=dict)
-    run_graph: Callable[[np.ndarray], np.ndarray] = field(repr=False, default=None)
+    # ``(N, 3, S, S)`` float32 array -> one row per image: the file's graph on its runtime (a
+    # :class:`~repghost.deploy.graph_runner.GraphRunner`; bench's eager stand-in: the PyTorch graph).
+    run_graph: GraphRunner | Callable[[np.ndarray], np.ndarray] = field(repr=False, default=None)
     task: str = DETECTION
 
     @property
@@ -220,10 +201,14 @@ def _as_tensor(image) -> torch.Tensor:
     return to_tensor(image.convert("RGB"))
 
 
-def open_detector_file(path: str | os.PathLike, runtime: str | None = None, threads: int = 1) -> DetectorFile:
+def open_detector_file(path: str | os.PathLike, runtime: str | None = None, threads: int = 1,
+                       device: str | torch.device = "cpu") -> DetectorFile:
     """Open an exported detector on ``runtime`` (default: the one its format belongs to) with
-    ``threads`` CPU threads. A file of another task raises :class:`WrongTaskError`; one that is
-    not an exported model, or lacks its contract, :class:`~repghost.checkpoint.CheckpointError`."""
+    ``threads`` CPU threads (``device`` ``cuda``: an ONNX file on onnxruntime's CUDA provider). A file
+    of another task raises :class:`WrongTaskError`; a runtime its format does not run on
+    :class:`~repghost.deploy.graph_runner.RuntimeChoiceError`; one that is not an exported model, lacks
+    its contract, or that its runtime cannot load (or is not installed)
+    :class:`~repghost.checkpoint.CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file not found: {path}")
@@ -232,12 +217,7 @@ def open_detector_file(path: str | os.PathLike, runtime: str | None = None, thre
     if props.get(TASK_KEY) != DETECTION:
         raise WrongTaskError(f"{path} is not a detector (it holds {props.get(MODEL_KEY) or 'no repghost model'}, "
                              "a classifier): use `repghost eval` / `repghost predict` for it")
-    choices = RUNTIMES[fmt]
-    runtime = runtime or choices[0]
-    if runtime not in choices:
-        raise ValueError(f"a {fmt} detector runs on {' or '.join(choices)}, not {runtime}")
-    if fmt != "onnx" or runtime != "onnxruntime":
-        EDGE_RUNTIMES[runtime if runtime in EDGE_RUNTIMES else fmt].require()
+    runtime = choose_runtime(path, fmt, runtime)
     try:
         config = DetectorConfig.from_dict(json.loads(props[DETECTOR_KEY]))
         preprocess = DetectionPreprocess.from_dict(json.loads(props[PREPROCESS_KEY]))
@@ -247,7 +227,7 @@ def open_detector_file(path: str | os.PathLike, runtime: str | None = None, thre
         raise CheckpointError(f"{path}: incomplete or malformed detector metadata ({type(err).__name__}: {err})") \
             from None
     return DetectorFile(path, fmt, runtime, preprocess, post, categories, config, props,
-                        _runner(path, fmt, runtime, threads))
+                        open_graph(path, runtime, threads, device))
 
 
 def evaluate_detector_file(path: str | os.PathLike, data: DataConfig | None = None, runtime: str | None = None,

@@ -15,8 +15,8 @@ and a ``__call__(batch)`` on a preprocessed NCHW float batch:
 Where a file can run on several runtimes (an ONNX file: onnxruntime or OpenVINO's ONNX frontend;
 a torch checkpoint: eager PyTorch) ``runtime`` picks one; by default a file runs on the runtime it
 was written for. ``eval``, ``det-eval``, ``bench``, ``predict`` and the checks after ``export`` all
-open files here; the per-runtime loaders below it (:func:`~repghost.deploy.onnx_export.session`,
-each edge runtime's ``runner``) are its back ends.
+open files here. An exported graph (ONNX, OpenVINO, LiteRT, MNN, ncnn; classifier or detector) is
+loaded on its runtime by :func:`~repghost.deploy.graph_runner.open_graph`, the one back end of both.
 
 A torchvision detector checkpoint is fed as its exported form would be: the whole image stretched
 to ``min_size``² (``Preprocess(resize="stretch")``), scaled to [0, 1], *not* normalized — the model
@@ -33,13 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..checkpoint import (
     DETECTION_FORMAT,
-    CheckpointError,
     LoadedModel,
     Recorded,
     WrongTaskError,  # noqa: F401  (re-exported: eval / det-eval raise it)
@@ -51,18 +49,15 @@ from ..checkpoint import (
     sidecar_path,
 )
 from ..checkpoint import open_model as open_checkpoint
-from ..names import EXPORT_SUFFIXES, FORMAT_RUNTIMES
 from ..preprocess import Preprocess
 from . import onnx_export
-from .edge import EDGE_RUNTIMES, edge_runtime
-
-
-class RunnerError(CheckpointError):
-    """A model file that cannot be opened or run as asked (its one-line message says why)."""
-
-
-class RuntimeChoiceError(RunnerError):
-    """A runtime the file's format does not run on: the command line must change (exit code 2)."""
+from .graph_runner import (
+    RunnerError,
+    RuntimeChoiceError,  # noqa: F401  (re-exported: open_model raises it)
+    choose_runtime,
+    exported_format,
+    open_graph,
+)
 
 
 @dataclass
@@ -111,10 +106,9 @@ class ModelRunner:
 def file_format(path: str | os.PathLike) -> str:
     """The format of a model file, from its name and (for ``.pt``) its contents."""
     path = Path(path)
-    name = path.name.lower()
-    for fmt in ("onnx", *EDGE_RUNTIMES):
-        if any(name.endswith(suffix) for suffix in EXPORT_SUFFIXES[fmt]):
-            return fmt
+    fmt = exported_format(path)
+    if fmt is not None:
+        return fmt
     if path.is_file() and file_kind(path) == "safetensors":
         return "safetensors"
     if path.is_file() and _is_torchscript(path):
@@ -154,23 +148,20 @@ def open_model(path: str | os.PathLike, runtime: str | None = None, threads: int
     if not path.is_file():
         raise RunnerError(f"model file not found: {path}")
     fmt = file_format(path)
-    allowed = FORMAT_RUNTIMES[fmt]
-    runtime = runtime or allowed[0]
-    if runtime not in allowed:
-        raise RuntimeChoiceError(f"{path.name} is a {fmt} file: it runs on {' or '.join(allowed)}, not {runtime}")
+    runtime = choose_runtime(path, fmt, runtime)
     threads = threads or torch.get_num_threads()
     if fmt in ("checkpoint", "safetensors"):
         return _open_torch_file(path, fmt, threads, torch.device(device), model_name, use_ema)
     record = _exported_record(path, fmt)
     if record.task == "detection":
-        return _open_detector_file(path, runtime, threads)
+        return _open_detector_file(path, runtime, threads, torch.device(device))
     if fmt == "torchscript":
         return _open_torchscript(path, record, threads, torch.device(device))
-    call, graph_size, static_batch, files = _exported_call(path, fmt, runtime, threads, torch.device(device))
+    graph = open_graph(path, runtime, threads, device)
     runner = ModelRunner(path, "classification", fmt, runtime, record.preprocess, record.classes,
-                         record.preprocess.input_size if record.preprocess else graph_size,
-                         _in_chunks(call, static_batch), is_int8(path), record.model_name, record.data,
-                         files=files)
+                         record.preprocess.input_size if record.preprocess else graph.input_size,
+                         lambda batch: torch.from_numpy(graph(batch)), is_int8(path), record.model_name, record.data,
+                         files=graph.files)
     if fmt not in ("onnx",) and record.preprocess is None and not sidecar_path(path).is_file():
         runner.notes = (f"{path.name} has no {sidecar_path(path).name} beside it: no preprocessing or classes "
                         "recorded",)
@@ -244,13 +235,13 @@ def _exported_record(path: Path, fmt: str) -> Recorded:
     return props_record(props, path)
 
 
-def _open_detector_file(path: Path, runtime: str, threads: int) -> ModelRunner:
+def _open_detector_file(path: Path, runtime: str, threads: int, device: torch.device) -> ModelRunner:
     """An exported detector as a :class:`ModelRunner`: its preprocessing as the runner's callers use
     it (a PIL image in, boxes back to the image), and a call that gives detections in input pixels."""
     from .detector_files import DetectorInput, open_detector_file
 
-    detector = open_detector_file(path, runtime, threads)
-    files = [path] if detector.format == "onnx" else [*edge_runtime(detector.format).files(path), sidecar_path(path)]
+    detector = open_detector_file(path, runtime, threads, device)
+    files = [*detector.run_graph.files, *([] if detector.format == "onnx" else [sidecar_path(path)])]
     return ModelRunner(path, "detection", detector.format, detector.runtime, DetectorInput(detector.preprocess),
                        detector.class_names, detector.input_size, call=detector.detect_in_input,
                        model_name=detector.detector_config.backbone, categories=detector.categories, files=files)
@@ -266,58 +257,6 @@ def _open_torchscript(path: Path, record: Recorded, threads: int, device: torch.
                           runtime="torchscript", model_name=record.model_name, data=record.data)
     runner.module = None  # a ScriptModule: not a model to fold or profile
     return runner
-
-
-def _exported_call(path: Path, fmt: str, runtime: str, threads: int, device: torch.device):
-    """``(f(NCHW array) -> logits array, the graph's input size or None, its static batch or None,
-    its files)`` for an ONNX file (onnxruntime on ``device``) or an edge runtime's export (CPU)."""
-    if fmt == "onnx" and runtime == "onnxruntime":
-        providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-        try:
-            sess = onnx_export.session(path, threads=threads, providers=providers)
-        except Exception as err:
-            if not type(err).__module__.startswith("onnxruntime"):
-                raise
-            # onnxruntime's own errors (a file it cannot read) derive from Exception only: say what failed.
-            raise RunnerError(f"onnxruntime cannot load {path}: {type(err).__name__}: "
-                              f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}") from err
-        shape = sess.get_inputs()[0].shape
-        feed_name = sess.get_inputs()[0].name
-
-        def run(images: np.ndarray) -> np.ndarray:
-            return sess.run(None, {feed_name: images})[0]
-
-        return run, _static(shape[-1]), _static(shape[0]), [path]
-    rt = edge_runtime(runtime)
-    try:
-        rt.require()
-    except Exception as err:
-        raise RunnerError(str(err)) from None
-    try:
-        run = rt.runner(path, threads)
-    except Exception as err:
-        raise RunnerError(f"{rt.label} cannot load {path}: {type(err).__name__}: "
-                          f"{str(err).strip().splitlines()[-1][:200] if str(err).strip() else ''}") from None
-    files = [path] if fmt == "onnx" else rt.files(path)
-    # The edge exports have a static batch of 1 (an ONNX file read by OpenVINO keeps its dynamic axis).
-    return run, None, None if fmt == "onnx" else 1, files
-
-
-def _static(dim) -> int | None:
-    return dim if isinstance(dim, int) and dim > 0 else None
-
-
-def _in_chunks(run: Callable[[np.ndarray], np.ndarray], static_batch: int | None) -> Callable:
-    """``run`` on a batch of any size: in slices of the graph's static batch where it has one."""
-    def call(batch: torch.Tensor) -> torch.Tensor:
-        images = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        if static_batch is None or len(images) == static_batch:
-            return torch.from_numpy(np.asarray(run(images), dtype=np.float32).reshape(len(images), -1))
-        parts = [np.asarray(run(images[i:i + static_batch]), dtype=np.float32).reshape(static_batch, -1)
-                 for i in range(0, len(images), static_batch)]
-        return torch.from_numpy(np.concatenate(parts))
-
-    return call
 
 
 # -- the check after an export ---------------------------------------------------------------------

@@ -8,6 +8,6 @@ from ..lazy import lazy_exports
 __all__ = lazy_exports(__name__, {
     "config": ("TrainConfig", "read_recipe", "recipe_names", "resolve_config"),
     "engine": ("Trainer", "TrainResult", "train"),
-    "evaluate": ("evaluate", "evaluate_checkpoint", "open_for_eval"),
+    "evaluate": ("ClassMismatchError", "check_classes", "evaluate", "evaluate_checkpoint", "open_for_eval"),
     "state": ("load_training_checkpoint",),
 })

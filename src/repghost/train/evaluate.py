@@ -13,12 +13,39 @@ from torch import nn
 
 from ..checkpoint import DETECTION_FORMAT, CheckpointError, LoadedModel, other_file_message
 from ..data import SampleDataset, build_datasets, build_loader, recorded_root
+from ..names import DIGITS
 from ..preprocess import Preprocess
 from ..progress import progress as progress_bar
 from ..reparam import is_deploy, reparameterize
 from ..run.distributed import DistInfo, all_reduce_sum, gather_lists
 
 log_module = logging.getLogger("repghost.train")
+
+
+class ClassMismatchError(ValueError):
+    """A classifier evaluated on data of other classes (another number of them, or other names): its
+    accuracy there would be meaningless, so the command line must change (exit code 2)."""
+
+
+def check_classes(path: str | Path, class_names, num_classes: int | None, dataset, data: str | None,
+                  fine_tunable: bool = True) -> None:
+    """Refuse a classifier whose classes are not those of ``dataset`` (a :class:`~repghost.data.RawDataset`
+    of ``data``, an ImageFolder root or the digits): :class:`ClassMismatchError` when its class count
+    differs, or when it records class names that differ. A model that records its names passes exactly
+    where they are the data's; one that records none, where its count is. ``fine_tunable``: the file holds
+    weights ``repghost train --pretrained`` starts from (the message suggests it)."""
+    name, data_classes = Path(path).name, list(dataset.classes)
+    if class_names is not None and list(class_names) == data_classes:
+        return
+    count = len(class_names) if class_names is not None else num_classes
+    if count is not None and count != len(data_classes):
+        start = f" --pretrained {path}" if fine_tunable else ""
+        raise ClassMismatchError(f"{name} has {count} classes but {dataset.root} has {len(data_classes)}: its top-1 "
+                                 "there would be meaningless; train or fine-tune on this data first (repghost train "
+                                 f"--data {data or DIGITS}{start})")
+    if class_names is not None:
+        raise ClassMismatchError(f"{name} was trained on classes {_short(class_names)} but {dataset.root} has "
+                                 f"{_short(data_classes)}; accuracy would be meaningless")
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None):
@@ -133,20 +160,16 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     preprocess = recorded.override(input_size=img_size, mean=mean, std=std)
     data = data if data is not None else recorded_root(runner.data, str(path), "pass --data DIR")
     raw = build_datasets(data, splits=(split,))[split]
-    n_classes = runner.num_classes or getattr(runner.module, "num_classes", None)
-    if runner.class_names is not None and list(runner.class_names) != list(raw.classes):
-        raise CheckpointError(f"{path.name} was trained on classes {_short(runner.class_names)} but {raw.root} has "
-                              f"{_short(raw.classes)}; accuracy would be meaningless")
-    if n_classes and len(raw.classes) > n_classes:
-        raise CheckpointError(f"the model has {n_classes} classes but {raw.root} has {len(raw.classes)}")
+    if runner.module is None and runner.input_size and runner.input_size != preprocess.input_size:
+        raise CheckpointError(f"{path.name} takes {runner.input_size}² inputs (a size fixed at export); "
+                              f"--img-size {preprocess.input_size} cannot run on it")
+    check_classes(path, runner.class_names, _output_count(runner, preprocess), raw, data,
+                  fine_tunable=runner.format in ("checkpoint", "safetensors"))
     if reparam and runner.module is not None and not is_deploy(runner.module):
         from ..deploy.runner import torch_runner
 
         runner = torch_runner(reparameterize(runner.module), path, runner.format, runner.preprocess,
                               runner.class_names, dev, model_name=runner.model_name, data=runner.data)
-    if runner.module is None and runner.input_size and runner.input_size != preprocess.input_size:
-        raise CheckpointError(f"{path.name} takes {runner.input_size}² inputs (a size fixed at export); "
-                              f"--img-size {preprocess.input_size} cannot run on it")
     # The runner moves each batch to its device and hands back its logits on the CPU.
     loader = build_loader(SampleDataset(raw, preprocess.transform()), batch_size, train=False,
                           workers=workers, pin_memory=dev.type == "cuda")
@@ -156,6 +179,16 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     form = "deploy" if runner.module is None or is_deploy(runner.module) else "train"
     return {**result, "checkpoint": str(path), "form": form, "format": runner.label, "runtime": runner.runtime,
             "data": str(data or "digits"), "split": split, "preprocess": preprocess.to_dict()}
+
+
+def _output_count(runner, preprocess: Preprocess) -> int | None:
+    """How many classes the model scores: what it records, else its output width on one blank image (a
+    file not written by repghost records no classes)."""
+    count = runner.num_classes or getattr(runner.module, "num_classes", None)
+    if count is not None:
+        return count
+    with torch.inference_mode():
+        return int(runner(torch.zeros(1, 3, preprocess.input_size, preprocess.input_size)).shape[-1])
 
 
 def _short(names) -> str:
