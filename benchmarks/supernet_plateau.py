@@ -13,6 +13,10 @@ Variants:
   middle widths, kernels and SE still vary. Tells op mixing (4 unshared op types per block, so the
   next block and the head see 4 kinds of features) from everything else.
 - ``no_distill``: distillation weight 0 (the students learn from the labels alone).
+- ``largest_first``: Once-for-All's order — the largest network (RepGhost ops) trained alone for the first
+  150 steps, then the ``one_op`` sandwich.
+- ``fixed_path``: the control — no sharing at all: ``repghostnet_050``'s path every step (as teacher and,
+  again, as student), the same schedule, so its loss is what one path reaches in these steps.
 
 Each variant appends its records to ``OUT/<variant>.json`` when it ends (a variant stopped early is
 run again from its start).
@@ -35,6 +39,7 @@ import torch
 from repghost.detection.config import DataConfig
 from repghost.io import atomic_write_json
 from repghost.search import sandwich
+from repghost.search.superspace import extreme_arch, with_reference_op
 from repghost.search.supertrain import SupernetConfig, train_supernet
 
 BASELINE = Path(__file__).parent / "results" / "supernet_noise" / "steps600" / "history.json"
@@ -43,7 +48,7 @@ BASELINE = Path(__file__).parent / "results" / "supernet_noise" / "steps600" / "
 def one_op_archs(original):
     """``sandwich_archs`` with every real op replaced by ``repghost``."""
 
-    def archs(supernet, seed, step, num_random):
+    def archs(supernet, seed, step, num_random, *_):
         space = supernet.space
         out = []
         for arch in original(supernet, seed, step, num_random):
@@ -55,10 +60,36 @@ def one_op_archs(original):
     return archs
 
 
+def largest_first_archs(original, steps: int = 150):
+    """The first ``steps`` steps train the largest path alone (twice: a sandwich step needs a student), every op
+    the RepGhost bottleneck; then the ``one_op`` sandwich."""
+    one_op = one_op_archs(original)
+
+    def archs(supernet, seed, step, num_random, *_):
+        if step < steps:
+            largest = with_reference_op(supernet.space, extreme_arch(supernet.space, True, (seed, step, 0)))
+            return [largest, largest]
+        return one_op(supernet, seed, step, num_random)
+
+    return archs
+
+
+def fixed_path_archs(original, name: str = "repghostnet_050"):
+    """The control: one fixed path every step (``repghostnet_050``, as teacher and as student)."""
+
+    def archs(supernet, seed, step, num_random, *_):
+        arch = supernet.space.named_archs()[name]
+        return [arch, arch]
+
+    return archs
+
+
 VARIANTS = {
     "lr_quarter": dict(settings=dict(lr=0.0125)),
     "one_op": dict(settings={}, patch=one_op_archs),
     "no_distill": dict(settings=dict(distill_weight=0.0)),
+    "largest_first": dict(settings={}, patch=largest_first_archs),
+    "fixed_path": dict(settings={}, patch=fixed_path_archs),
 }
 
 

@@ -338,3 +338,23 @@ def test_reference_op_steps_train_only_the_repghost_ops_and_keep_the_rest_of_eac
     changed = {k for k, v in supernet.model.named_parameters() if not torch.equal(v, before[k])}
     body_ops = {k.split(".ops.")[1].split(".")[0] for k in changed if ".ops." in k}
     assert body_ops == {"repghost"}
+
+
+def test_largest_only_steps_train_the_largest_path_alone():
+    torch.manual_seed(0)
+    supernet = SuperSSDLite(SPACE, num_classes=3, image_size=IMAGE)
+    (largest,) = sandwich_archs(supernet, seed=0, step=5, num_random=2, largest_only=True)
+    assert largest == extreme_arch(SPACE, True, (0, 5, 0))
+    optimizer = torch.optim.SGD(supernet.model.parameters(), lr=0.01)
+    before = {k: v.clone() for k, v in supernet.model.named_parameters()}
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[20.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([2])}]
+    record = SandwichTrainer(supernet, optimizer, seed=0, num_random=2, largest_only_steps=6).step(5, images(2),
+                                                                                                  targets)
+    assert set(record) == {"teacher_loss"}  # no students: no student or distillation loss is made up
+    for i, stage in enumerate(supernet.body.blocks[:-1]):
+        for j, block in enumerate(stage):
+            for op, module in block.ops.items():
+                name = next(n for n, m in supernet.model.named_modules() if m is module)
+                moved = any(not torch.equal(p, before[f"{name}.{k}"]) for k, p in module.named_parameters())
+                assert moved == ((i, j, op) in _used_ops(largest)), (i, j, op)

@@ -15,5 +15,5 @@ __all__ = lazy_exports(__name__, {
     "calibrate": ("recalibrate_bn",),
     "proxy": ("score_architecture", "score_noise"),
     "superspace": ("SuperSSDLite",),
-    "supertrain": ("SupernetConfig", "train_supernet"),
+    "supertrain": ("SupernetConfig", "load_supernet", "train_supernet"),
 })

@@ -47,12 +47,15 @@ NEG_TO_POS = 3
 
 
 def sandwich_archs(supernet: SuperSSDLite, seed: int, step: int, num_random: int,
-                   reference_op_only: bool = False) -> list[tuple[str, ...]]:
-    """Step ``step``'s architectures: largest, smallest, then ``num_random`` uniform ones; with
-    ``reference_op_only``, each with every real op the reference op (:func:`.superspace.with_reference_op`)."""
+                   reference_op_only: bool = False, largest_only: bool = False) -> list[tuple[str, ...]]:
+    """Step ``step``'s architectures: largest, smallest, then ``num_random`` uniform ones (with
+    ``largest_only``, the largest alone); with ``reference_op_only``, each with every real op the
+    reference op (:func:`.superspace.with_reference_op`)."""
     space = supernet.space
-    archs = [extreme_arch(space, True, (seed, step, 0)), extreme_arch(space, False, (seed, step, 1))]
-    archs += [space.sample(seed, step * num_random + i) for i in range(num_random)]
+    archs = [extreme_arch(space, True, (seed, step, 0))]
+    if not largest_only:
+        archs.append(extreme_arch(space, False, (seed, step, 1)))
+        archs += [space.sample(seed, step * num_random + i) for i in range(num_random)]
     return [with_reference_op(space, a) for a in archs] if reference_op_only else archs
 
 
@@ -86,19 +89,21 @@ class SandwichTrainer:
     """One sandwich step of ``supernet`` with ``optimizer`` (gradient clipping at ``clip_grad``)."""
 
     def __init__(self, supernet: SuperSSDLite, optimizer: torch.optim.Optimizer, seed: int = 0, num_random: int = 2,
-                 distill_weight: float = 1.0, clip_grad: float = 10.0, reference_op_steps: int = 0):
+                 distill_weight: float = 1.0, clip_grad: float = 10.0, reference_op_steps: int = 0,
+                 largest_only_steps: int = 0):
         self.supernet, self.optimizer, self.seed = supernet, optimizer, seed
         self.num_random, self.distill_weight, self.clip_grad = num_random, distill_weight, clip_grad
-        self.reference_op_steps = reference_op_steps
+        self.reference_op_steps, self.largest_only_steps = reference_op_steps, largest_only_steps
 
     def step(self, step: int, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]]) -> dict[str, float]:
-        """Train the step's architectures on one minibatch; returns the teacher's detection loss and the
-        students' mean detection and distillation losses."""
+        """Train the step's architectures on one minibatch; returns the teacher's detection loss and (when
+        the step has students) the students' mean detection and distillation losses."""
         model = self.supernet.model.train()
         images_t, targets_t = model.transform(list(images), list(targets))
         self.optimizer.zero_grad(set_to_none=True)
         teacher, matched, teacher_loss, students = None, None, 0.0, []
-        for arch in sandwich_archs(self.supernet, self.seed, step, self.num_random, step < self.reference_op_steps):
+        for arch in sandwich_archs(self.supernet, self.seed, step, self.num_random, step < self.reference_op_steps,
+                                   step < self.largest_only_steps):
             self.supernet.set_arch(arch)
             features = list(model.backbone(images_t.tensors).values())
             head = model.head(features)
@@ -118,5 +123,7 @@ class SandwichTrainer:
         params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         nn.utils.clip_grad_norm_(params, self.clip_grad)
         self.optimizer.step()
+        if not students:
+            return dict(teacher_loss=teacher_loss)
         return dict(teacher_loss=teacher_loss, student_loss=sum(s[0] for s in students) / len(students),
                     distill_loss=sum(s[1] for s in students) / len(students))

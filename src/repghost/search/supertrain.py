@@ -64,6 +64,9 @@ class SupernetConfig:
     #: with four unshared op types per block from the start, the shared stem, extra layers and head see four
     #: kinds of features at every position and the loss stalls (benchmarks/README.md, super-network plateau).
     reference_op_steps: int = limited(COUNT0, default=0)
+    #: The first steps train the largest architecture alone (Once-for-All's order: the full network first);
+    #: the sandwich starts from a network that already detects (benchmarks/README.md, super-network plateau).
+    largest_only_steps: int = limited(COUNT0, default=0)
     seed: int = limited(COUNT0, default=0)
     checkpoint_every: int = limited(COUNT, default=50)
     log_every: int = limited(COUNT, default=25)
@@ -92,7 +95,8 @@ class SupernetTraining:
         self.optimizer = torch.optim.SGD(self.supernet.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         self.trainer = SandwichTrainer(self.supernet, self.optimizer, config.seed, config.num_random,
-                                       config.distill_weight, config.clip_grad, config.reference_op_steps)
+                                       config.distill_weight, config.clip_grad, config.reference_op_steps,
+                                       config.largest_only_steps)
         self.step = 0
         self.history: list[dict] = []
         self.window: list[dict] = []  # the steps since the last history record (a resume logs the same)
@@ -123,6 +127,13 @@ class SupernetTraining:
             self.optimizer.load_state_dict(state["optimizer"])
         elif self.step < self.config.steps:
             raise CheckpointError(f"it holds no optimizer state, which a resume at step {self.step} needs")
+
+
+def _window_means(window: list[dict]) -> dict[str, float]:
+    """Each loss's mean over the steps of ``window`` that report it (steps that train the largest path alone
+    have no students)."""
+    keys = dict.fromkeys(k for record in window for k in record)
+    return {k: sum(r[k] for r in window if k in r) / sum(k in r for r in window) for k in keys}
 
 
 def load_supernet(path: str | os.PathLike, device: torch.device | str = "cpu") -> SupernetTraining:
@@ -177,7 +188,7 @@ def train_supernet(config: SupernetConfig, resume: bool = False,
             window.append(training.trainer.step(step, images, targets))
             training.step += 1
             if training.step % config.log_every == 0 or training.step == config.steps:
-                record = {"step": training.step, **{k: sum(w[k] for w in window) / len(window) for k in window[0]}}
+                record = {"step": training.step, **_window_means(window)}
                 training.history.append(record)
                 training.window = []
                 write(f"supernet step {training.step}/{config.steps}: " +
