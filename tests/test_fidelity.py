@@ -209,3 +209,37 @@ def test_the_band_can_be_centred_on_a_measured_target(tmp_path):
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="positive number of ms"):
             study.pick_architectures(SPACE, model, count=3, target_ms=bad)
+
+
+def _mobiledet_cost_model(tmp_path):
+    from repghost.costmodel.space import SearchSpace
+
+    space = SearchSpace()
+    names = feature_names(space)
+    return CostModel(space.fingerprint, names[:1], [1.0], 1.0, metrics={"test": {"r2": 0.99}},
+                     space_id=space.id).save(tmp_path / "mobiledet.json")
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing cost model", "--cost-model: file not found"),
+    ("cost model of another space", "draws from the RepGhostNet-skeleton space"),
+    ("missing super-network", "--supernet: checkpoint not found"),
+    ("zero tolerance", "tolerance is a fraction in (0, 1)"),
+    ("zero count", "--count"),
+    ("bad target", "--target-ms"),
+])
+def test_bad_input_is_refused_in_one_line_before_any_work(case, message, tmp_path, capsys):
+    from repghost.cli import main
+
+    _, good = linear_cost_model(tmp_path)
+    args = {"missing cost model": ["--cost-model", str(tmp_path / "none.json")],
+            "cost model of another space": ["--cost-model", str(_mobiledet_cost_model(tmp_path))],
+            "missing super-network": ["--cost-model", str(good), "--supernet", str(tmp_path / "none.pt")],
+            "zero tolerance": ["--cost-model", str(good), "--tolerance", "0"],
+            "zero count": ["--cost-model", str(good), "--count", "0"],
+            "bad target": ["--cost-model", str(good), "--target-ms", "-3"]}[case]
+    out = tmp_path / "study"
+    assert main(["study", "fidelity", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

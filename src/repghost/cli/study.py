@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from .args import COUNT, COUNT0, POSITIVE, Number, data_root, output_dir
+from .args import COUNT, COUNT0, POSITIVE, Number, checkpoint_file, data_root, input_file, output_dir
 from .errors import usage_errors
 
 
@@ -182,9 +182,9 @@ def add_study(sub) -> None:
                                        "its τ ≥ 0.4 and above both. Everything resumes: the draw is kept in OUT, "
                                        "scores and runs are written as they finish. Exit codes: 0 done, 2 bad "
                                        "arguments, 1 failed, 130 interrupted.")
-    s.add_argument("--cost-model", required=True, metavar="JSON",
+    s.add_argument("--cost-model", required=True, metavar="JSON", type=input_file,
                    help="a cost model of the RepGhostNet-skeleton space (`repghost costmodel fit --space repghostnet`)")
-    s.add_argument("--supernet", default=None, metavar="SUPERNET_PT",
+    s.add_argument("--supernet", default=None, metavar="SUPERNET_PT", type=checkpoint_file,
                    help="a finished super-network training's supernet.pt, trained on the benchmark's train split "
                         "(without it: stand-alone runs and the zero-cost baselines only)")
     s.add_argument("--reference", default="repghostnet_050", help="the latency target's model (default "

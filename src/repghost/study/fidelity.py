@@ -223,6 +223,9 @@ def run(out: str | Path, cost_model: str | os.PathLike, supernet: str | os.PathL
     from . import detection
 
     out = Path(out)
+    for path, what in ((cost_model, "cost model"), (supernet, "super-network checkpoint")):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{what} not found: {path}")
     drawn = prepare(out, cost_model, reference, count, tolerance, draw_seed, target_ms)
     files = {row["label"]: str(out / "archs" / f"{row['label']}.json") for row in drawn["architectures"]}
     bench = Path(benchmark) if benchmark is not None else out / "benchmark"
