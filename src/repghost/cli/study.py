@@ -88,6 +88,20 @@ def _timing_args(p, warmup: int, runs: int, threads: bool = True) -> None:
     p.add_argument("--out", default="study-results", type=output_dir, help="output directory (default study-results)")
 
 
+def _benchmark_run_args(p) -> None:
+    """What a study that trains on the detection benchmark and times the bodies takes besides its own."""
+    from ..detection.config import BENCHMARK_RECIPE
+    from ..names import RUNTIMES
+
+    p.add_argument("--epochs", type=COUNT, default=None,
+                   help=f"override the recipe's epochs (default {BENCHMARK_RECIPE['epochs']})")
+    p.add_argument("--workers", type=COUNT0, default=None,
+                   help=f"data loader workers (default {BENCHMARK_RECIPE['workers']})")
+    p.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="latency runtime (default onnxruntime)")
+    p.add_argument("--latency-size", type=COUNT, default=320, help="input size for latency (default 320)")
+    _timing_args(p, warmup=10, runs=50)
+
+
 def add_study(sub) -> None:
     from ..detection.config import BENCHMARK_RECIPE, BENCHMARK_SIZES
     from ..names import ORT_OPT_LEVELS, RESNET_RATIOS, RUNTIMES
@@ -159,15 +173,9 @@ def add_study(sub) -> None:
     s.add_argument("--image-size", type=Number(int, 32), default=BENCHMARK_SIZES["image_size"],
                    help=f"benchmark image size, square; the detector's input too (default "
                         f"{BENCHMARK_SIZES['image_size']})")
-    s.add_argument("--epochs", type=COUNT, default=None,
-                   help=f"override the recipe's epochs (default {BENCHMARK_RECIPE['epochs']})")
     s.add_argument("--batch-size", type=COUNT, default=None,
                    help=f"override the recipe's batch size (default {BENCHMARK_RECIPE['batch_size']})")
-    s.add_argument("--workers", type=COUNT0, default=None,
-                   help=f"data loader workers (default {BENCHMARK_RECIPE['workers']})")
-    s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="latency runtime (default onnxruntime)")
-    s.add_argument("--latency-size", type=COUNT, default=320, help="input size for latency (default 320)")
-    _timing_args(s, warmup=10, runs=50)
+    _benchmark_run_args(s)
     s.set_defaults(func=_cmd_detection)
 
     s = studies.add_parser("fidelity", help="does the super-network rank architectures as stand-alone training "
@@ -199,13 +207,7 @@ def add_study(sub) -> None:
     s.add_argument("--seeds", nargs="+", type=COUNT0, default=[0, 1], help="training seeds (default 0 1)")
     s.add_argument("--benchmark", default=None, type=output_dir,
                    help="where the detection benchmark is (generated there if missing; default OUT/benchmark)")
-    s.add_argument("--epochs", type=COUNT, default=None,
-                   help=f"override the recipe's epochs (default {BENCHMARK_RECIPE['epochs']})")
-    s.add_argument("--workers", type=COUNT0, default=None,
-                   help=f"data loader workers (default {BENCHMARK_RECIPE['workers']})")
-    s.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="latency runtime (default onnxruntime)")
-    s.add_argument("--latency-size", type=COUNT, default=320, help="input size for latency (default 320)")
-    _timing_args(s, warmup=10, runs=50)
+    _benchmark_run_args(s)
     s.set_defaults(func=_cmd_fidelity)
 
     s = studies.add_parser("figure1", help="accuracy–latency figure: RepGhostNet, GhostNet, MobileNetV3",
