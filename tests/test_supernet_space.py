@@ -4,6 +4,7 @@ the sandwich rule's extremes, BN recalibration, training and scoring."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -197,10 +198,15 @@ def test_supernet_training_resumes_exactly_and_saves_only_what_resume_needs(tmp_
     data = dict(synthetic_train=8, synthetic_val=4, synthetic_size=IMAGE, synthetic_dir=str(tmp_path / "synthetic"))
 
     def config(name: str) -> SupernetConfig:
+        # every phase of the schedule: step 1 the largest path alone, step 2 one op, step 3 every op
         return SupernetConfig(output=str(tmp_path / name), data=data, steps=3, batch_size=2, img_size=IMAGE,
-                              lr_warmup_steps=1, checkpoint_every=2, log_every=1, threads=1)
+                              lr_warmup_steps=1, checkpoint_every=2, log_every=2, threads=1, largest_only_steps=1,
+                              reference_op_steps=2)
 
     whole = train_supernet(config("whole"))
+    # a record averages each loss over the steps that have it: step 1 has no students
+    assert [set(r) for r in whole.history] == [{"step", "teacher_loss", "student_loss", "distill_loss"}] * 2
+    assert all(math.isfinite(v) for r in whole.history for v in r.values())
 
     def crash_at_step_3(training):
         if training.step == 3:
