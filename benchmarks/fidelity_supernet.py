@@ -29,6 +29,7 @@ import torch
 from repghost.detection.config import DataConfig
 from repghost.io import atomic_write_json
 from repghost.profile import profile
+from repghost.search.proxy import score_noise
 from repghost.search.supertrain import CHECKPOINT_FILE, SupernetConfig, train_supernet
 from repghost.study import fidelity
 from repghost.study.detection import ssdlite_body
@@ -74,7 +75,8 @@ def main() -> None:
     if training.step < config.steps:
         return
     names = study_architectures(study)
-    scores = fidelity.supernet_scores(study, output / CHECKPOINT_FILE, names, bench)
+    records = fidelity.supernet_scores(study, output / CHECKPOINT_FILE, names, bench)
+    scores = {label: r["proxy"] for label, r in records.items()}
     print(json.dumps(scores, indent=1))
     if not args.interim:
         return
@@ -86,10 +88,12 @@ def main() -> None:
             rows.append(dict(arch=label, seeds=len(ap), ap_mean=statistics.fmean(ap), proxy=scores[label],
                              macs_g=cost.macs / 1e9, params_m=cost.params / 1e6))
     taus = fidelity.fidelity(rows, "proxy", "ap_mean", ("macs_g", "params_m")) if len(rows) >= 3 else {}
+    noise = score_noise([records[label]["subset_ap"] for label in names])
     passed, sentence = fidelity.verdict(taus) if taus else (None, "fewer than 3 architectures have finished runs")
     result = dict(interim=True, note="architectures with finished stand-alone runs so far; not the study's verdict",
                   supernet=config.to_dict(), rows=rows,
-                  taus={k: vars(t) for k, t in taus.items()}, rule_reading=sentence, would_pass=passed)
+                  taus={k: vars(t) for k, t in taus.items()}, rule_reading=sentence, would_pass=passed,
+                  score_noise=noise, scores=scores)
     atomic_write_json(Path(args.out), result, indent=1)
     print(sentence)
 

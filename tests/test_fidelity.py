@@ -144,20 +144,21 @@ def test_fidelity_study_scores_trains_and_resumes(tmp_path, monkeypatch):
     cut = {"after": 2}
     from repghost.search import proxy
 
-    real_score = proxy.score_architecture
+    real_predict = proxy.predict_architecture
 
     def score_then_stop(*args, **kwargs):  # a run stopped while scoring keeps the scores already written
         if cut["after"] == 0:
             raise KeyboardInterrupt
         cut["after"] -= 1
-        return real_score(*args, **kwargs)
+        return real_predict(*args, **kwargs)
 
-    monkeypatch.setattr(proxy, "score_architecture", score_then_stop)
+    monkeypatch.setattr(proxy, "predict_architecture", score_then_stop)
     with pytest.raises(KeyboardInterrupt):
         study.run(out, cost_path, supernet, count=2, tolerance=0.05, seeds=[0], benchmark=bench, **TINY)
     (scores_file,) = out.glob("scores-*.jsonl")
-    assert [r["label"] for r in map(json.loads, scores_file.read_text().splitlines())] == \
-        ["repghostnet_050", "random_00"]
+    written = [json.loads(line) for line in scores_file.read_text().splitlines()]
+    assert [r["label"] for r in written] == ["repghostnet_050", "random_00"]
+    assert all(len(r["subset_ap"]) == 2 for r in written)  # the search split's 2 images, one subset each
     assert trained == []  # scoring comes first
 
     cut["after"] = 10
@@ -170,6 +171,7 @@ def test_fidelity_study_scores_trains_and_resumes(tmp_path, monkeypatch):
     taus = result.meta["fidelity"]["taus"]
     assert set(taus) == {"proxy", "macs_g", "params_m"}
     assert any(note.startswith("Verdict: ") and "rule: τ ≥ 0.4" in note for note in result.notes)
+    assert result.meta["fidelity"]["score_noise"]["archs"] == 3
 
     trained.clear()  # finished: nothing trained or scored again, same table
     again = study.run(out, cost_path, supernet, count=2, tolerance=0.05, seeds=[0], benchmark=bench, **TINY)

@@ -108,6 +108,8 @@ ARCHS_FILE = "architectures.json"
 ARCHS_FORMAT = "repghost-fidelity-architectures/1"
 #: BN recalibration before an architecture is scored: batches of the benchmark's train split.
 CALIBRATION_BATCHES, CALIBRATION_SEED = 4, 1
+#: Disjoint subsets of the search split each score is also computed on, to measure the score's own noise.
+SCORE_SUBSETS = 4
 
 COLUMNS = [Column("arch", "architecture"), Column("predicted_ms", "predicted ms", ".2f"),
            Column("median_ms", "body median ms", ".2f"), Column("seeds", "seeds"),
@@ -177,17 +179,18 @@ def prepare(out: Path, cost_model_path: str | os.PathLike, reference: str = REFE
 
 
 def supernet_scores(out: Path, supernet_path: str | os.PathLike, archs: Mapping[str, str], benchmark: Path,
-                    progress: bool = True) -> dict[str, float]:
+                    progress: bool = True) -> dict[str, dict]:
     """Each architecture's super-network score (box AP of its path on the benchmark's search split, BN
-    recalibrated), appended to ``out/scores-<checkpoint digest>.jsonl`` as it comes; scores already there
-    are read, not computed again."""
+    recalibrated; ``proxy``) and the same AP on :data:`SCORE_SUBSETS` disjoint subsets of that split
+    (``subset_ap``, for the score's noise), appended to ``out/scores-<checkpoint digest>.jsonl`` as it comes;
+    scores already there are read, not computed again. Returns ``{label: record}``."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from ..detection.data import CocoDetection, collate
     from ..detection.synthetic import annotation_path, image_dir
-    from ..search.proxy import calibration_batches, score_architecture
+    from ..search.proxy import box_ap, calibration_batches, image_subsets, predict_architecture
     from ..search.supertrain import load_supernet, train_dataset
 
     supernet_path = Path(supernet_path)
@@ -198,19 +201,23 @@ def supernet_scores(out: Path, supernet_path: str | os.PathLike, archs: Mapping[
                          f"benchmark's train split ({benchmark}/train): its scores would rank another task")
     digest = hashlib.sha256(supernet_path.read_bytes()).hexdigest()[:16]
     path = out / f"scores-{digest}.jsonl"
-    done = {r["label"]: r["proxy"] for r in read_jsonl(path)}
+    done = {r["label"]: r for r in read_jsonl(path)}
     todo = [label for label in archs if label not in done]
     if not todo:
         return done
     space, supernet = training.space, training.supernet
     held_out = CocoDetection(annotation_path(benchmark, "search"), image_dir(benchmark, "search"))
     loader = DataLoader(held_out, batch_size=16, collate_fn=collate)
+    subsets = image_subsets(held_out.coco.getImgIds(), min(SCORE_SUBSETS, len(held_out)))
     calibration = calibration_batches(train_dataset(data), CALIBRATION_BATCHES, training.config.batch_size,
                                       CALIBRATION_SEED)
     for label in tqdm(todo, desc="super-network scores", disable=not progress):
-        proxy = score_architecture(supernet, space.load_arch(archs[label]), calibration, loader, torch.device("cpu"))
-        append_jsonl(path, dict(label=label, arch=archs[label], proxy=proxy))
-        done[label] = proxy
+        results = predict_architecture(supernet, space.load_arch(archs[label]), calibration, loader,
+                                       torch.device("cpu"))
+        record = dict(label=label, arch=archs[label], proxy=box_ap(held_out, results),
+                      subset_ap=[box_ap(held_out, results, ids) for ids in subsets])
+        append_jsonl(path, record)
+        done[label] = record
     return done
 
 
@@ -234,7 +241,7 @@ def run(out: str | Path, cost_model: str | os.PathLike, supernet: str | os.PathL
     todo = detection.plan(out, [reference, *files.values()], seeds, bench, detection_options.get("benchmark_sizes"),
                           threads=detection_options.get("threads", 1), **overrides)  # bad input: before any work
     names = {r.arch.label: r.arch.backbone for r in todo.runs}
-    scores = {}
+    scores, records = {}, {}
     if supernet is not None:
         from ..detection.synthetic import make_detection_benchmark
 
@@ -242,7 +249,8 @@ def run(out: str | Path, cost_model: str | os.PathLike, supernet: str | os.PathL
         splits = todo.benchmark_params["splits"]
         make_detection_benchmark(bench, num_train=splits["train"], num_search=splits["search"],
                                  num_test=splits["test"], **params)
-        scores = supernet_scores(out, supernet, names, bench, progress)
+        records = supernet_scores(out, supernet, names, bench, progress)
+        scores = {label: r["proxy"] for label, r in records.items()}
     result = detection.run(out, [reference, *files.values()], seeds, bench, progress=progress, **detection_options)
     predicted = {row["label"]: row["predicted_ms"] for row in drawn["architectures"]}
     predicted[reference] = drawn["reference_predicted_ms"]
@@ -251,6 +259,16 @@ def run(out: str | Path, cost_model: str | os.PathLike, supernet: str | os.PathL
                  ap_runs=row["ap_runs"], proxy=scores.get(row["arch"]), macs_g=row["macs_g"],
                  params_m=row["params_m"]) for row in result.rows]
     notes, judged = _judge(rows, scores)
+    if len(records) >= 2 and len({len(r["subset_ap"]) for r in records.values()}) == 1:
+        from ..search.proxy import score_noise
+
+        noise = score_noise([r["subset_ap"] for r in records.values()])
+        judged["score_noise"] = noise
+        notes.append(f"The score's own noise ({noise['subsets']} disjoint subsets of the search split × "
+                     f"{noise['archs']} architectures, two-way ANOVA): architecture effect F = {noise['F']:.2f} "
+                     f"(p = {noise['p']:.3g}), SD between architectures {noise['sd_arch']:.2f} AP vs "
+                     f"{noise['sd_noise']:.2f} of one subset's noise; split-half Spearman "
+                     f"{noise['split_half_spearman']:+.2f}.")
     meta = {**result.meta, "fidelity": judged, "supernet": str(supernet) if supernet else None,
             "draw": drawn["settings"], "reference": reference}
     return StudyResult(name="fidelity", title="Proxy fidelity: super-network score vs stand-alone test AP at "
