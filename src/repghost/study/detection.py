@@ -149,19 +149,25 @@ def plan(out: str | Path, architectures: Sequence[str], seeds: Sequence[int], be
     return Plan(runs, configs, bench, params)
 
 
+def generate_benchmark(todo: Plan) -> Path:
+    """The plan's detection benchmark, generated unless it is there already."""
+    from ..detection.synthetic import make_detection_benchmark
+
+    params = {k: v for k, v in todo.benchmark_params.items() if k not in ("version", "splits")}
+    splits = todo.benchmark_params["splits"]
+    return make_detection_benchmark(todo.benchmark, num_train=splits["train"], num_search=splits["search"],
+                                    num_test=splits["test"], **params)
+
+
 def train_runs(todo: Plan, progress: bool = True) -> dict[Run, dict]:
     """Generate the benchmark (unless it is there), then train (or resume, or skip) every run; the final
     test metrics per run."""
     from tqdm import tqdm
 
     from ..detection.engine import train_detector
-    from ..detection.synthetic import make_detection_benchmark
     from .ablation import StudyInterrupted
 
-    params = {k: v for k, v in todo.benchmark_params.items() if k not in ("version", "splits")}
-    splits = todo.benchmark_params["splits"]
-    make_detection_benchmark(todo.benchmark, num_train=splits["train"], num_search=splits["search"],
-                             num_test=splits["test"], **params)
+    generate_benchmark(todo)
     metrics = {}
     bar = tqdm(todo.runs, desc="detection runs", disable=not progress)
     for run_ in bar:

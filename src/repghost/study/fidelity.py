@@ -32,6 +32,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from ..io import append_jsonl, atomic_write_json, read_format_json, read_jsonl
+from ..search.proxy import score_noise
 from .report import Column, StudyResult, save_figure
 
 #: The proxy's Kendall τ with stand-alone test AP that a search may build on.
@@ -241,34 +242,18 @@ def run(out: str | Path, cost_model: str | os.PathLike, supernet: str | os.PathL
     todo = detection.plan(out, [reference, *files.values()], seeds, bench, detection_options.get("benchmark_sizes"),
                           threads=detection_options.get("threads", 1), **overrides)  # bad input: before any work
     names = {r.arch.label: r.arch.backbone for r in todo.runs}
-    scores, records = {}, {}
-    if supernet is not None:
-        from ..detection.synthetic import make_detection_benchmark
-
-        params = {k: v for k, v in todo.benchmark_params.items() if k not in ("version", "splits")}
-        splits = todo.benchmark_params["splits"]
-        make_detection_benchmark(bench, num_train=splits["train"], num_search=splits["search"],
-                                 num_test=splits["test"], **params)
+    records = {}
+    if supernet is not None:  # scored first: minutes, where the stand-alone runs take hours
+        detection.generate_benchmark(todo)
         records = supernet_scores(out, supernet, names, bench, progress)
-        scores = {label: r["proxy"] for label, r in records.items()}
     result = detection.run(out, [reference, *files.values()], seeds, bench, progress=progress, **detection_options)
     predicted = {row["label"]: row["predicted_ms"] for row in drawn["architectures"]}
     predicted[reference] = drawn["reference_predicted_ms"]
     rows = [dict(arch=row["arch"], name=names[row["arch"]], predicted_ms=predicted[row["arch"]],
                  median_ms=row["median_ms"], seeds=row["seeds"], ap_mean=row["ap_mean"], ap_se=row["ap_se"],
-                 ap_runs=row["ap_runs"], proxy=scores.get(row["arch"]), macs_g=row["macs_g"],
-                 params_m=row["params_m"]) for row in result.rows]
-    notes, judged = _judge(rows, scores)
-    if len(records) >= 2 and len({len(r["subset_ap"]) for r in records.values()}) == 1:
-        from ..search.proxy import score_noise
-
-        noise = score_noise([r["subset_ap"] for r in records.values()])
-        judged["score_noise"] = noise
-        notes.append(f"The score's own noise ({noise['subsets']} disjoint subsets of the search split × "
-                     f"{noise['archs']} architectures, two-way ANOVA): architecture effect F = {noise['F']:.2f} "
-                     f"(p = {noise['p']:.3g}), SD between architectures {noise['sd_arch']:.2f} AP vs "
-                     f"{noise['sd_noise']:.2f} of one subset's noise; split-half Spearman "
-                     f"{noise['split_half_spearman']:+.2f}.")
+                 ap_runs=row["ap_runs"], proxy=records[row["arch"]]["proxy"] if records else None,
+                 macs_g=row["macs_g"], params_m=row["params_m"]) for row in result.rows]
+    notes, judged = _judge(rows, records)
     meta = {**result.meta, "fidelity": judged, "supernet": str(supernet) if supernet else None,
             "draw": drawn["settings"], "reference": reference}
     return StudyResult(name="fidelity", title="Proxy fidelity: super-network score vs stand-alone test AP at "
@@ -276,19 +261,26 @@ def run(out: str | Path, cost_model: str | os.PathLike, supernet: str | os.PathL
                        notes=[*notes, *result.notes], meta=meta, plot=_plot)
 
 
-def _judge(rows: list[dict], scores: Mapping[str, float]) -> tuple[list[str], dict]:
-    """The τ lines and the verdict (when a super-network scored every architecture), as notes and data."""
+def _judge(rows: list[dict], records: Mapping[str, dict]) -> tuple[list[str], dict]:
+    """The τ lines, the verdict and the score's own noise (when a super-network scored the architectures),
+    as notes and data."""
     baselines = ("macs_g", "params_m")
-    if scores and all(r["proxy"] is not None for r in rows):
-        taus = fidelity(rows, "proxy", "ap_mean", baselines)
-        passed, sentence = verdict(taus)
-        notes = ["Kendall τ with stand-alone test AP (mean over seeds), bootstrap over architectures: "
-                 + "; ".join(t.describe() for t in taus.values()), f"Verdict: {sentence}."]
-        return notes, dict(passed=passed, verdict=sentence, taus={k: vars(t) for k, t in taus.items()})
-    taus = fidelity(rows, baselines[0], "ap_mean", baselines[1:])
-    notes = ["No super-network scored these architectures (give --supernet): no verdict. Zero-cost baselines, "
-             "Kendall τ with stand-alone test AP: " + "; ".join(t.describe() for t in taus.values())]
-    return notes, dict(passed=None, verdict=None, taus={k: vars(t) for k, t in taus.items()})
+    if not records:
+        taus = fidelity(rows, baselines[0], "ap_mean", baselines[1:])
+        notes = ["No super-network scored these architectures (give --supernet): no verdict. Zero-cost baselines, "
+                 "Kendall τ with stand-alone test AP: " + "; ".join(t.describe() for t in taus.values())]
+        return notes, dict(passed=None, verdict=None, taus={k: vars(t) for k, t in taus.items()})
+    taus = fidelity(rows, "proxy", "ap_mean", baselines)
+    passed, sentence = verdict(taus)
+    noise = score_noise([records[r["arch"]]["subset_ap"] for r in rows])
+    notes = ["Kendall τ with stand-alone test AP (mean over seeds), bootstrap over architectures: "
+             + "; ".join(t.describe() for t in taus.values()), f"Verdict: {sentence}.",
+             f"The score's own noise ({noise['subsets']} disjoint subsets of the search split × {noise['archs']} "
+             f"architectures, two-way ANOVA): architecture effect F = {noise['F']:.2f} (p = {noise['p']:.3g}), SD "
+             f"between architectures {noise['sd_arch']:.2f} AP vs {noise['sd_noise']:.2f} of one subset's noise; "
+             f"split-half Spearman {noise['split_half_spearman']:+.2f}."]
+    return notes, dict(passed=passed, verdict=sentence, taus={k: vars(t) for k, t in taus.items()},
+                       score_noise=noise)
 
 
 def claims(rows: list[dict]) -> list:
