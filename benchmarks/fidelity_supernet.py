@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--largest-only-steps", type=int, default=150)
     p.add_argument("--reference-op-steps", type=int, default=750)
+    p.add_argument("--op-ramp-steps", type=int, default=0)
     p.add_argument("--interim", action="store_true")
     p.add_argument("--out", default="benchmarks/results/fidelity_study/interim.json")
     args = p.parse_args()
@@ -68,7 +69,7 @@ def main() -> None:
     bench, study, output = Path(args.benchmark), Path(args.study), Path(args.output)
     config = SupernetConfig(output=str(output), data=DataConfig(root=str(bench), train_split="train"),
                             steps=args.steps, largest_only_steps=args.largest_only_steps,
-                            reference_op_steps=args.reference_op_steps, threads=1)
+                            reference_op_steps=args.reference_op_steps, op_ramp_steps=args.op_ramp_steps, threads=1)
     started = time.time()
     training = train_supernet(config, resume=(output / CHECKPOINT_FILE).is_file())
     print(f"super-network at step {training.step}/{config.steps} ({time.time() - started:.0f} s this run)", flush=True)

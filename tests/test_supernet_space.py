@@ -328,7 +328,7 @@ def test_reference_op_steps_train_only_the_repghost_ops_and_keep_the_rest_of_eac
     torch.manual_seed(0)
     supernet = SuperSSDLite(SPACE, num_classes=3, image_size=IMAGE)
     archs = sandwich_archs(supernet, seed=0, step=5, num_random=2)
-    early = sandwich_archs(supernet, seed=0, step=5, num_random=2, reference_op_only=True)
+    early = sandwich_archs(supernet, seed=0, step=5, num_random=2, reference_share=1.0)
     assert early == [with_reference_op(SPACE, a) for a in archs]
     for arch, fixed in zip(archs, early, strict=True):
         for name, was, now in zip(SPACE.decision_names, arch, fixed, strict=True):
@@ -364,3 +364,24 @@ def test_largest_only_steps_train_the_largest_path_alone():
                 name = next(n for n, m in supernet.model.named_modules() if m is module)
                 moved = any(not torch.equal(p, before[f"{name}.{k}"]) for k, p in module.named_parameters())
                 assert moved == ((i, j, op) in _used_ops(largest)), (i, j, op)
+
+
+def test_the_reference_op_share_ramps_down_and_replaces_that_share_of_ops():
+    from repghost.search.sandwich import reference_share
+    from repghost.search.superspace import with_reference_op
+
+    assert [reference_share(s, 4, 3) for s in (0, 3)] == [1.0, 1.0]
+    assert [reference_share(s, 4, 3) for s in (4, 5, 6)] == pytest.approx([0.75, 0.5, 0.25])
+    assert [reference_share(s, 4, 3) for s in (7, 100)] == [0.0, 0.0]
+    assert reference_share(0, 0, 0) == 0.0
+    archs = [SPACE.sample(9, i) for i in range(200)]
+    real = kept = 0
+    for i, arch in enumerate(archs):
+        mixed = with_reference_op(SPACE, arch, 0.5, (9, i))
+        assert mixed == with_reference_op(SPACE, arch, 0.5, (9, i))  # a function of its seed
+        for name, was, now in zip(SPACE.decision_names, arch, mixed, strict=True):
+            if name.endswith("_op") and was not in ("skip", "repghost"):
+                real += 1
+                kept += now == was
+                assert now in (was, "repghost")
+    assert 0.4 < kept / real < 0.6

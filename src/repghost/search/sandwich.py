@@ -46,17 +46,30 @@ from .superspace import SuperSSDLite, extreme_arch, with_reference_op
 NEG_TO_POS = 3
 
 
-def sandwich_archs(supernet: SuperSSDLite, seed: int, step: int, num_random: int,
-                   reference_op_only: bool = False, largest_only: bool = False) -> list[tuple[str, ...]]:
+def sandwich_archs(supernet: SuperSSDLite, seed: int, step: int, num_random: int, reference_share: float = 0.0,
+                   largest_only: bool = False) -> list[tuple[str, ...]]:
     """Step ``step``'s architectures: largest, smallest, then ``num_random`` uniform ones (with
-    ``largest_only``, the largest alone); with ``reference_op_only``, each with every real op the
-    reference op (:func:`.superspace.with_reference_op`)."""
+    ``largest_only``, the largest alone); each real op of each replaced by the reference op with probability
+    ``reference_share`` (:func:`.superspace.with_reference_op`; 1: every op)."""
     space = supernet.space
     archs = [extreme_arch(space, True, (seed, step, 0))]
     if not largest_only:
         archs.append(extreme_arch(space, False, (seed, step, 1)))
         archs += [space.sample(seed, step * num_random + i) for i in range(num_random)]
-    return [with_reference_op(space, a) for a in archs] if reference_op_only else archs
+    if reference_share <= 0:
+        return archs
+    return [with_reference_op(space, a, reference_share, (seed, step, i, 2)) for i, a in enumerate(archs)]
+
+
+def reference_share(step: int, reference_op_steps: int, op_ramp_steps: int) -> float:
+    """The share of ops that are the reference op at ``step``: all of them for the first ``reference_op_steps``
+    steps, then falling linearly to none over ``op_ramp_steps`` steps (the other ops, untrained until then,
+    come in gradually instead of all at once)."""
+    if step < reference_op_steps:
+        return 1.0
+    if step < reference_op_steps + op_ramp_steps:
+        return 1.0 - (step - reference_op_steps + 1) / (op_ramp_steps + 1)
+    return 0.0
 
 
 def matched_anchors(model: SSD, anchors: list[Tensor], targets: list[dict[str, Tensor]]) -> list[Tensor]:
@@ -90,10 +103,11 @@ class SandwichTrainer:
 
     def __init__(self, supernet: SuperSSDLite, optimizer: torch.optim.Optimizer, seed: int = 0, num_random: int = 2,
                  distill_weight: float = 1.0, clip_grad: float = 10.0, reference_op_steps: int = 0,
-                 largest_only_steps: int = 0):
+                 largest_only_steps: int = 0, op_ramp_steps: int = 0):
         self.supernet, self.optimizer, self.seed = supernet, optimizer, seed
         self.num_random, self.distill_weight, self.clip_grad = num_random, distill_weight, clip_grad
         self.reference_op_steps, self.largest_only_steps = reference_op_steps, largest_only_steps
+        self.op_ramp_steps = op_ramp_steps
 
     def step(self, step: int, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]]) -> dict[str, float]:
         """Train the step's architectures on one minibatch; returns the teacher's detection loss and (when
@@ -102,7 +116,8 @@ class SandwichTrainer:
         images_t, targets_t = model.transform(list(images), list(targets))
         self.optimizer.zero_grad(set_to_none=True)
         teacher, matched, teacher_loss, students = None, None, 0.0, []
-        for arch in sandwich_archs(self.supernet, self.seed, step, self.num_random, step < self.reference_op_steps,
+        share = reference_share(step, self.reference_op_steps, self.op_ramp_steps)
+        for arch in sandwich_archs(self.supernet, self.seed, step, self.num_random, share,
                                    step < self.largest_only_steps):
             self.supernet.set_arch(arch)
             features = list(model.backbone(images_t.tensors).values())

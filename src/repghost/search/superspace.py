@@ -95,11 +95,14 @@ def extreme_arch(space: RepGhostNetSpace, largest: bool, seed: Sequence[int]) ->
 REFERENCE_OP = "repghost"
 
 
-def with_reference_op(space: RepGhostNetSpace, arch: Sequence[str]) -> tuple[str, ...]:
-    """``arch`` with every real op replaced by :data:`REFERENCE_OP` (skipped blocks stay skipped; widths,
-    middle widths, kernels and SE kept)."""
-    ops = [REFERENCE_OP if name.endswith("_op") and choice != SKIP else choice
-           for name, choice in zip(space.decision_names, arch, strict=True)]
+def with_reference_op(space: RepGhostNetSpace, arch: Sequence[str], share: float = 1.0,
+                      seed: Sequence[int] = (0,)) -> tuple[str, ...]:
+    """``arch`` with its real ops replaced by :data:`REFERENCE_OP` — every one (``share`` 1), or each with
+    probability ``share``, drawn by ``seed`` (skipped blocks stay skipped; widths, middle widths, kernels and
+    SE kept)."""
+    draws = np.random.default_rng(list(seed)).random(len(arch))
+    ops = [REFERENCE_OP if name.endswith("_op") and choice != SKIP and draw < share else choice
+           for name, choice, draw in zip(space.decision_names, arch, draws, strict=True)]
     return space.canonical(ops)
 
 

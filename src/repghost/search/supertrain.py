@@ -64,6 +64,8 @@ class SupernetConfig:
     #: with four unshared op types per block from the start, the shared stem, extra layers and head see four
     #: kinds of features at every position and the loss stalls (benchmarks/README.md, super-network plateau).
     reference_op_steps: int = limited(COUNT0, default=0)
+    #: After ``reference_op_steps``, the share of reference ops falls linearly to none over these steps.
+    op_ramp_steps: int = limited(COUNT0, default=0)
     #: The first steps train the largest architecture alone (Once-for-All's order: the full network first);
     #: the sandwich starts from a network that already detects (benchmarks/README.md, super-network plateau).
     largest_only_steps: int = limited(COUNT0, default=0)
@@ -96,7 +98,7 @@ class SupernetTraining:
                                          weight_decay=config.weight_decay)
         self.trainer = SandwichTrainer(self.supernet, self.optimizer, config.seed, config.num_random,
                                        config.distill_weight, config.clip_grad, config.reference_op_steps,
-                                       config.largest_only_steps)
+                                       config.largest_only_steps, config.op_ramp_steps)
         self.step = 0
         self.history: list[dict] = []
         self.window: list[dict] = []  # the steps since the last history record (a resume logs the same)
