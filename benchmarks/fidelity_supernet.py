@@ -42,9 +42,11 @@ def study_architectures(study: Path) -> dict[str, str]:
     return names
 
 
-def finished_ap(study: Path, label: str) -> list[float]:
+def finished_ap(study: Path, label: str, seeds) -> list[float]:
+    """Test AP of ``label``'s finished runs among ``seeds`` (a study sharing the directory may hold others)."""
     out = []
-    for run in sorted((study / "runs").glob(f"{label}-seed*")):
+    for seed in seeds:
+        run = study / "runs" / f"{label}-seed{seed}"
         metrics, settings = run / "metrics.json", run / "run.json"
         if metrics.is_file() and settings.is_file():
             data = json.loads(metrics.read_text())
@@ -63,6 +65,7 @@ def main() -> None:
     p.add_argument("--reference-op-steps", type=int, default=750)
     p.add_argument("--op-ramp-steps", type=int, default=0)
     p.add_argument("--interim", action="store_true")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="the study's training seeds")
     p.add_argument("--out", default="benchmarks/results/fidelity_study/interim.json")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -83,7 +86,7 @@ def main() -> None:
         return
     rows = []
     for label, name in names.items():
-        ap = finished_ap(study, label)
+        ap = finished_ap(study, label, args.seeds)
         if ap:
             cost = profile(ssdlite_body(name), (1, 3, 320, 320))
             rows.append(dict(arch=label, seeds=len(ap), ap_mean=statistics.fmean(ap), proxy=scores[label],
