@@ -191,7 +191,8 @@ def add_study(sub) -> None:
                                        "scores and runs are written as they finish. Exit codes: 0 done, 2 bad "
                                        "arguments, 1 failed, 130 interrupted.")
     s.add_argument("--cost-model", required=True, metavar="JSON", type=input_file,
-                   help="a cost model of the RepGhostNet-skeleton space (`repghost costmodel fit --space repghostnet`)")
+                   help="a cost model of the RepGhostNet-skeleton space: `repghost costmodel fit --clock cpu DIR` of a "
+                        "`repghost costmodel sample --space repghostnet_skeleton/v1 --out DIR` directory")
     s.add_argument("--supernet", default=None, metavar="SUPERNET_PT", type=checkpoint_file,
                    help="a finished super-network training's supernet.pt, trained on the benchmark's train split "
                         "(without it: stand-alone runs and the zero-cost baselines only)")

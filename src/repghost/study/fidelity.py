@@ -157,7 +157,8 @@ def prepare(out: Path, cost_model_path: str | os.PathLike, reference: str = REFE
     space = model_space(cost_model_path)
     if space.id != "repghostnet_skeleton/v1":
         raise ValueError(f"{cost_model_path} is a cost model of {space.id}; the fidelity study draws from the "
-                         "RepGhostNet-skeleton space (fit one with `repghost costmodel fit --space repghostnet`)")
+                         "RepGhostNet-skeleton space (time one with `repghost costmodel sample --space "
+                         "repghostnet_skeleton/v1`, fit it with `repghost costmodel fit`)")
     settings = dict(space=space.id, fingerprint=space.fingerprint, reference=reference, count=count,
                     tolerance=tolerance, seed=seed, target_ms=target_ms,
                     cost_model=hashlib.sha256(cost_model_path.read_bytes()).hexdigest()[:16])
