@@ -385,3 +385,13 @@ def test_the_reference_op_share_ramps_down_and_replaces_that_share_of_ops():
                 kept += now == was
                 assert now in (was, "repghost")
     assert 0.4 < kept / real < 0.6
+
+
+def test_a_checkpoint_written_before_a_setting_existed_resumes_with_its_default():
+    from repghost.search.supertrain import saved_settings
+
+    config = SupernetConfig(output="x", steps=3).to_dict()
+    older = {k: v for k, v in config.items() if k not in ("op_ramp_steps", "largest_only_steps")}
+    assert saved_settings({"config": older}) == config
+    changed = {**older, "steps": 9}
+    assert saved_settings({"config": changed})["steps"] == 9  # a setting it recorded is kept as recorded

@@ -131,6 +131,14 @@ class SupernetTraining:
             raise CheckpointError(f"it holds no optimizer state, which a resume at step {self.step} needs")
 
 
+def saved_settings(state: dict) -> dict:
+    """A checkpoint's settings, with those added to :class:`SupernetConfig` after it was written at their
+    defaults — each new setting's default keeps the training as it was."""
+    defaults = {f.name: f.default for f in dataclasses.fields(SupernetConfig)
+                if f.default is not dataclasses.MISSING}
+    return {**defaults, **state["config"]}
+
+
 def _window_means(window: list[dict]) -> dict[str, float]:
     """Each loss's mean over the steps of ``window`` that report it (steps that train the largest path alone
     have no students)."""
@@ -166,7 +174,7 @@ def train_supernet(config: SupernetConfig, resume: bool = False,
     state = None
     if resume and ckpt.is_file():
         state = read_run_state(ckpt, "format", CHECKPOINT_FORMAT, "is not a super-network checkpoint")
-        check_resumable(ckpt, state["config"], config.to_dict(), ignore=RUN_ONLY,
+        check_resumable(ckpt, saved_settings(state), config.to_dict(), ignore=RUN_ONLY,
                         hint="resume with the same settings or start a new output")
     elif ckpt.exists():
         raise FileExistsError(f"{ckpt} exists; resume it or choose another output")
