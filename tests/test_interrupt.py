@@ -481,3 +481,27 @@ def test_a_ctrl_c_that_torchs_exporter_wraps_stays_a_ctrl_c(tmp_path, monkeypatc
     with pytest.raises(ExportError):  # any other failure is still an export error
         export_for_runtime(create_model("repghostnet_050").eval(), tmp_path / "m.onnx", (1, 3, 32, 32))
     assert list(tmp_path.iterdir()) == []
+
+
+class _Pids(torch.utils.data.Dataset):
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        return os.getpid()
+
+
+def test_data_loader_workers_outlive_a_stop_signal_sent_to_the_process_group():
+    """A machine or scheduler that stops a job signals every process of it, workers included: the loop must
+    be the one that stops (and saves), not die because a worker did."""
+    import time
+
+    from repghost.data import worker_ignores_stop
+
+    loader = torch.utils.data.DataLoader(_Pids(), batch_size=1, num_workers=1, worker_init_fn=worker_ignores_stop)
+    batches = iter(loader)
+    worker = int(next(batches)[0])
+    assert worker != os.getpid()
+    os.kill(worker, signal.SIGTERM)
+    time.sleep(0.5)
+    assert len(list(batches)) == 63  # the worker is alive and the epoch ends normally

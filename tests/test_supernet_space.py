@@ -223,6 +223,9 @@ def test_supernet_training_resumes_exactly_and_saves_only_what_resume_needs(tmp_
     assert resumed.history == whole.history
     final = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)
     assert final["step"] == 3 and "optimizer" not in final  # a finished training cannot go on
+    written = (tmp_path / "cut" / CHECKPOINT_FILE).read_bytes()
+    assert train_supernet(config("cut"), resume=True).step == 3  # nothing to do: the file is left as it is
+    assert (tmp_path / "cut" / CHECKPOINT_FILE).read_bytes() == written  # (scores are keyed by its digest)
     with pytest.raises(ValueError, match="differ"):
         train_supernet(dataclasses.replace(config("cut"), lr=0.1), resume=True)
     with pytest.raises(FileExistsError):

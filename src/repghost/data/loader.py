@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import random
+import signal
 from contextlib import contextmanager
 
 import numpy as np
@@ -23,6 +24,16 @@ from .datasets import RawDataset
 
 
 @contextmanager
+def worker_ignores_stop(_worker_id: int = 0) -> None:
+    """A data-loader ``worker_init_fn``: the worker ignores SIGINT and SIGTERM. A stop signal sent to the
+    whole process group (a terminal's Ctrl-C, a scheduler or a machine stopping the job) reaches the workers
+    too; PyTorch re-arms SIGTERM in each worker to kill it, and a worker killed mid-epoch makes the loop fail
+    with "DataLoader worker ... is killed" instead of saving its checkpoint. The loop's process (its
+    :class:`repghost.run.StopFlag`) stops, and the loader shuts its workers down."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def isolated_rng(seed: int):
     """Seed python, numpy and torch (CPU) RNGs for a block, then put their previous states back."""
     saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
@@ -123,4 +134,5 @@ def build_loader(dataset: SampleDataset, batch_size: int, train: bool, seed: int
         sampler = ShardSampler(len(dataset), world_size, rank)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=train,
                       collate_fn=collate_skipping, pin_memory=pin_memory,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+                      generator=torch.Generator().manual_seed(seed), persistent_workers=False,
+                      worker_init_fn=worker_ignores_stop)

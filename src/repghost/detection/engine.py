@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
-from ..data import SkipSampler
+from ..data import SkipSampler, worker_ignores_stop
 from ..io import atomic_torch_save, atomic_write_json
 from ..progress import progress, write
 from ..run import (
@@ -88,7 +88,8 @@ def _loader(dataset, batch_size: int, workers: int, runtime: Runtime, train: boo
         sampler = SequentialSampler(dataset)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                       drop_last=train and len(dataset) >= batch_size, pin_memory=runtime.device.type == "cuda",
-                      persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+                      persistent_workers=False, generator=torch.Generator().manual_seed(seed),
+                      worker_init_fn=worker_ignores_stop)
 
 
 def _log(runtime: Runtime, message: str) -> None:

@@ -48,3 +48,4 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..data import worker_ignores_stop
 from ..detection.data import CocoDetection, collate, hflip
 from ..detection.synthetic import annotation_path, image_dir
 from .config import SearchConfig, SearchError
@@ -72,4 +73,5 @@ def flips(images, targets, seed: Sequence[int], step: int):
 
 
 def step_loader(dataset, sampler: StepBatches, workers: int) -> Iterator:
-    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate))
+    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                           worker_init_fn=worker_ignores_stop))

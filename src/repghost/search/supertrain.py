@@ -207,5 +207,6 @@ def train_supernet(config: SupernetConfig, resume: bool = False,
                 callback(training)
             if training.step % config.checkpoint_every == 0 and training.step < config.steps:
                 atomic_torch_save(training.state_dict(), ckpt)
-    atomic_torch_save(training.state_dict(), ckpt)
+    if state is None or training.step > int(state["step"]):  # a finished checkpoint stays the same file
+        atomic_torch_save(training.state_dict(), ckpt)
     return training
