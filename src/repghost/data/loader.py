@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, d
 from .datasets import RawDataset
 
 
-@contextmanager
 def worker_ignores_stop(_worker_id: int = 0) -> None:
     """A data-loader ``worker_init_fn``: the worker ignores SIGINT and SIGTERM. A stop signal sent to the
     whole process group (a terminal's Ctrl-C, a scheduler or a machine stopping the job) reaches the workers
@@ -34,6 +33,7 @@ def worker_ignores_stop(_worker_id: int = 0) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+@contextmanager
 def isolated_rng(seed: int):
     """Seed python, numpy and torch (CPU) RNGs for a block, then put their previous states back."""
     saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
