@@ -5,7 +5,7 @@ weighted by the work they select in the RepGhostNet space). Features constant ov
 carry nothing and are dropped; latency = w·f + b by ordinary least squares in the MobileDet-CPU space
 (numpy's ``lstsq``: the minimum-norm solution where the one-hots make the system rank-deficient) and by
 non-negative least squares in the RepGhostNet space (:func:`~.features.fit_method`; on 100 freshly timed
-architectures r² 0.970 vs OLS's 0.958, benchmarks/README.md).
+architectures r² 0.968 vs OLS's 0.958, benchmarks/README.md).
 
 Two guards keep a useless model from being used. :func:`fit` refuses a training set smaller than
 the model's free parameters (:func:`free_parameters`): least squares would then interpolate the
