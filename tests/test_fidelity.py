@@ -228,6 +228,7 @@ def _mobiledet_cost_model(tmp_path):
     ("missing super-network", "--supernet: checkpoint not found"),
     ("zero tolerance", "tolerance is a fraction in (0, 1)"),
     ("zero count", "--count"),
+    ("too few to rank", "at least 3 architectures"),
     ("bad target", "--target-ms"),
 ])
 def test_bad_input_is_refused_in_one_line_before_any_work(case, message, tmp_path, capsys):
@@ -239,6 +240,7 @@ def test_bad_input_is_refused_in_one_line_before_any_work(case, message, tmp_pat
             "missing super-network": ["--cost-model", str(good), "--supernet", str(tmp_path / "none.pt")],
             "zero tolerance": ["--cost-model", str(good), "--tolerance", "0"],
             "zero count": ["--cost-model", str(good), "--count", "0"],
+            "too few to rank": ["--cost-model", str(good), "--count", "1"],
             "bad target": ["--cost-model", str(good), "--target-ms", "-3"]}[case]
     out = tmp_path / "study"
     assert main(["study", "fidelity", *args, "--out", str(out)]) == 2

@@ -63,9 +63,23 @@ class Inputs:
         self.samples = Path(shutil.copytree(BENCH_SAMPLES, root / "samples"))
         self.costmodel = self.samples / "costmodel.json"
         assert main(["costmodel", "fit", str(self.samples)]) == 0
+        self.fidelity_costmodel = _repghostnet_cost_model(root / "costmodel_repghostnet.json")
         self.synthetic = root / "synthetic"
         self.det = root / "det"
         assert main(["det-train", *DET, "--output", str(self.det), "--synthetic-dir", str(self.synthetic)]) == 0
+
+
+def _repghostnet_cost_model(path: Path) -> Path:
+    """A cost model of the RepGhostNet-skeleton space (latency = its stride-32 1×1 convs' MACs): what the
+    fidelity study draws with; fitting a real one needs hundreds of timed architectures."""
+    from repghost.costmodel.features import feature_names
+    from repghost.costmodel.fit import CostModel
+    from repghost.models.repghostnet_space import RepGhostNetSpace
+
+    space = RepGhostNetSpace()
+    picked = [n for n in feature_names(space) if n == "s32:pw:macs"]
+    return CostModel(space.fingerprint, picked, [1.0], 0.5, metrics={"test": {"r2": 0.99}},
+                     space_id=space.id).save(path)
 
 
 def _target_ms(costmodel: Path) -> str:
@@ -102,6 +116,12 @@ INVOCATIONS = {
                                             "--image-size", "64", "--epochs", "1", "--batch-size", "2", "--workers",
                                             "0", "--runtime", "eager", "--latency-size", "32", "--warmup", "0",
                                             "--runs", "2", "--out", str(out)],
+    ("study", "fidelity"): lambda i, out: ["study", "fidelity", "--cost-model", str(i.fidelity_costmodel),
+                                           "--count", "2", "--tolerance", "0.5", "--seeds", "0",
+                                           "--train-images", "4", "--search-images", "1", "--test-images", "2",
+                                           "--image-size", "64", "--epochs", "1", "--batch-size", "2",
+                                           "--workers", "0", "--runtime", "eager", "--latency-size", "32",
+                                           "--warmup", "0", "--runs", "2", "--out", str(out)],
     ("study", "figure1"): lambda i, out: ["study", "figure1", "--models", "repghostnet_050", "ghostnet_050",
                                           "--runtime", "eager", "--img-size", "32", "--warmup", "0", "--runs", "2",
                                           "--out", str(out)],
@@ -252,7 +272,8 @@ def test_ctrl_c_at_a_random_point_stops_cleanly(command, inputs, scratch, tmp_pa
             assert_complete(out)
 
 
-IN_LOOP_COMMANDS = {("train",), ("det-train",), ("search",), ("study", "ablation"), ("study", "detection")}
+IN_LOOP_COMMANDS = {("train",), ("det-train",), ("search",), ("study", "ablation"), ("study", "detection"),
+                    ("study", "fidelity")}
 #: Commands that stop at a safe point themselves: Ctrl-C in their loop, at the first call of the named function.
 IN_LOOP = [
     pytest.param(("search",), "train_weights", id="search"),
@@ -260,6 +281,7 @@ IN_LOOP = [
     pytest.param(("det-train",), "_train_step", id="det-train"),
     pytest.param(("study", "ablation"), "_train_step", id="study ablation"),
     pytest.param(("study", "detection"), "_train_step", id="study detection"),
+    pytest.param(("study", "fidelity"), "_train_step", id="study fidelity"),
 ]
 
 

@@ -47,19 +47,24 @@ def _cmd_detection(args) -> int:
 
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size,
                                        workers=args.workers).items() if v is not None}
-    sizes = dict(num_train=args.train_images, num_search=args.search_images, num_test=args.test_images,
-                 image_size=args.image_size)
     return report(detection.run, args.out, out=args.out, architectures=args.archs, seeds=args.seeds,
-                  benchmark=args.benchmark, benchmark_sizes=sizes, runtime=args.runtime,
+                  benchmark=args.benchmark, benchmark_sizes=_benchmark_sizes(args), runtime=args.runtime,
                   latency_size=args.latency_size,
                   threads=args.threads, warmup=args.warmup, runs=args.runs, progress=_progress(), **overrides)
+
+
+def _benchmark_sizes(args) -> dict:
+    return dict(num_train=args.train_images, num_search=args.search_images, num_test=args.test_images,
+                image_size=args.image_size)
 
 
 def _cmd_fidelity(args) -> int:
     from ..study import fidelity
 
-    overrides = {k: v for k, v in dict(epochs=args.epochs, workers=args.workers).items() if v is not None}
+    overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size,
+                                       workers=args.workers).items() if v is not None}
     return report(fidelity.run, args.out, out=args.out, cost_model=args.cost_model, supernet=args.supernet,
+                  benchmark_sizes=_benchmark_sizes(args),
                   reference=args.reference, count=args.count, tolerance=args.tolerance, draw_seed=args.draw_seed,
                   target_ms=args.target_ms,
                   seeds=args.seeds, benchmark=args.benchmark, runtime=args.runtime, latency_size=args.latency_size,
@@ -90,9 +95,20 @@ def _timing_args(p, warmup: int, runs: int, threads: bool = True) -> None:
 
 def _benchmark_run_args(p) -> None:
     """What a study that trains on the detection benchmark and times the bodies takes besides its own."""
-    from ..detection.config import BENCHMARK_RECIPE
+    from ..detection.config import BENCHMARK_RECIPE, BENCHMARK_SIZES
     from ..names import RUNTIMES
 
+    p.add_argument("--train-images", type=COUNT, default=BENCHMARK_SIZES["num_train"],
+                   help=f"benchmark train split size (default {BENCHMARK_SIZES['num_train']})")
+    p.add_argument("--search-images", type=COUNT, default=BENCHMARK_SIZES["num_search"],
+                   help=f"benchmark search-validation split size (default {BENCHMARK_SIZES['num_search']})")
+    p.add_argument("--test-images", type=COUNT, default=BENCHMARK_SIZES["num_test"],
+                   help=f"benchmark test split size (default {BENCHMARK_SIZES['num_test']})")
+    p.add_argument("--image-size", type=Number(int, 32), default=BENCHMARK_SIZES["image_size"],
+                   help=f"benchmark image size, square; the detector's input too (default "
+                        f"{BENCHMARK_SIZES['image_size']})")
+    p.add_argument("--batch-size", type=COUNT, default=None,
+                   help=f"override the recipe's batch size (default {BENCHMARK_RECIPE['batch_size']})")
     p.add_argument("--epochs", type=COUNT, default=None,
                    help=f"override the recipe's epochs (default {BENCHMARK_RECIPE['epochs']})")
     p.add_argument("--workers", type=COUNT0, default=None,
@@ -103,7 +119,7 @@ def _benchmark_run_args(p) -> None:
 
 
 def add_study(sub) -> None:
-    from ..detection.config import BENCHMARK_RECIPE, BENCHMARK_SIZES
+    from ..detection.config import BENCHMARK_RECIPE
     from ..names import ORT_OPT_LEVELS, RESNET_RATIOS, RUNTIMES
     from ..study import figure1
     from ..study.ablation import VARIANTS
@@ -164,17 +180,6 @@ def add_study(sub) -> None:
     s.add_argument("--seeds", nargs="+", type=COUNT0, default=[0, 1, 2], help="training seeds (default 0 1 2)")
     s.add_argument("--benchmark", default=None, type=output_dir,
                    help="where the detection benchmark is (generated there if missing; default OUT/benchmark)")
-    s.add_argument("--train-images", type=COUNT, default=BENCHMARK_SIZES["num_train"],
-                   help=f"benchmark train split size (default {BENCHMARK_SIZES['num_train']})")
-    s.add_argument("--search-images", type=COUNT, default=BENCHMARK_SIZES["num_search"],
-                   help=f"benchmark search-validation split size (default {BENCHMARK_SIZES['num_search']})")
-    s.add_argument("--test-images", type=COUNT, default=BENCHMARK_SIZES["num_test"],
-                   help=f"benchmark test split size (default {BENCHMARK_SIZES['num_test']})")
-    s.add_argument("--image-size", type=Number(int, 32), default=BENCHMARK_SIZES["image_size"],
-                   help=f"benchmark image size, square; the detector's input too (default "
-                        f"{BENCHMARK_SIZES['image_size']})")
-    s.add_argument("--batch-size", type=COUNT, default=None,
-                   help=f"override the recipe's batch size (default {BENCHMARK_RECIPE['batch_size']})")
     _benchmark_run_args(s)
     s.set_defaults(func=_cmd_detection)
 

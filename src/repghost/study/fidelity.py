@@ -129,11 +129,13 @@ def pick_architectures(space, cost_model, reference: str = REFERENCE, count: int
     predicted latency."""
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance is a fraction in (0, 1), got {tolerance}")
+    if count < 2:
+        raise ValueError(f"Kendall τ ranks at least 3 architectures: draw at least 2 beside the reference, got {count}")
     if target_ms is not None and not (math.isfinite(target_ms) and target_ms > 0):
         raise ValueError(f"the target latency is a positive number of ms, got {target_ms}")
     reference_arch = space.load_arch(reference)
     target = float(target_ms if target_ms is not None else cost_model.predict(space, [reference_arch])[0])
-    picked, seen, chunk = [], {reference_arch}, 500
+    picked, seen, chunk = [], {reference_arch}, 100
     for start in range(0, MAX_DRAWS, chunk):
         draws = [space.sample(seed, i) for i in range(start, start + chunk)]
         for index, arch, ms in zip(range(start, start + chunk), draws, cost_model.predict(space, draws), strict=True):
