@@ -1,8 +1,18 @@
-"""The proxy-fidelity statistics: Kendall τ with a bootstrap interval, and the verdict's rule."""
+"""The proxy fidelity: Kendall τ with a bootstrap interval and the verdict's rule; the study that draws
+architectures at a latency, scores them with a super-network, trains them stand-alone and resumes."""
+
+import json
 
 import numpy as np
 import pytest
 
+from repghost.costmodel.features import feature_names
+from repghost.costmodel.fit import CostModel
+from repghost.detection import engine
+from repghost.detection.config import DataConfig
+from repghost.models.repghostnet_space import RepGhostNetSpace
+from repghost.search.supertrain import CHECKPOINT_FILE, SupernetConfig, train_supernet
+from repghost.study import fidelity as study
 from repghost.study.fidelity import MIN_TAU, Tau, fidelity, kendall_with_interval, verdict
 
 
@@ -61,16 +71,6 @@ def test_fidelity_reads_the_columns_of_each_architecture():
 
 
 # -- the study: drawing architectures at a latency, scoring, resuming ------------------------------
-import json  # noqa: E402
-
-from repghost.costmodel.features import feature_names  # noqa: E402
-from repghost.costmodel.fit import CostModel  # noqa: E402
-from repghost.detection import engine  # noqa: E402
-from repghost.detection.config import DataConfig  # noqa: E402
-from repghost.models.repghostnet_space import RepGhostNetSpace  # noqa: E402
-from repghost.search.supertrain import CHECKPOINT_FILE, SupernetConfig, train_supernet  # noqa: E402
-from repghost.study import fidelity as study  # noqa: E402
-
 SPACE = RepGhostNetSpace()
 SIZES = dict(num_train=8, num_search=2, num_test=2, image_size=64)
 TINY = dict(benchmark_sizes=SIZES, epochs=1, batch_size=2, workers=0, warmup_iters=1, runtime="eager",
