@@ -247,3 +247,26 @@ def test_bad_input_is_refused_in_one_line_before_any_work(case, message, tmp_pat
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_score_torn_by_a_stop_is_scored_again_not_glued_to_the_next(tmp_path, monkeypatch):
+    from repghost.detection.synthetic import make_detection_benchmark
+    from repghost.search import proxy
+
+    bench = make_detection_benchmark(tmp_path / "bench", **SIZES)
+    train_supernet(SupernetConfig(output=str(tmp_path / "sn"), data=DataConfig(root=str(bench), train_split="train"),
+                                  steps=1, batch_size=2, img_size=64, lr_warmup_steps=0))
+    supernet = tmp_path / "sn" / CHECKPOINT_FILE
+    archs = {"repghostnet_050": "repghostnet_050", "repghostnet_080": "repghostnet_080"}
+    out = tmp_path / "study"
+    out.mkdir()
+    first = study.supernet_scores(out, supernet, {"repghostnet_050": "repghostnet_050"}, bench, progress=False)
+    (path,) = out.glob("scores-*.jsonl")
+    with path.open("a") as f:
+        f.write('{"label": "repghostnet_080", "pro')  # stopped mid-write
+    scored = []
+    real = proxy.predict_architecture
+    monkeypatch.setattr(proxy, "predict_architecture", lambda s, arch, *a: (scored.append(arch), real(s, arch, *a))[1])
+    both = study.supernet_scores(out, supernet, archs, bench, progress=False)
+    assert len(scored) == 1 and both["repghostnet_050"] == first["repghostnet_050"]
+    assert [json.loads(line)["label"] for line in path.read_text().splitlines()] == list(archs)

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 #: Names of the scratch directories under the system's temporary directory.
@@ -162,24 +163,60 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         raise OSError(f"{path}: wrote {written} of {len(data)} bytes of a record (disk full?)")
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+@dataclass(frozen=True)
+class TornLine:
+    """A last line an interrupted :func:`append_jsonl` left: its 1-based number and its byte offset."""
+
+    line: int
+    offset: int
+
+
+def scan_jsonl(path: str | os.PathLike) -> tuple[list[tuple[int, object]], TornLine | None]:
+    """Every ``(line number, value)`` of the JSON-lines file ``path`` and its torn last line, if any: a last
+    line that is not JSON (cut short mid-write, or the zeros a crash can leave). A bad line with lines after
+    it cannot come from an interrupted append: ``ValueError`` naming it (the file is corrupt)."""
+    values, torn, offset = [], None, 0
+    for number, raw in enumerate(Path(path).read_bytes().split(b"\n"), 1):
+        start, offset = offset, offset + len(raw) + 1
+        if not raw.strip():
+            continue
+        if torn is not None:
+            raise ValueError(f"{path}:{torn.line}: not a JSON record, with records after it: the file is corrupt "
+                             "(only the last line can be torn by an interrupted run); repair or remove that line")
+        try:
+            values.append((number, json.loads(raw.decode())))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            torn = TornLine(number, start)
+    return values, torn
+
+
+def read_jsonl(path: str | os.PathLike) -> list:
     """The records :func:`append_jsonl` wrote to ``path`` (none if it does not exist); a torn last line (a
     run stopped mid-write) is dropped, a bad line anywhere else is a ``ValueError`` naming it."""
+    if not Path(path).exists():
+        return []
+    return [value for _, value in scan_jsonl(path)[0]]
+
+
+def repair_jsonl(path: str | os.PathLike) -> TornLine | None:
+    """Make ``path`` ready for :func:`append_jsonl`: drop a torn last line (returned, for the caller to say
+    so) and end the file with a newline, so the next record starts a line of its own. Complete records are
+    never touched."""
     path = Path(path)
     if not path.exists():
-        return []
-    lines = path.read_text().split("\n")
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):  # no newline after it: the write was cut short
-                break
-            raise ValueError(f"{path}:{number}: not a JSON record; the file is corrupt") from None
-    return records
+        return None
+    _, torn = scan_jsonl(path)
+    with open(path, "r+b") as f:
+        if torn is not None:
+            f.truncate(torn.offset)
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return torn
 
 
 def read_format_json(path: str | os.PathLike, fmt: str, error: type[Exception], what: str) -> dict:

@@ -39,7 +39,7 @@ import torch
 from ..bench.latency import time_interleaved
 from ..bench.runtimes import RUNTIMES, make_runner
 from ..deploy.onnx_export import export_for_runtime
-from ..io import append_jsonl, atomic_write_json, read_format_json, scratch_dir
+from ..io import TornLine, append_jsonl, atomic_write_json, read_format_json, repair_jsonl, scan_jsonl, scratch_dir
 from ..limits import COUNT, COUNT0, Number, check_limits, limited
 from ..models.space import ArchSpace, SpaceError, get_space
 from ..names import COSTMODEL_CLOCKS
@@ -125,54 +125,29 @@ def read_records(out_dir: str | os.PathLike, space: ArchSpace | None = None) -> 
     return records
 
 
-@dataclass(frozen=True)
-class _TornLine:
-    line: int  # 1-based
-    offset: int  # byte offset where it starts
-
-
-def _scan_records(path: Path) -> tuple[list[dict], _TornLine | None]:
-    """Every record of ``path`` and the torn last line, if any: a last line that is not JSON (cut short
-    mid-write, or the zeros a crash can leave). A bad line with records after it cannot come from an
-    interrupted append, so it is refused as corruption."""
-    records, torn, offset = [], None, 0
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
-        start, offset = offset, offset + len(raw) + 1
-        if not raw.strip():
-            continue
-        if torn is not None:
-            raise SpaceError(f"{path}:{torn.line}: not a JSON record, with records after it: the file is corrupt "
-                             "(only the last line can be torn by an interrupted run); repair or remove that line")
-        try:
-            record = json.loads(raw.decode())
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            torn = _TornLine(number, start)
-            continue
+def _scan_records(path: Path) -> tuple[list[dict], TornLine | None]:
+    """Every timing record of ``path`` and its torn last line, if any (:func:`repghost.io.scan_jsonl`); a
+    corrupt line, or JSON that is not a timing record, is refused naming its line."""
+    try:
+        values, torn = scan_jsonl(path)
+    except ValueError as err:
+        raise SpaceError(str(err)) from None
+    for number, record in values:
         if not (isinstance(record, dict) and isinstance(record.get("arch"), list)):
             raise SpaceError(f"{path}:{number}: valid JSON but not a timing record (an object with 'arch'); "
                              "the file is corrupt: repair or remove that line")
-        records.append(record)
-    return records, torn
+    return [record for _, record in values], torn
 
 
 def _prepare_append(path: Path) -> None:
-    """Drop a torn last line (saying so: its architecture is then timed again) and end the file with a
-    newline, so the next record starts a line of its own; complete records are never touched."""
-    if not path.exists():
-        return
-    _, torn = _scan_records(path)
-    with open(path, "r+b") as f:
-        if torn is not None:
-            f.truncate(torn.offset)
-            print(f"warning: {path}:{torn.line}: dropped a torn last line (a sampling run stopped while writing "
-                  "it); its architecture is timed again", file=sys.stderr)
-        size = f.seek(0, os.SEEK_END)
-        if size:
-            f.seek(size - 1)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Drop a torn last line (saying so: its architecture is then timed again) before appending."""
+    try:
+        torn = repair_jsonl(path)
+    except ValueError as err:
+        raise SpaceError(str(err)) from None
+    if torn is not None:
+        print(f"warning: {path}:{torn.line}: dropped a torn last line (a sampling run stopped while writing "
+              "it); its architecture is timed again", file=sys.stderr)
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:

@@ -132,11 +132,9 @@ class SupernetTraining:
 
 
 def saved_settings(state: dict) -> dict:
-    """A checkpoint's settings, with those added to :class:`SupernetConfig` after it was written at their
-    defaults — each new setting's default keeps the training as it was."""
-    defaults = {f.name: f.default for f in dataclasses.fields(SupernetConfig)
-                if f.default is not dataclasses.MISSING}
-    return {**defaults, **state["config"]}
+    """A checkpoint's settings as a :class:`SupernetConfig` reads them: a setting added after the checkpoint
+    was written takes its default, which keeps the training as it was."""
+    return SupernetConfig(**state["config"]).to_dict()
 
 
 def _window_means(window: list[dict]) -> dict[str, float]:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
-from ..io import append_jsonl, atomic_write_json, read_format_json, read_jsonl
+from ..io import append_jsonl, atomic_write_json, read_format_json, read_jsonl, repair_jsonl
 from ..search.proxy import score_noise
 from .report import Column, StudyResult, save_figure
 
@@ -198,17 +198,17 @@ def supernet_scores(out: Path, supernet_path: str | os.PathLike, archs: Mapping[
     from ..search.supertrain import load_supernet, train_dataset
 
     supernet_path = Path(supernet_path)
+    path = out / f"scores-{hashlib.sha256(supernet_path.read_bytes()).hexdigest()[:16]}.jsonl"
+    repair_jsonl(path)  # a torn last record (a stop mid-write) is scored again, not glued to the next one
+    done = {r["label"]: r for r in read_jsonl(path)}
+    todo = [label for label in archs if label not in done]
+    if done and not todo:  # every score is on disk (the checkpoint was checked when they were written)
+        return done
     training = load_supernet(supernet_path)
     data = training.config.data
     if data.root is None or Path(data.root).resolve() != benchmark.resolve() or data.train_split != "train":
         raise ValueError(f"{supernet_path} was trained on {data.resolve_root()} ({data.train_split}), not on the "
                          f"benchmark's train split ({benchmark}/train): its scores would rank another task")
-    digest = hashlib.sha256(supernet_path.read_bytes()).hexdigest()[:16]
-    path = out / f"scores-{digest}.jsonl"
-    done = {r["label"]: r for r in read_jsonl(path)}
-    todo = [label for label in archs if label not in done]
-    if not todo:
-        return done
     space, supernet = training.space, training.supernet
     held_out = CocoDetection(annotation_path(benchmark, "search"), image_dir(benchmark, "search"))
     loader = DataLoader(held_out, batch_size=16, collate_fn=collate)
