@@ -82,6 +82,15 @@ def _repghostnet_cost_model(path: Path) -> Path:
                      space_id=space.id).save(path)
 
 
+def _reference_ms(costmodel: Path) -> str:
+    """A latency target in the RepGhostNet-skeleton space: the cost model's prediction for repghostnet_050."""
+    from repghost.costmodel.fit import CostModel
+    from repghost.models.repghostnet_space import RepGhostNetSpace
+
+    space = RepGhostNetSpace()
+    return f"{float(CostModel.load(costmodel, space).predict(space, [space.load_arch('repghostnet_050')])[0]):.3f}"
+
+
 def _target_ms(costmodel: Path) -> str:
     """A latency target the search can reach: the cost model's prediction for MobileDet-CPU."""
     from repghost.costmodel.fit import CostModel
@@ -122,6 +131,10 @@ INVOCATIONS = {
                                            "--image-size", "64", "--epochs", "1", "--batch-size", "2",
                                            "--workers", "0", "--runtime", "eager", "--latency-size", "32",
                                            "--warmup", "0", "--runs", "2", "--out", str(out)],
+    ("evolve",): lambda i, out: ["evolve", "--costmodel", str(i.fidelity_costmodel), "--target-ms",
+                                 _reference_ms(i.fidelity_costmodel), "--quality", "shuffled", "--tolerance", "0.5",
+                                 "--population", "4", "--parents", "2", "--generations", "2", "--output",
+                                 str(out / "evo")],
     ("study", "figure1"): lambda i, out: ["study", "figure1", "--models", "repghostnet_050", "ghostnet_050",
                                           "--runtime", "eager", "--img-size", "32", "--warmup", "0", "--runs", "2",
                                           "--out", str(out)],

@@ -65,6 +65,17 @@ def test_study_resumes_the_cut_run_skips_finished_ones_and_reports_mean_and_se(t
     assert calls == []
 
 
+def test_a_run_finished_by_another_study_since_the_plan_is_not_trained_again(tmp_path, calls):
+    out, bench = tmp_path / "study", tmp_path / "study" / "benchmark"
+    todo = detection.plan(out, ["repghostnet_050"], [0, 1], bench, SIZES, epochs=1, batch_size=2, workers=0,
+                          warmup_iters=1)
+    assert [r.state for r in todo.runs] == ["new", "new"]
+    detection.run(out, ["repghostnet_050"], seeds=[1], **{**TINY, "epochs": 1})  # another process, seed 1
+    calls.clear()
+    detection.train_runs(todo, progress=False)
+    assert calls == [("repghostnet_050-seed0", False)]
+
+
 def test_summary_of_per_seed_values():
     stats = detection.summarize([30.0, 34.0, 35.0])
     assert stats["mean"] == pytest.approx(33.0)

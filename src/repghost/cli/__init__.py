@@ -26,7 +26,7 @@ from .errors import exit_code, is_reported
 
 COMMANDS = [models.add_models, train.add_train, train.add_eval, deploy.add_convert, deploy.add_export,
             predict.add_predict, bench.add_bench, study.add_study, detection.add_det_train, detection.add_det_eval,
-            costmodel.add_costmodel, search.add_search]
+            costmodel.add_costmodel, search.add_search, search.add_evolve]
 
 
 def build_parser() -> Parser:

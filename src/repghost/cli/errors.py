@@ -25,6 +25,7 @@ USAGE = (
     "repghost.preprocess:PreprocessError",
     "repghost.train.fit:ScheduleError",
     "repghost.search.config:SearchError",
+    "repghost.search.config:EvolutionError",
     "repghost.deploy.graph_runner:RuntimeChoiceError",
     "repghost.checkpoint.contract:WrongTaskError",
     "repghost.detection.graph:NotExportableError",

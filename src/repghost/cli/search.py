@@ -1,4 +1,5 @@
-"""`repghost search`: TuNAS latency-aware architecture search for an SSDLite detector."""
+"""`repghost search`: TuNAS latency-aware architecture search for an SSDLite detector; `repghost evolve`: the
+evolutionary search over a trained super-network, held at the target by the cost model."""
 
 from __future__ import annotations
 
@@ -90,3 +91,66 @@ def add_search(sub) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_search)
+
+
+#: ``repghost evolve`` flags that map one-to-one onto :class:`repghost.search.evolution.EvolutionConfig` fields.
+EVOLVE_TUNABLE = {
+    "tolerance": "keep every candidate's predicted latency within ±this fraction of --target-ms",
+    "population": "architectures per generation",
+    "parents": "best architectures kept as parents of the next generation",
+    "generations": "generations after the first population",
+    "mutation_prob": "probability that a mutation draws one decision again",
+    "seed": "seed of the first population, the mutations and the crossovers",
+}
+
+
+def _cmd_evolve(args) -> int:
+    from ..search.evolution import EvolutionConfig, run_evolution
+
+    options = {name: getattr(args, name) for name in EVOLVE_TUNABLE}
+    config = EvolutionConfig(output=args.output, costmodel=args.costmodel, target_ms=args.target_ms,
+                             supernet=args.supernet, split=args.split, strategy=args.strategy,
+                             quality=args.quality, threads=args.threads, **options)
+    result = run_evolution(config)
+    print(f"best of {result.evaluated} architectures: score {result.score:.3f}, predicted "
+          f"{result.predicted_ms:.2f} ms → {result.output / 'arch.json'}")
+    return 0
+
+
+def add_evolve(sub) -> None:
+    from ..search.config import QUALITIES, STRATEGIES, EvolutionConfig
+
+    fields = {f.name: f for f in dataclasses.fields(EvolutionConfig)}
+    p = sub.add_parser(
+        "evolve", help="evolutionary search over a trained super-network at a latency target (Once-for-All)",
+        description="Search the RepGhostNet-skeleton space for the SSDLite backbone a trained weight-sharing "
+                    "super-network scores best (box AP of the architecture's path on a held-out split, BN "
+                    "recalibrated), every candidate held within ±--tolerance of --target-ms by the cost model. "
+                    "Each generation keeps the best --parents and fills the population with mutations and "
+                    "crossovers of them. Controls at the same number of scored architectures: --strategy random "
+                    "(random search), --quality shuffled (no quality signal), --quality latency (latency only). "
+                    "Writes OUTPUT/scores.jsonl as it scores, OUTPUT/evolution.json (settings; per generation "
+                    "the best, the population and each decision's choice shares) and at the end "
+                    "OUTPUT/arch.json (for det-train --backbone, study detection, create_model). Ctrl-C keeps "
+                    "every score: the same command resumes, scoring only what is missing. Exit codes: 0 done, "
+                    "2 bad arguments (nothing scored), 1 failed, 130 interrupted.")
+    p.add_argument("--costmodel", required=True, type=input_file, metavar="MODEL.json",
+                   help="cost model of the RepGhostNet-skeleton space (`repghost costmodel fit`)")
+    p.add_argument("--target-ms", required=True, type=fields["target_ms"].metadata["limit"],
+                   help="latency target, in the cost model's unit (ms under its runtime, threads and input size)")
+    p.add_argument("--supernet", type=input_file, default=None, metavar="SUPERNET.pt",
+                   help="finished super-network checkpoint (needed with --quality supernet, the default)")
+    p.add_argument("--output", required=True, type=output_dir, help="search directory")
+    p.add_argument("--split", default="search",
+                   help="held-out split of the super-network's data the score is computed on (default search)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="evolution",
+                   help="evolution (default) or random: fresh uniform draws in the band each generation")
+    p.add_argument("--quality", choices=QUALITIES, default="supernet",
+                   help="supernet (default): the super-network's score; shuffled: a seeded random number per "
+                        "architecture (control); latency: -|c/T - 1| (latency-only control)")
+    for name, text in EVOLVE_TUNABLE.items():
+        default = fields[name].default
+        p.add_argument(f"--{name.replace('_', '-')}", type=fields[name].metadata["limit"], default=default,
+                       help=f"{text} (default {default:g})")
+    p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_cmd_evolve)

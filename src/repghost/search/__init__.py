@@ -11,6 +11,7 @@ __all__ = lazy_exports(__name__, {
     "config": ("SearchConfig", "SearchError", "SearchResult"),
     "controller": ("Controller", "LinearCost", "absolute_reward"),
     "engine": ("run_search",),
+    "evolution": ("EvolutionConfig", "run_evolution"),
     "supernet": ("ChoiceLayer", "SuperNet"),
     "calibrate": ("recalibrate_bn",),
     "proxy": ("score_architecture", "score_noise"),

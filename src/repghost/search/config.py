@@ -1,15 +1,17 @@
-"""What one search is (:class:`SearchConfig`, each setting with its allowed range, checked where it is
-made) and what it gives (:class:`SearchResult`). Light on purpose (no torch): ``repghost search
+"""What one search is (:class:`SearchConfig`, TuNAS's; :class:`EvolutionConfig`, the evolutionary search over a
+trained super-network; each setting with its allowed range, checked where it is made) and what it gives
+(:class:`SearchResult`). Light on purpose (no torch): ``repghost search
 --help`` is built from these fields; the set-up checks that need the cost model are in :mod:`.setup`."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..detection.config import DataConfig
-from ..limits import COUNT, COUNT0, NEGATIVE, POSITIVE, Number, check_limits
+from ..limits import COUNT, COUNT0, NEGATIVE, POSITIVE, Number, check_limits, limited
 from ..limits import limited as _limit
 
 CHECKPOINT_FILE = "search.pt"
@@ -82,3 +84,67 @@ class SearchResult:
     steps_done: int
     interrupted: bool
     history: list[dict]
+
+
+# -- the evolutionary search over a trained super-network (:mod:`.evolution`) ---------------------------
+STRATEGIES = ("evolution", "random")
+QUALITIES = ("supernet", "shuffled", "latency")
+#: Evolutionary-search settings that do not change what is computed (a resume may change them).
+EVOLVE_RUN_ONLY = ("output", "threads")
+
+
+class EvolutionError(ValueError):
+    """A search that cannot run as asked."""
+
+
+@dataclass
+class EvolutionConfig:
+    """One evolutionary search. ``supernet`` is a finished ``supernet.pt`` (needed for ``quality="supernet"``),
+    ``costmodel`` a cost model of the RepGhostNet-skeleton space, ``target_ms`` in its unit."""
+
+    output: str
+    costmodel: str
+    target_ms: float = limited(Number(float, 0.0, exclusive=True))
+    supernet: str | None = None
+    split: str = "search"
+    tolerance: float = limited(Number(float, 0.0, 0.5, exclusive=True), default=0.03)
+    population: int = limited(Number(int, 4), default=16)
+    parents: int = limited(Number(int, 2), default=4)
+    generations: int = limited(COUNT0, default=8)
+    mutation_prob: float = limited(Number(float, 0.0, 1.0, exclusive=True), default=0.1)
+    strategy: str = "evolution"
+    quality: str = "supernet"
+    seed: int = limited(COUNT0, default=0)
+    threads: int | None = limited(COUNT, default=None)
+
+    def __post_init__(self):
+        check_limits(self, EvolutionError)
+        if self.strategy not in STRATEGIES:
+            raise EvolutionError(f"strategy is one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        if self.quality not in QUALITIES:
+            raise EvolutionError(f"quality is one of {', '.join(QUALITIES)}, not {self.quality!r}")
+        if self.parents >= self.population:
+            raise EvolutionError(f"parents ({self.parents}) must be fewer than the population ({self.population})")
+        if self.quality == "supernet" and not self.supernet:
+            raise EvolutionError("quality 'supernet' scores with a trained super-network: give its supernet.pt")
+        for path, what in ((self.costmodel, "cost model"), (self.supernet, "super-network checkpoint")):
+            if path is not None and not Path(path).is_file():
+                raise EvolutionError(f"{what} not found: {path}")
+
+    @property
+    def evaluations(self) -> int:
+        """Architectures scored by a finished search (the compute two strategies are compared at)."""
+        return self.population + self.generations * (self.population - self.parents)
+
+    def settings(self) -> dict:
+        """What the search computes from: every setting but the run-only ones, with the files' digests."""
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k not in EVOLVE_RUN_ONLY}
+        values["costmodel"] = _digest(self.costmodel)
+        values["supernet"] = _digest(self.supernet) if self.quality == "supernet" else None
+        if self.quality != "supernet":
+            values["split"] = None
+        return values
+
+
+def _digest(path: str | None) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else None

@@ -26,10 +26,15 @@ import torch
 from scipy import stats
 from torch.utils.data import DataLoader
 
-from ..detection.data import CocoDetection
+from ..detection.data import CocoDetection, collate
 from ..detection.evaluate import coco_metrics, predict
+from ..detection.synthetic import annotation_path, image_dir
 from .calibrate import preserved_bn_state, recalibrate_bn
 from .superspace import SuperSSDLite
+
+#: BN recalibration before an architecture is scored: this many batches of the super-network's training
+#: split (its training batch size), the same seeded draw for every architecture.
+CALIBRATION_BATCHES, CALIBRATION_SEED = 4, 1
 
 
 def path_forward(supernet: SuperSSDLite, device: torch.device):
@@ -80,6 +85,32 @@ def score_architecture(supernet: SuperSSDLite, arch: Sequence[str], calibration,
                        device: torch.device) -> float:
     """The held-out box AP of ``arch``'s path (BN recalibrated): the super-network's score."""
     return box_ap(loader.dataset, predict_architecture(supernet, arch, calibration, loader, device))
+
+
+class HeldOutScorer:
+    """The super-network's score of architectures: :func:`predict_architecture` on a held-out split of
+    the data it was trained on, with one fixed set of calibration batches for every architecture."""
+
+    def __init__(self, training, split: str, subsets: int = 0, device: torch.device | str = "cpu"):
+        from .supertrain import train_dataset
+
+        data = training.config.data
+        root = data.resolve_root()
+        if split == data.train_split:
+            raise ValueError(f"the score's split {split!r} is the one the super-network trained on; score on a "
+                             "held-out split")
+        self.space, self.supernet, self.device = training.space, training.supernet, torch.device(device)
+        self.held_out = CocoDetection(annotation_path(root, split), image_dir(root, split))
+        self.loader = DataLoader(self.held_out, batch_size=16, collate_fn=collate)
+        ids = self.held_out.coco.getImgIds()
+        self.subsets = image_subsets(ids, min(subsets, len(ids))) if subsets else []
+        self.calibration = calibration_batches(train_dataset(data), CALIBRATION_BATCHES,
+                                               training.config.batch_size, CALIBRATION_SEED)
+
+    def score(self, arch: Sequence[str]) -> tuple[float, list[float]]:
+        """``(box AP on the whole split, box AP on each of the subsets)`` of ``arch``'s path."""
+        results = predict_architecture(self.supernet, arch, self.calibration, self.loader, self.device)
+        return box_ap(self.held_out, results), [box_ap(self.held_out, results, ids) for ids in self.subsets]
 
 
 def image_subsets(image_ids: Sequence[int], count: int, seed: int = 0) -> list[list[int]]:

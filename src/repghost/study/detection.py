@@ -171,10 +171,12 @@ def train_runs(todo: Plan, progress: bool = True) -> dict[Run, dict]:
     metrics = {}
     bar = tqdm(todo.runs, desc="detection runs", disable=not progress)
     for run_ in bar:
-        bar.set_postfix_str(f"{run_.arch.label} seed {run_.seed} ({run_.state})")
-        if run_.state != "done":
-            config = todo.configs[run_.run_dir]
-            config.resume = run_.state == "resume"
+        config = todo.configs[run_.run_dir]
+        # Read again, not the plan's: another study sharing the directory may have run it since.
+        state = _run_state(run_.run_dir, config, todo.benchmark_params)
+        bar.set_postfix_str(f"{run_.arch.label} seed {run_.seed} ({state})")
+        if state != "done":
+            config.resume = state == "resume"
             run_.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(run_.run_dir / RUN_SETTINGS, _settings(config, todo.benchmark_params))
             hint = f"{run_.run_dir} saved; run the same command again to resume the study"

@@ -107,8 +107,6 @@ DEFAULT_TOLERANCE = 0.03
 MAX_DRAWS = 20_000
 ARCHS_FILE = "architectures.json"
 ARCHS_FORMAT = "repghost-fidelity-architectures/1"
-#: BN recalibration before an architecture is scored: batches of the benchmark's train split.
-CALIBRATION_BATCHES, CALIBRATION_SEED = 4, 1
 #: Disjoint subsets of the search split each score is also computed on, to measure the score's own noise.
 SCORE_SUBSETS = 4
 
@@ -188,14 +186,10 @@ def supernet_scores(out: Path, supernet_path: str | os.PathLike, archs: Mapping[
     recalibrated; ``proxy``) and the same AP on :data:`SCORE_SUBSETS` disjoint subsets of that split
     (``subset_ap``, for the score's noise), appended to ``out/scores-<checkpoint digest>.jsonl`` as it comes;
     scores already there are read, not computed again. Returns ``{label: record}``."""
-    import torch
-    from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from ..detection.data import CocoDetection, collate
-    from ..detection.synthetic import annotation_path, image_dir
-    from ..search.proxy import box_ap, calibration_batches, image_subsets, predict_architecture
-    from ..search.supertrain import load_supernet, train_dataset
+    from ..search.proxy import HeldOutScorer
+    from ..search.supertrain import load_supernet
 
     supernet_path = Path(supernet_path)
     path = out / f"scores-{hashlib.sha256(supernet_path.read_bytes()).hexdigest()[:16]}.jsonl"
@@ -209,17 +203,10 @@ def supernet_scores(out: Path, supernet_path: str | os.PathLike, archs: Mapping[
     if data.root is None or Path(data.root).resolve() != benchmark.resolve() or data.train_split != "train":
         raise ValueError(f"{supernet_path} was trained on {data.resolve_root()} ({data.train_split}), not on the "
                          f"benchmark's train split ({benchmark}/train): its scores would rank another task")
-    space, supernet = training.space, training.supernet
-    held_out = CocoDetection(annotation_path(benchmark, "search"), image_dir(benchmark, "search"))
-    loader = DataLoader(held_out, batch_size=16, collate_fn=collate)
-    subsets = image_subsets(held_out.coco.getImgIds(), min(SCORE_SUBSETS, len(held_out)))
-    calibration = calibration_batches(train_dataset(data), CALIBRATION_BATCHES, training.config.batch_size,
-                                      CALIBRATION_SEED)
+    scorer = HeldOutScorer(training, "search", SCORE_SUBSETS)
     for label in tqdm(todo, desc="super-network scores", disable=not progress):
-        results = predict_architecture(supernet, space.load_arch(archs[label]), calibration, loader,
-                                       torch.device("cpu"))
-        record = dict(label=label, arch=archs[label], proxy=box_ap(held_out, results),
-                      subset_ap=[box_ap(held_out, results, ids) for ids in subsets])
+        proxy, subset_ap = scorer.score(training.space.load_arch(archs[label]))
+        record = dict(label=label, arch=archs[label], proxy=proxy, subset_ap=subset_ap)
         append_jsonl(path, record)
         done[label] = record
     return done

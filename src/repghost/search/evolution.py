@@ -1,0 +1,280 @@
+"""Evolutionary search over a trained weight-sharing super-network, held at a latency target by the cost
+model: Once-for-All's search, over the RepGhostNet-skeleton space.
+
+**Why evolution over the trained super-network** (and not TuNAS's controller): the proxy fidelity study
+(:mod:`repghost.study.fidelity`) measured how well *this* score — the held-out box AP of an architecture's
+path after BN recalibration (:class:`~.proxy.HeldOutScorer`) — ranks architectures as stand-alone
+training does. A search that ranks by exactly that score inherits the measured fidelity. TuNAS's
+controller learns while the weights train, from one-minibatch rewards whose architecture effect was
+measured to drown in noise (issue 17). And the cost model keeps every candidate within ±``tolerance`` of
+the target, so candidates are compared at equal latency and no reward trade-off (τ) needs tuning.
+
+**One generation**: the ``parents`` best architectures scored so far in the population are kept; the
+rest of the population are children, half mutations of a random parent (each decision that matters
+drawn again with probability ``mutation_prob``), half uniform crossovers of two parents, mutated the same
+way (once the parents converge, their crossovers alone are the parents again). A child the cost
+model puts outside the band, or one already scored, is drawn again. The first population is uniform
+draws of the space inside the band (the fidelity study's prior).
+
+**Controls** (issue 17's: what tells a working search from a lucky one), at the same number of scored
+architectures:
+
+- ``strategy="random"``: each generation's children are fresh uniform draws in the band (random search);
+- ``quality="shuffled"``: each architecture's quality is a seeded pseudo-random number — selection sees no
+  quality, only the band and the space's prior (ranks are all selection reads, so this is a random
+  permutation of any score);
+- ``quality="latency"``: quality is ``−|c/T − 1|`` (the latency-only search: TuNAS's reward with a constant
+  quality term).
+
+**Resume**: a score is appended to ``scores.jsonl`` as soon as it is computed; the search is a
+deterministic function of its seed and its scores, so running it again replays the generations from the
+scores on disk and scores only what is missing (a stop loses at most the architecture being scored).
+``evolution.json`` holds the settings (a re-run with others is refused) and, per generation, the best
+architecture, the population and each decision's choice shares in it; ``arch.json`` the best architecture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io import append_jsonl, atomic_write_json, read_jsonl, repair_jsonl
+from .config import QUALITIES, STRATEGIES, EvolutionConfig, EvolutionError
+
+__all__ = ["QUALITIES", "STRATEGIES", "Evolution", "EvolutionConfig", "EvolutionError", "EvolutionResult",
+           "agreement", "run_evolution"]
+
+EVOLUTION_FILE = "evolution.json"
+EVOLUTION_FORMAT = "repghost-evolution/1"
+SCORES_FILE = "scores.jsonl"
+ARCH_FILE = "arch.json"
+#: Draws tried for one child (or one first-population member) before the band is declared out of reach.
+MAX_TRIES = 20_000
+
+
+# -- the search, on any score ----------------------------------------------------------------------
+class Evolution:
+    """The search over ``space`` with ``predict`` (architectures → predicted ms, vectorised) as the cost
+    model and ``score`` (architecture → quality, higher better) as the judge; ``known`` scores (by
+    architecture name) are used instead of calling ``score``, and every new one goes to ``record``."""
+
+    def __init__(self, space, predict: Callable[[list], np.ndarray], score: Callable[[tuple], float],
+                 config: EvolutionConfig, known: dict[str, float] | None = None,
+                 record: Callable[[str, float], None] | None = None):
+        self.space, self.predict, self._score, self.config = space, predict, score, config
+        self.scores: dict[str, float] = {}
+        self.known = dict(known or {})
+        self.record = record
+        self.rng = np.random.default_rng([config.seed, 17])
+        self.low, self.high = (config.target_ms * (1 - config.tolerance), config.target_ms * (1 + config.tolerance))
+        self.history: list[dict] = []
+
+    # -- candidates ----------------------------------------------------------------------------
+    def in_band(self, ms: float) -> bool:
+        return self.low <= ms <= self.high
+
+    def _uniform(self) -> tuple[str, ...]:
+        return tuple(d.choices[self.rng.integers(len(d.choices))] for d in self.space.decisions)
+
+    def _mutate(self, parent: tuple[str, ...]) -> tuple[str, ...]:
+        active = self.space.active(parent)
+        child = list(parent)
+        for i, d in enumerate(self.space.decisions):
+            if active[i] and self.rng.random() < self.config.mutation_prob:
+                child[i] = d.choices[self.rng.integers(len(d.choices))]
+        return tuple(child)
+
+    def _crossover(self, a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+        pick = self.rng.random(len(a)) < 0.5
+        return tuple(x if p else y for x, y, p in zip(a, b, pick, strict=True))
+
+    def _draw(self, make: Callable[[], tuple[str, ...]], taken: set[str], what: str) -> tuple[str, ...]:
+        """The first architecture ``make`` gives that is in the band and not in ``taken`` (canonical form)."""
+        for _ in range(MAX_TRIES):
+            arch = self.space.canonical(make())
+            name = self.space.arch_name(arch)
+            if name not in taken and self.in_band(float(self.predict([arch])[0])):
+                taken.add(name)
+                return arch
+        raise EvolutionError(f"no {what} within ±{self.config.tolerance:.0%} of {self.config.target_ms:.2f} ms "
+                             f"in {MAX_TRIES} draws; widen the tolerance or move the target")
+
+    def children(self, parents: list[tuple[str, ...]], count: int, taken: set[str]) -> list[tuple[str, ...]]:
+        """``count`` new architectures: uniform draws (random strategy), else half mutations of a random parent
+        (the parent drawn once per child), half mutated crossovers of two parents (drawn again with every try)."""
+        out = []
+        for k in range(count):
+            if self.config.strategy == "random":
+                out.append(self._draw(self._uniform, taken, "uniform draw"))
+            elif k < count // 2:
+                parent = parents[self.rng.integers(len(parents))]
+                out.append(self._draw(lambda p=parent: self._mutate(p), taken, "mutation"))
+            else:
+                # Mutated too: once the parents converge, their crossovers alone are the parents again.
+                out.append(self._draw(lambda: self._mutate(self._crossover(*self._pair(parents))), taken,
+                                      "crossover"))
+        return out
+
+    def _pair(self, parents: list[tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        i, j = self.rng.choice(len(parents), size=2, replace=False)
+        return parents[i], parents[j]
+
+    # -- scoring -------------------------------------------------------------------------------
+    def score(self, arch: tuple[str, ...]) -> float:
+        name = self.space.arch_name(arch)
+        if name not in self.scores:
+            if name in self.known:
+                self.scores[name] = self.known[name]
+            else:
+                value = float(self._score(arch))
+                if self.record is not None:
+                    self.record(name, value)
+                self.scores[name] = value
+        return self.scores[name]
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, on_generation: Callable[[Evolution], None] | None = None) -> tuple[str, ...]:
+        """Every generation (the first population is generation 0); the best architecture scored."""
+        config, taken, parents = self.config, set(), []
+        population = [self._draw(self._uniform, taken, "uniform draw") for _ in range(config.population)]
+        for generation in range(config.generations + 1):
+            if generation:
+                population = parents + self.children(parents, config.population - config.parents, taken)
+            ranked = sorted(population, key=lambda a: (-self.score(a), self.space.arch_name(a)))
+            parents = ranked[:config.parents]
+            self.history.append(self._record(generation, ranked))
+            if on_generation is not None:
+                on_generation(self)
+        return self.best()
+
+    def best(self) -> tuple[str, ...]:
+        name = max(sorted(self.scores), key=lambda n: self.scores[n])
+        return self.space.from_arch_name(name)
+
+    def _record(self, generation: int, ranked: list[tuple[str, ...]]) -> dict:
+        scores = [self.scores[self.space.arch_name(a)] for a in ranked]
+        best = self.best()
+        shares = {}
+        for i, d in enumerate(self.space.decisions):
+            values = [a[i] for a in ranked]
+            shares[d.name] = {c: values.count(c) / len(values) for c in d.choices}
+        return dict(generation=generation, evaluated=len(self.scores), best=self.space.arch_name(best),
+                    best_score=self.scores[self.space.arch_name(best)],
+                    best_ms=float(self.predict([best])[0]), population_mean=float(np.mean(scores)),
+                    population=[self.space.arch_name(a) for a in ranked], population_scores=scores,
+                    choice_shares=shares)
+
+
+def agreement(space, archs: Sequence[Sequence[str]]) -> float:
+    """The mean, over pairs of ``archs``, of the share of decisions (active in both) on which they agree."""
+    if len(archs) < 2:
+        raise ValueError("agreement needs at least 2 architectures")
+    shares = []
+    for i in range(len(archs)):
+        for j in range(i + 1, len(archs)):
+            both = [a and b for a, b in zip(space.active(archs[i]), space.active(archs[j]), strict=True)]
+            same = [x == y for x, y, keep in zip(archs[i], archs[j], both, strict=True) if keep]
+            shares.append(sum(same) / len(same))
+    return float(np.mean(shares))
+
+
+# -- the search, with files ------------------------------------------------------------------------
+@dataclass
+class EvolutionResult:
+    output: Path
+    arch: tuple[str, ...]
+    score: float
+    predicted_ms: float
+    evaluated: int
+    history: list[dict]
+
+
+def _all_known(arch) -> float:
+    raise RuntimeError("a resumed search asked for a score its earlier run did not compute")
+
+
+def _quality(config: EvolutionConfig, space, predict) -> Callable[[tuple], float]:
+    if config.quality == "latency":
+        return lambda arch: -abs(float(predict([arch])[0]) / config.target_ms - 1)
+    if config.quality == "shuffled":
+        def shuffled(arch):
+            digest = hashlib.sha256(f"{config.seed}:{space.arch_name(arch)}".encode()).digest()
+            return int.from_bytes(digest[:8], "big") / 2 ** 64
+        return shuffled
+    from .proxy import HeldOutScorer
+    from .supertrain import load_supernet
+
+    training = load_supernet(config.supernet)
+    scorer = HeldOutScorer(training, config.split)
+    return lambda arch: scorer.score(arch)[0]
+
+
+def _check_settings(out: Path, config: EvolutionConfig) -> None:
+    from ..io import read_format_json
+
+    path = out / EVOLUTION_FILE
+    if path.is_file():
+        saved = read_format_json(path, EVOLUTION_FORMAT, EvolutionError, "evolutionary search")["settings"]
+        differ = sorted(k for k in set(saved) | set(config.settings()) if saved.get(k) != config.settings().get(k))
+        if differ:
+            raise EvolutionError(f"{out} holds a search with other settings ({', '.join(differ)}); run it with "
+                                 "the same settings to resume, or use another --output")
+    elif (out / SCORES_FILE).exists():
+        raise EvolutionError(f"{out / SCORES_FILE} has no {EVOLUTION_FILE} beside it: not this search's scores")
+
+
+def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionResult:
+    """Run (or resume) ``config``'s search: see the module docstring."""
+    import torch
+    from tqdm import tqdm
+
+    from ..costmodel.fit import CostModel, model_space
+
+    out = Path(config.output)
+    space = model_space(config.costmodel)
+    if space.id != "repghostnet_skeleton/v1":
+        raise EvolutionError(f"{config.costmodel} is a cost model of {space.id}; the evolutionary search runs over "
+                             "the RepGhostNet-skeleton space the super-network shares")
+    _check_settings(out, config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    cost = CostModel.load(config.costmodel, space)
+
+    def predict(archs):
+        return cost.predict(space, archs)
+
+    scores_path = out / SCORES_FILE
+    repair_jsonl(scores_path)  # a record torn by a stop is scored again
+    known = {r["arch"]: r["score"] for r in read_jsonl(scores_path)}
+    quality = _quality(config, space, predict) if len(known) < config.evaluations else _all_known
+    state = dict(format=EVOLUTION_FORMAT, settings=config.settings(), history=[])
+    bar = tqdm(total=config.evaluations, desc=f"{config.strategy} ({config.quality})", disable=not progress,
+               initial=min(len(known), config.evaluations))
+
+    def write(history: list[dict]) -> None:
+        # Written before the first score (so the scores on disk always have their settings beside them), not
+        # before: an unreachable band is refused before anything is written.
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / EVOLUTION_FILE, {**state, "history": history}, indent=1)
+
+    def record(name: str, value: float) -> None:
+        if not (out / EVOLUTION_FILE).is_file():
+            write([])
+        append_jsonl(scores_path, dict(arch=name, score=value))
+        bar.update(1)
+
+    def save(s: Evolution) -> None:
+        write(s.history)
+        last = s.history[-1]
+        bar.set_postfix_str(f"gen {last['generation']} best {last['best_score']:.4g}")
+
+    search = Evolution(space, predict, quality, config, known, record)
+    best = search.run(save)
+    bar.close()
+    atomic_write_json(out / ARCH_FILE, space.arch_to_json(best))
+    top = search.history[-1]
+    return EvolutionResult(out, best, top["best_score"], top["best_ms"], top["evaluated"], search.history)

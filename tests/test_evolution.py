@@ -1,0 +1,186 @@
+"""The evolutionary search over the RepGhostNet-skeleton space: it stays in the latency band, finds a planted
+quality better than random search at the same number of scored architectures, replays its generations from
+the scores on disk, and refuses bad input before it scores anything."""
+
+import json
+
+import numpy as np
+import pytest
+
+from repghost.costmodel.features import feature_names
+from repghost.costmodel.fit import CostModel
+from repghost.models.repghostnet_space import RepGhostNetSpace
+from repghost.search import evolution
+from repghost.search.evolution import Evolution, EvolutionConfig, EvolutionError, agreement, run_evolution
+
+SPACE = RepGhostNetSpace()
+
+
+def cost_model(tmp_path):
+    """A cost model of the space (latency = the MACs of stride-16/32 1×1 convs), saved."""
+    picked = [n for n in feature_names(SPACE) if n.startswith(("s16:pw:macs", "s32:pw:macs"))]
+    model = CostModel(SPACE.fingerprint, picked, [1.0] * len(picked), 0.5,
+                      metrics={"test": {"r2": 0.99, "n": 80}}, space_id=SPACE.id)
+    return model, model.save(tmp_path / "costmodel.json")
+
+
+def reference_ms(model) -> float:
+    return float(model.predict(SPACE, [SPACE.named_archs()["repghostnet_050"]])[0])
+
+
+def config(tmp_path, path, model, **kw) -> EvolutionConfig:
+    kw = {"population": 8, "parents": 2, "generations": 3, "tolerance": 0.1, "quality": "shuffled", **kw}
+    return EvolutionConfig(output=str(tmp_path / "evo"), costmodel=str(path), target_ms=reference_ms(model), **kw)
+
+
+def planted(hidden):
+    """A quality the search can find: the share of decisions equal to ``hidden``'s."""
+    return lambda arch: float(np.mean([a == h for a, h in zip(arch, hidden, strict=True)]))
+
+
+def test_every_candidate_is_in_the_band_and_the_run_is_its_seeds(tmp_path):
+    model, path = cost_model(tmp_path)
+    cfg = config(tmp_path, path, model)
+    scored = []
+
+    def predict(archs):
+        return model.predict(SPACE, archs)
+
+    search = Evolution(SPACE, predict, planted(SPACE.sample(9, 0)), cfg, record=lambda n, v: scored.append(n))
+    best = search.run()
+    assert len(scored) == len(set(scored)) == cfg.evaluations == 8 + 3 * 6
+    ms = predict([SPACE.from_arch_name(n) for n in scored])
+    assert np.all(np.abs(ms / cfg.target_ms - 1) <= cfg.tolerance)
+    assert SPACE.arch_name(best) == max(scored, key=lambda n: search.scores[n]) == search.history[-1]["best"]
+    assert [h["evaluated"] for h in search.history] == [8, 14, 20, 26]
+    shares = search.history[0]["choice_shares"][SPACE.decisions[0].name]
+    assert sum(shares.values()) == pytest.approx(1.0)
+    again = Evolution(SPACE, predict, planted(SPACE.sample(9, 0)), cfg)
+    assert again.run() == best and again.history == search.history
+    other = Evolution(SPACE, predict, planted(SPACE.sample(9, 0)), config(tmp_path, path, model, seed=1))
+    other.run()
+    assert other.history[0]["population"] != search.history[0]["population"]
+
+
+def test_evolution_finds_a_planted_quality_that_random_search_does_not(tmp_path):
+    model, path = cost_model(tmp_path)
+    hidden = SPACE.sample(5, 0)
+
+    def predict(archs):
+        return model.predict(SPACE, archs)
+
+    found = {}
+    for strategy in ("evolution", "random"):
+        for seed in (0, 1, 2):
+            cfg = config(tmp_path, path, model, strategy=strategy, seed=seed, tolerance=0.5, population=12,
+                         parents=3, generations=6)
+            search = Evolution(SPACE, predict, planted(hidden), cfg)
+            search.run()
+            found[strategy, seed] = search.scores[search.history[-1]["best"]]
+    for seed in (0, 1, 2):  # the same number of scored architectures, every seed
+        assert found["evolution", seed] > found["random", seed] + 0.05, found
+
+
+def test_a_resumed_search_scores_only_what_is_missing_and_replays_the_same_run(tmp_path):
+    model, path = cost_model(tmp_path)
+    cfg = config(tmp_path, path, model)
+
+    def predict(archs):
+        return model.predict(SPACE, archs)
+
+    records = []
+    whole = Evolution(SPACE, predict, planted(SPACE.sample(3, 0)), cfg, record=lambda n, v: records.append((n, v)))
+    whole.run()
+    calls = []
+
+    def counted(arch):
+        calls.append(arch)
+        return planted(SPACE.sample(3, 0))(arch)
+
+    resumed = Evolution(SPACE, predict, counted, cfg, known=dict(records[:11]))
+    resumed.run()
+    assert len(calls) == cfg.evaluations - 11
+    assert resumed.history == whole.history
+
+
+def test_the_command_resumes_from_its_files_and_refuses_other_settings(tmp_path):
+    model, path = cost_model(tmp_path)
+    cfg = config(tmp_path, path, model, generations=2)
+    first = run_evolution(cfg, progress=False)
+    out = tmp_path / "evo"
+    saved = json.loads((out / "evolution.json").read_text())
+    assert len(saved["history"]) == 3 and saved["settings"]["costmodel"] == cfg.settings()["costmodel"]
+    assert SPACE.load_arch(out / "arch.json") == first.arch
+    lines = (out / "scores.jsonl").read_text().splitlines()
+    assert len(lines) == cfg.evaluations
+    # a stop after 5 scores, one more torn mid-write
+    (out / "scores.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:9])
+    (out / "arch.json").unlink()
+    again = run_evolution(cfg, progress=False)
+    assert again.arch == first.arch and again.history == first.history
+    assert (out / "scores.jsonl").read_text().splitlines() == lines  # the torn one and the rest scored again
+    with pytest.raises(EvolutionError, match=r"other settings \(mutation_prob\)"):
+        run_evolution(config(tmp_path, path, model, generations=2, mutation_prob=0.3), progress=False)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(parents=8), "parents .* fewer than the population"),
+    (dict(quality="supernet"), "give its supernet.pt"),
+    (dict(quality="supernet", supernet="none.pt"), "super-network checkpoint not found"),
+    (dict(strategy="greedy"), "strategy is one of"),
+    (dict(tolerance=0.0), "tolerance"),
+    (dict(population=3), "population"),
+])
+def test_bad_settings_are_refused(bad, message, tmp_path):
+    model, path = cost_model(tmp_path)
+    with pytest.raises(EvolutionError, match=message):
+        config(tmp_path, path, model, **bad)
+
+
+def test_an_unreachable_band_or_another_space_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from repghost.costmodel.space import SearchSpace
+
+    model, path = cost_model(tmp_path)
+    monkeypatch.setattr(evolution, "MAX_TRIES", 200)
+    with pytest.raises(EvolutionError, match="no uniform draw within"):
+        run_evolution(config(tmp_path, path, model, tolerance=1e-9), progress=False)
+    assert not (tmp_path / "evo").exists()
+    space = SearchSpace()
+    other = CostModel(space.fingerprint, feature_names(space)[:1], [1.0], 1.0, metrics={"test": {"r2": 0.99}},
+                      space_id=space.id).save(tmp_path / "mobiledet.json")
+    with pytest.raises(EvolutionError, match="RepGhostNet-skeleton space"):
+        run_evolution(EvolutionConfig(output=str(tmp_path / "evo"), costmodel=str(other), target_ms=1.0,
+                                      quality="latency"), progress=False)
+    assert not (tmp_path / "evo").exists()
+
+
+def test_agreement_counts_the_decisions_both_use():
+    a = SPACE.named_archs()["repghostnet_050"]
+    assert agreement(SPACE, [a, a, a]) == 1.0
+    b = SPACE.named_archs()["repghostnet_100"]  # differs in the widths only
+    assert 0 < agreement(SPACE, [a, b]) < 1
+    assert agreement(SPACE, [a, b]) == pytest.approx(1 - sum(x != y for x, y in zip(a, b, strict=True))
+                                                     / sum(SPACE.active(a)))
+    with pytest.raises(ValueError, match="at least 2"):
+        agreement(SPACE, [a])
+
+
+@pytest.mark.slow
+def test_the_supernet_score_is_the_fidelity_studys_score(tmp_path):
+    from repghost.detection.config import DataConfig
+    from repghost.detection.synthetic import make_detection_benchmark
+    from repghost.search.proxy import HeldOutScorer
+    from repghost.search.supertrain import CHECKPOINT_FILE, SupernetConfig, load_supernet, train_supernet
+
+    bench = make_detection_benchmark(tmp_path / "bench", num_train=8, num_search=2, num_test=2, image_size=64)
+    train_supernet(SupernetConfig(output=str(tmp_path / "sn"), data=DataConfig(root=str(bench), train_split="train"),
+                                  steps=1, batch_size=2, img_size=64, lr_warmup_steps=0))
+    supernet = tmp_path / "sn" / CHECKPOINT_FILE
+    model, path = cost_model(tmp_path)
+    result = run_evolution(config(tmp_path, path, model, quality="supernet", supernet=str(supernet),
+                                  population=4, parents=2, generations=1), progress=False)
+    training = load_supernet(supernet)
+    scorer = HeldOutScorer(training, "search")
+    assert result.score == pytest.approx(scorer.score(result.arch)[0])
+    with pytest.raises(ValueError, match="the one the super-network trained on"):
+        HeldOutScorer(training, "train")
