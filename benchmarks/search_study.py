@@ -1,0 +1,241 @@
+"""Issue 17's result: does the evolutionary search over the super-network find SSDLite backbones better than
+RepGhostNet 0.5× and than random search, at RepGhostNet 0.5×'s latency — and do its controls do worse?
+
+Run in resumable stages (every stage can be stopped and run again; it redoes nothing finished):
+
+1. ``search``: ``repghost evolve`` (library: :func:`repghost.search.evolution.run_evolution`) for each
+   kind × search seed into ``OUT/<kind>-s<seed>/``, the found architecture copied to
+   ``OUT/archs/<kind>_s<seed>.json``. Kinds: ``evolution`` (the super-network's score), ``random`` (random
+   search over the same score, same number of scored architectures), ``shuffled`` (evolution on a score
+   with no information), ``latency`` (evolution on −|c/T − 1| alone).
+2. ``pick-random``: the issue's random-search control. Every random architecture of the fidelity study (uniform
+   draws within ±3 % of the target, trained stand-alone) is evaluated on the benchmark's *search* split;
+   the best by mean search-split AP over its seeds is the pick, linked for training as ``OUT/archs``.
+3. ``link``: the fidelity study's finished runs of ``repghostnet_050`` and the random pick are linked into
+   ``OUT/runs`` (same settings: not trained again).
+4. train and time with the study command (one ``--seeds`` per process; two processes may share ``OUT``)::
+
+       repghost study detection --archs repghostnet_050 OUT/archs/*.json --seeds 0 1 2 --out OUT \\
+           --benchmark runs/det-benchmark
+
+5. ``report``: the table (test AP mean ± SE over training seeds, body latency from the study's one
+   interleaved run), the median architecture of the search seeds against RepGhostNet 0.5× and the random
+   pick, the controls, the search seeds' agreement on layer choices against chance, the proxy-level
+   comparison with random search, and an AP-vs-latency plot, to ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from repghost.io import atomic_write_json
+from repghost.models.repghostnet_space import RepGhostNetSpace
+
+SPACE = RepGhostNetSpace()
+KINDS = {"evolution": dict(strategy="evolution", quality="supernet"),
+         "random": dict(strategy="random", quality="supernet"),
+         "shuffled": dict(strategy="evolution", quality="shuffled"),
+         "latency": dict(strategy="evolution", quality="latency")}
+REFERENCE = "repghostnet_050"
+
+
+def stage_search(args) -> None:
+    from repghost.search.evolution import EvolutionConfig, run_evolution
+
+    out = Path(args.out)
+    for kind, seed in itertools.product(args.kinds, args.search_seeds):
+        config = EvolutionConfig(output=str(out / f"{kind}-s{seed}"), costmodel=args.costmodel,
+                                 target_ms=args.target_ms, supernet=args.supernet, seed=seed, threads=1,
+                                 population=args.population, parents=args.parents, generations=args.generations,
+                                 **KINDS[kind])
+        result = run_evolution(config)
+        target = out / "archs" / f"{kind}_s{seed}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result.output / "arch.json", target)
+        print(f"{kind} seed {seed}: score {result.score:.4g} at {result.predicted_ms:.2f} ms "
+              f"({result.evaluated} scored) → {target}", flush=True)
+
+
+def finished_runs(study: Path, label: str) -> list[Path]:
+    return sorted(p for p in (study / "runs").glob(f"{label}-seed*")
+                  if (p / "metrics.json").is_file() and json.loads((p / "metrics.json").read_text())["epoch"]
+                  == json.loads((p / "run.json").read_text())["epochs"])
+
+
+def stage_pick_random(args) -> None:
+    from repghost.detection.config import DataConfig
+    from repghost.detection.engine import evaluate_checkpoint
+
+    study, out = Path(args.fidelity), Path(args.out)
+    drawn = json.loads((study / "architectures.json").read_text())
+    data = DataConfig(root=args.benchmark, val_split="search")
+    rows = []
+    for row in drawn["architectures"]:
+        search_ap, test_ap = [], []
+        for run in finished_runs(study, row["label"]):
+            path = run / "eval_search.json"
+            if not path.is_file():  # evaluated once, kept beside the run
+                evaluate_checkpoint(run / "last.pt", data, batch_size=16, workers=0, output=path, threads=1)
+            search_ap.append(json.loads(path.read_text())["bbox"]["AP"])
+            test_ap.append(json.loads((run / "metrics.json").read_text())["bbox"]["AP"])
+        if not search_ap:
+            raise SystemExit(f"{row['label']} has no finished run in {study}: finish the fidelity study first")
+        rows.append(dict(label=row["label"], runs=len(search_ap), search_ap=statistics.fmean(search_ap),
+                         test_ap=statistics.fmean(test_ap)))
+        print(f"{row['label']}: search AP {rows[-1]['search_ap']:.2f}, test AP {rows[-1]['test_ap']:.2f} "
+              f"({len(search_ap)} runs)", flush=True)
+    pick = max(rows, key=lambda r: r["search_ap"])
+    atomic_write_json(out / "random_pick.json", dict(pick=pick["label"], rows=rows))
+    (out / "archs").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(study / "archs" / f"{pick['label']}.json", out / "archs" / f"{pick['label']}.json")
+    print(f"random search's pick: {pick['label']} (search AP {pick['search_ap']:.2f})")
+
+
+def stage_link(args) -> None:
+    study, out = Path(args.fidelity), Path(args.out)
+    pick = json.loads((out / "random_pick.json").read_text())["pick"]
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    for label in (REFERENCE, pick):
+        for run in finished_runs(study, label):
+            link = out / "runs" / run.name
+            if not link.exists():
+                os.symlink(os.path.relpath(run, link.parent), link)
+                print(f"{link} → {run}")
+
+
+def chance_agreement(draws: list[tuple[str, ...]], k: int) -> list[float]:
+    """The agreement of every ``k``-subset of in-band uniform draws: what chance gives."""
+    from repghost.search.evolution import agreement
+
+    return [agreement(SPACE, list(c)) for c in itertools.combinations(draws, k)]
+
+
+def stage_report(args) -> None:
+    from repghost.search.evolution import agreement
+
+    out, results = Path(args.out), Path(args.results)
+    table = json.loads((out / "detection.json").read_text())
+    rows = {r["arch"]: r for r in table["rows"]}
+    pick = json.loads((out / "random_pick.json").read_text())
+    groups = {kind: sorted(label for label in rows if label.startswith(f"{kind}_s")) for kind in KINDS}
+    lines, data = [], dict(rows=table["rows"], random_pick=pick, groups=groups)
+
+    def describe(label: str) -> str:
+        r = rows[label]
+        return f"{label}: {r['ap_mean']:.2f} ± {r['ap_se']:.2f} AP ({r['seeds']} seeds), {r['median_ms']:.2f} ms"
+
+    def median_arch(labels: list[str]) -> str:
+        ordered = sorted(labels, key=lambda label: rows[label]["ap_mean"])
+        return ordered[(len(ordered) - 1) // 2]  # the lower median for an even count: never the better one
+
+    lines.append("| architecture | kind | test AP mean ± SE | AP per seed | body ms |")
+    lines.append("|---|---|---|---|---|")
+    for label, r in rows.items():
+        kind = next((k for k, labels in groups.items() if label in labels), "reference" if label == REFERENCE
+                    else "random pick")
+        lines.append(f"| {label} | {kind} | {r['ap_mean']:.2f} ± {r['ap_se']:.2f} | "
+                     f"{', '.join(f'{v:.1f}' for v in r['ap_runs'])} | {r['median_ms']:.2f} |")
+    verdicts = {}
+    reference, random_pick = rows[REFERENCE], rows[pick["pick"]]
+    for kind, labels in groups.items():
+        if not labels:
+            continue
+        med = median_arch(labels)
+        verdicts[kind] = dict(median=med, ap_mean=rows[med]["ap_mean"], ap_se=rows[med]["ap_se"],
+                              beats_reference=rows[med]["ap_mean"] > reference["ap_mean"],
+                              beats_random_pick=rows[med]["ap_mean"] > random_pick["ap_mean"],
+                              margin_reference=rows[med]["ap_mean"] - reference["ap_mean"],
+                              se_difference_reference=float(np.hypot(rows[med]["ap_se"], reference["ap_se"])))
+        lines.append(f"\n{kind}: median of {len(labels)} search seeds is {describe(med)}; "
+                     f"{REFERENCE} {describe(REFERENCE).split(': ', 1)[1]}; random pick {describe(pick['pick'])}. "
+                     f"Difference to {REFERENCE}: {verdicts[kind]['margin_reference']:+.2f} ± "
+                     f"{verdicts[kind]['se_difference_reference']:.2f} AP.")
+    fidelity = json.loads((Path(args.fidelity) / "architectures.json").read_text())
+    uniform = [SPACE.from_arch_name(r["name"]) for r in fidelity["architectures"]]
+    for kind, labels in groups.items():
+        if len(labels) < 2:
+            continue
+        archs = [SPACE.load_arch(out / "archs" / f"{label}.json") for label in labels]
+        observed = agreement(SPACE, archs)
+        chance = chance_agreement(uniform, len(archs))
+        share = float(np.mean([c >= observed for c in chance]))
+        data.setdefault("agreement", {})[kind] = dict(observed=observed, chance_mean=float(np.mean(chance)),
+                                                      share_of_chance_at_least=share)
+        lines.append(f"\n{kind}: the {len(archs)} search seeds agree on {observed:.1%} of the decisions both use "
+                     f"(pairwise mean); {len(archs)} uniform draws in the band agree on {np.mean(chance):.1%} "
+                     f"(all {len(chance)} subsets of the fidelity study's 16); {share:.1%} of those subsets agree "
+                     "as much or more.")
+    proxy = {}
+    for kind in ("evolution", "random"):
+        for path in sorted(out.glob(f"{kind}-s*/evolution.json")):
+            history = json.loads(path.read_text())["history"]
+            proxy.setdefault(kind, []).append(history[-1]["best_score"])
+    if proxy:
+        data["proxy_best"] = proxy
+        lines.append("\nbest super-network score found (search split AP), per search seed: " +
+                     "; ".join(f"{k} {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in proxy.items()))
+    data["verdicts"] = verdicts
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results / "search_study.json", data)
+    (results / "search_study.md").write_text("\n".join(lines) + "\n")
+    plot(rows, groups, pick["pick"], results / "search_study.png")
+    print("\n".join(lines))
+
+
+def plot(rows: dict, groups: dict, pick: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    colors = {"evolution": "C0", "random": "C4", "shuffled": "C1", "latency": "C2"}
+    for kind, labels in groups.items():
+        for i, label in enumerate(labels):
+            r = rows[label]
+            ax.errorbar(r["median_ms"], r["ap_mean"], yerr=r["ap_se"], fmt="o", capsize=3, color=colors[kind],
+                        label=f"{kind} search" if i == 0 else None)
+    for label, color, name in ((REFERENCE, "C3", "RepGhostNet 0.5×"), (pick, "k", "random pick")):
+        r = rows[label]
+        ax.errorbar(r["median_ms"], r["ap_mean"], yerr=r["ap_se"], fmt="s", capsize=3, color=color, label=name)
+    ax.set_xlabel("SSDLite body latency, ms (one interleaved run)")
+    ax.set_ylabel("test AP, mean ± SE over training seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("stage", choices=["search", "pick-random", "link", "report"])
+    p.add_argument("--out", default="runs/search-study")
+    p.add_argument("--fidelity", default="runs/fidelity", help="the fidelity study's directory")
+    p.add_argument("--benchmark", default="runs/det-benchmark")
+    p.add_argument("--costmodel", default="runs/costmodel_repghostnet_cpu_nnls.json")
+    p.add_argument("--supernet", default="runs/fidelity-supernet/supernet.pt")
+    p.add_argument("--target-ms", type=float, default=4.62, help="repghostnet_050's measured latency")
+    p.add_argument("--kinds", nargs="+", choices=list(KINDS), default=["evolution"])
+    p.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--population", type=int, default=16)
+    p.add_argument("--parents", type=int, default=4)
+    p.add_argument("--generations", type=int, default=8)
+    p.add_argument("--results", default="benchmarks/results/search_study")
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    {"search": stage_search, "pick-random": stage_pick_random, "link": stage_link, "report": stage_report}[
+        args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
