@@ -76,6 +76,45 @@ def test_a_run_finished_by_another_study_since_the_plan_is_not_trained_again(tmp
     assert calls == [("repghostnet_050-seed0", False)]
 
 
+def test_a_run_another_process_trains_is_left_to_it_and_waited_for(tmp_path, calls, monkeypatch):
+    import os
+    import time
+
+    out = tmp_path / "study"
+    claimed = out / "runs" / "repghostnet_050-seed1"
+    claimed.mkdir(parents=True)
+    (claimed / detection.CLAIM_FILE).write_text(str(os.getppid()))  # a live process that is not this one
+    waits = []
+
+    def the_other_process_stops(seconds):  # it leaves the run unfinished: this study then trains it
+        waits.append([c[0] for c in calls])
+        (claimed / detection.CLAIM_FILE).unlink()
+
+    monkeypatch.setattr(time, "sleep", the_other_process_stops)
+    detection.run(out, ["repghostnet_050"], seeds=[0, 1], **{**TINY, "epochs": 1})
+    assert waits == [["repghostnet_050-seed0"]]  # seed 0 first, then one wait, then seed 1 here
+    assert calls == [("repghostnet_050-seed0", False), ("repghostnet_050-seed1", False)]
+    assert not list(out.rglob(detection.CLAIM_FILE))
+
+
+def test_a_claim_left_by_a_killed_process_is_taken_over(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from repghost.io import claim
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = tmp_path / ".training"
+    path.write_text(gone.stdout.strip())
+    with claim(path) as mine:
+        assert mine and path.read_text() == str(os.getpid())
+    assert not path.exists()
+    path.write_text(str(os.getppid()))
+    with claim(path) as mine:
+        assert not mine and path.exists()  # a live holder keeps it
+
+
 def test_summary_of_per_seed_values():
     stats = detection.summarize([30.0, 34.0, 35.0])
     assert stats["mean"] == pytest.approx(33.0)

@@ -10,6 +10,10 @@ half a file where a good one is expected, nor temporary files behind.
   :func:`scratch_dir`, a ``repghost-*`` directory under the system's temporary directory
   (``$TMPDIR``), removed when its block ends, however it ends.
 
+Work that several processes share (studies run by one process per core on the same directory) claims
+each piece with :func:`claim`: a file holding the claiming process's id, taken with ``O_EXCL`` and removed
+when the block ends; a claim whose process is gone is taken over.
+
 A block interrupted inside its own cleanup (Ctrl-C during the removal) leaves its path in a
 registry; :func:`discard_pending`, which the CLI calls on its way out of an interrupted command,
 removes what is left.
@@ -231,3 +235,47 @@ def read_format_json(path: str | os.PathLike, fmt: str, error: type[Exception], 
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise error(f"{path}: not a {what} (format {fmt!r})")
     return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+@contextmanager
+def claim(path: str | os.PathLike) -> Iterator[bool]:
+    """``True`` inside the block when this process claimed ``path`` (created with its process id, removed
+    when the block ends, however it ends); ``False`` when a live process holds it. A claim left by a process
+    that no longer runs (killed) is taken over."""
+    path = Path(path)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(path.read_text().strip() or 0)
+            except (FileNotFoundError, ValueError):  # released meanwhile, or written half: try again
+                holder = 0
+            if holder and holder != os.getpid() and _alive(holder):
+                yield False
+                return
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        try:
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            finally:
+                os.close(fd)
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return
+    yield False  # another process took it between our look and our retry
+

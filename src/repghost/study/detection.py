@@ -8,6 +8,10 @@ last epoch); a run directory is reused only for the same settings (``run.json``)
 mean ± standard error (SE = sample SD / √n) over the seeds per architecture, beside the latency of each
 architecture's SSDLite body (deploy form, maps at strides 16 and 32), all bodies timed in ONE interleaved
 run so their latencies are comparable.
+
+Several processes may share ``OUT`` (one per core, e.g. one per seed or per list of architectures): each
+run is claimed while it trains (``.training`` in its directory, :func:`repghost.io.claim`), a process
+skips the runs another one is training and, when nothing else is left, waits for them.
 """
 
 from __future__ import annotations
@@ -159,30 +163,53 @@ def generate_benchmark(todo: Plan) -> Path:
                                     num_test=splits["test"], **params)
 
 
+#: A run being trained holds this file in its directory (:func:`repghost.io.claim`): a study sharing the
+#: output directory (one process per core) trains the other runs and waits for this one.
+CLAIM_FILE = ".training"
+#: Seconds between looks at a run another process is training.
+WAIT_SECONDS = 30
+
+
 def train_runs(todo: Plan, progress: bool = True) -> dict[Run, dict]:
     """Generate the benchmark (unless it is there), then train (or resume, or skip) every run; the final
-    test metrics per run."""
+    test metrics per run. Runs another process is training (a study sharing ``out``) are left to it and
+    waited for once nothing else is left."""
+    import time
+
     from tqdm import tqdm
 
     from ..detection.engine import train_detector
+    from ..io import claim
     from .ablation import StudyInterrupted
 
     generate_benchmark(todo)
-    metrics = {}
-    bar = tqdm(todo.runs, desc="detection runs", disable=not progress)
-    for run_ in bar:
-        config = todo.configs[run_.run_dir]
-        # Read again, not the plan's: another study sharing the directory may have run it since.
-        state = _run_state(run_.run_dir, config, todo.benchmark_params)
-        bar.set_postfix_str(f"{run_.arch.label} seed {run_.seed} ({state})")
-        if state != "done":
-            config.resume = state == "resume"
+    metrics, pending = {}, list(todo.runs)
+    bar = tqdm(total=len(pending), desc="detection runs", disable=not progress)
+    while pending:
+        elsewhere = []
+        for run_ in pending:
             run_.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run_.run_dir / RUN_SETTINGS, _settings(config, todo.benchmark_params))
-            hint = f"{run_.run_dir} saved; run the same command again to resume the study"
-            if train_detector(config, stop_note=hint).get("interrupted"):
-                raise StudyInterrupted(hint)
-        metrics[run_] = json.loads((run_.run_dir / "metrics.json").read_text())
+            with claim(run_.run_dir / CLAIM_FILE) as mine:
+                if not mine:
+                    elsewhere.append(run_)
+                    continue
+                config = todo.configs[run_.run_dir]
+                # Read again, not the plan's: another study sharing the directory may have run it since.
+                state = _run_state(run_.run_dir, config, todo.benchmark_params)
+                bar.set_postfix_str(f"{run_.arch.label} seed {run_.seed} ({state})")
+                if state != "done":
+                    config.resume = state == "resume"
+                    atomic_write_json(run_.run_dir / RUN_SETTINGS, _settings(config, todo.benchmark_params))
+                    hint = f"{run_.run_dir} saved; run the same command again to resume the study"
+                    if train_detector(config, stop_note=hint).get("interrupted"):
+                        raise StudyInterrupted(hint)
+            metrics[run_] = json.loads((run_.run_dir / "metrics.json").read_text())
+            bar.update(1)
+        if elsewhere:
+            bar.set_postfix_str(f"waiting for {len(elsewhere)} run(s) another process is training")
+            time.sleep(WAIT_SECONDS)
+        pending = elsewhere
+    bar.close()
     return metrics
 
 
