@@ -150,14 +150,21 @@ def stage_report(args) -> None:
             continue
         med = median_arch(labels)
         verdicts[kind] = dict(median=med, ap_mean=rows[med]["ap_mean"], ap_se=rows[med]["ap_se"],
-                              beats_reference=rows[med]["ap_mean"] > reference["ap_mean"],
-                              beats_random_pick=rows[med]["ap_mean"] > random_pick["ap_mean"],
-                              margin_reference=rows[med]["ap_mean"] - reference["ap_mean"],
-                              se_difference_reference=float(np.hypot(rows[med]["ap_se"], reference["ap_se"])))
-        lines.append(f"\n{kind}: median of {len(labels)} search seeds is {describe(med)}; "
-                     f"{REFERENCE} {describe(REFERENCE).split(': ', 1)[1]}; random pick {describe(pick['pick'])}. "
-                     f"Difference to {REFERENCE}: {verdicts[kind]['margin_reference']:+.2f} ± "
-                     f"{verdicts[kind]['se_difference_reference']:.2f} AP.")
+                              latency_ratio=rows[med]["median_ms"] / reference["median_ms"])
+        comparisons = []
+        for name, other in ((REFERENCE, reference), (pick["pick"], random_pick)):
+            diff = rows[med]["ap_mean"] - other["ap_mean"]
+            se = float(np.hypot(rows[med]["ap_se"], other["ap_se"]))
+            # The rule: "beats" is a higher mean; "clearly" when the difference exceeds 2 SE of the difference.
+            word = ("clearly beats" if diff > 2 * se else "beats, within 2 SE," if diff > 0 else
+                    "does not beat" if diff > -2 * se else "is clearly below")
+            verdicts[kind][name] = dict(difference=diff, se=se, verdict=word)
+            comparisons.append(f"{word} {name} ({diff:+.2f} ± {se:.2f} AP)")
+        lines.append(f"\n{kind}: median of {len(labels)} search seed(s) is {describe(med)} "
+                     f"({verdicts[kind]['latency_ratio']:.2f}× {REFERENCE}'s latency in the same run); it "
+                     + "; ".join(comparisons) + f". ({REFERENCE}: {describe(REFERENCE).split(': ', 1)[1]}; random "
+                     f"pick: {describe(pick['pick'])}. Rule: beats = higher mean test AP; clearly = by more than "
+                     "2 SE of the difference, SE = √(SE₁² + SE₂²).)")
     fidelity = json.loads((Path(args.fidelity) / "architectures.json").read_text())
     uniform = [SPACE.from_arch_name(r["name"]) for r in fidelity["architectures"]]
     for kind, labels in groups.items():
