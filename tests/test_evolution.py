@@ -184,3 +184,6 @@ def test_the_supernet_score_is_the_fidelity_studys_score(tmp_path):
     assert result.score == pytest.approx(scorer.score(result.arch)[0])
     with pytest.raises(ValueError, match="the one the super-network trained on"):
         HeldOutScorer(training, "train")
+    with pytest.raises(EvolutionError, match="is the split .* trained on"):
+        run_evolution(config(tmp_path / "other", path, model, quality="supernet", supernet=str(supernet),
+                             split="train"), progress=False)

@@ -209,6 +209,9 @@ def _quality(config: EvolutionConfig, space, predict) -> Callable[[tuple], float
     from .supertrain import load_supernet
 
     training = load_supernet(config.supernet)
+    if config.split == training.config.data.train_split:  # a usage error (exit 2), before anything is scored
+        raise EvolutionError(f"--split {config.split} is the split {config.supernet} trained on; score on a "
+                             "held-out split (the detection benchmark's: search)")
     scorer = HeldOutScorer(training, config.split)
     return lambda arch: scorer.score(arch)[0]
 
