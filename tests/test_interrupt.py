@@ -156,6 +156,16 @@ INVOCATIONS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_reaches_the_process():
+    """Ctrl-C as a terminal delivers it: a test run started as a background job (``cmd &`` without job
+    control) inherits SIGINT *ignored*, and so would every command it runs and every child it starts, which
+    no user's terminal does. Python's own handler for the test, the old disposition back after it."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Inputs:
     return Inputs(tmp_path_factory.mktemp("inputs"))
