@@ -113,6 +113,12 @@ def test_a_claim_left_by_a_killed_process_is_taken_over(tmp_path):
     path.write_text(str(os.getppid()))
     with claim(path) as mine:
         assert not mine and path.exists()  # a live holder keeps it
+    path.write_text("")  # just created, its id not yet written: its creator's
+    with claim(path) as mine:
+        assert not mine
+    os.utime(path, (0, 0))  # an old file without an id: a creator killed before writing it
+    with claim(path) as mine:
+        assert mine
 
 
 def test_summary_of_per_seed_values():

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -237,6 +238,10 @@ def read_format_json(path: str | os.PathLike, fmt: str, error: type[Exception], 
     return data
 
 
+#: A claim file without a process id is its creator's for this long (it writes the id right after creating it).
+CLAIM_GRACE_SECONDS = 10.0
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -259,9 +264,11 @@ def claim(path: str | os.PathLike) -> Iterator[bool]:
         except FileExistsError:
             try:
                 holder = int(path.read_text().strip() or 0)
-            except (FileNotFoundError, ValueError):  # released meanwhile, or written half: try again
-                holder = 0
-            if holder and holder != os.getpid() and _alive(holder):
+                fresh = time.time() - path.stat().st_mtime < CLAIM_GRACE_SECONDS
+            except (FileNotFoundError, ValueError):  # released meanwhile: try again
+                holder, fresh = 0, False
+            # No id yet in a fresh file: its creator is between creating and writing it.
+            if (holder and holder != os.getpid() and _alive(holder)) or (not holder and fresh):
                 yield False
                 return
             with contextlib.suppress(FileNotFoundError):
