@@ -28,6 +28,14 @@ TUNABLE = {
 }
 
 
+def _add_tunables(group, fields: dict, table: dict[str, str]) -> None:
+    """One ``--flag`` per config field in ``table``: the field's range as its type, its default, ``table``'s help."""
+    for name, text in table.items():
+        default = fields[name].default
+        group.add_argument(f"--{name.replace('_', '-')}", type=fields[name].metadata["limit"], default=default,
+                           help=f"{text} (default {default:g})")
+
+
 def _cmd_search(args) -> int:
     from ..detection.data import DataConfig
     from ..search import SearchConfig, run_search
@@ -78,10 +86,7 @@ def add_search(sub) -> None:
     g.add_argument("--img-size", type=fields["img_size"].metadata["limit"], default=None,
                    help="square detector input (default: 320 with --data, 128 on the synthetic set)")
     g = p.add_argument_group("search")
-    for name, text in TUNABLE.items():
-        default = fields[name].default
-        g.add_argument(f"--{name.replace('_', '-')}", type=fields[name].metadata["limit"], default=default,
-                       help=f"{text} (default {default:g})")
+    _add_tunables(g, fields, TUNABLE)
     g = p.add_argument_group("run")
     g.add_argument("--resume", action="store_true",
                    help="continue from OUTPUT/search.pt (same settings; threads, workers, device, logging and "
@@ -105,6 +110,7 @@ EVOLVE_TUNABLE = {
 
 
 def _cmd_evolve(args) -> int:
+    from ..search.config import ARCH_FILE
     from ..search.evolution import EvolutionConfig, run_evolution
 
     options = {name: getattr(args, name) for name in EVOLVE_TUNABLE}
@@ -113,7 +119,7 @@ def _cmd_evolve(args) -> int:
                              quality=args.quality, threads=args.threads, **options)
     result = run_evolution(config)
     print(f"best of {result.evaluated} architectures: score {result.score:.3f}, predicted "
-          f"{result.predicted_ms:.2f} ms → {result.output / 'arch.json'}")
+          f"{result.predicted_ms:.2f} ms → {result.output / ARCH_FILE}")
     return 0
 
 
@@ -148,9 +154,6 @@ def add_evolve(sub) -> None:
     p.add_argument("--quality", choices=QUALITIES, default="supernet",
                    help="supernet (default): the super-network's score; shuffled: a seeded random number per "
                         "architecture (control); latency: -|c/T - 1| (latency-only control)")
-    for name, text in EVOLVE_TUNABLE.items():
-        default = fields[name].default
-        p.add_argument(f"--{name.replace('_', '-')}", type=fields[name].metadata["limit"], default=default,
-                       help=f"{text} (default {default:g})")
+    _add_tunables(p, fields, EVOLVE_TUNABLE)
     p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_evolve)

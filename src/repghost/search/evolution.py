@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import append_jsonl, atomic_write_json, read_jsonl, repair_jsonl
-from .config import QUALITIES, STRATEGIES, EvolutionConfig, EvolutionError
+from .config import ARCH_FILE, QUALITIES, STRATEGIES, EvolutionConfig, EvolutionError
 
 __all__ = ["QUALITIES", "STRATEGIES", "Evolution", "EvolutionConfig", "EvolutionError", "EvolutionResult",
            "agreement", "run_evolution"]
@@ -51,7 +51,6 @@ __all__ = ["QUALITIES", "STRATEGIES", "Evolution", "EvolutionConfig", "Evolution
 EVOLUTION_FILE = "evolution.json"
 EVOLUTION_FORMAT = "repghost-evolution/1"
 SCORES_FILE = "scores.jsonl"
-ARCH_FILE = "arch.json"
 #: Draws tried for one child (or one first-population member) before the band is declared out of reach.
 MAX_TRIES = 20_000
 
@@ -216,13 +215,13 @@ def _quality(config: EvolutionConfig, space, predict) -> Callable[[tuple], float
     return lambda arch: scorer.score(arch)[0]
 
 
-def _check_settings(out: Path, config: EvolutionConfig) -> None:
+def _check_settings(out: Path, settings: dict) -> None:
     from ..io import read_format_json
 
     path = out / EVOLUTION_FILE
     if path.is_file():
         saved = read_format_json(path, EVOLUTION_FORMAT, EvolutionError, "evolutionary search")["settings"]
-        differ = sorted(k for k in set(saved) | set(config.settings()) if saved.get(k) != config.settings().get(k))
+        differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
         if differ:
             raise EvolutionError(f"{out} holds a search with other settings ({', '.join(differ)}); run it with "
                                  "the same settings to resume, or use another --output")
@@ -242,7 +241,8 @@ def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionRe
     if space.id != "repghostnet_skeleton/v1":
         raise EvolutionError(f"{config.costmodel} is a cost model of {space.id}; the evolutionary search runs over "
                              "the RepGhostNet-skeleton space the super-network shares")
-    _check_settings(out, config)
+    settings = config.settings()  # digests of the cost model and the super-network: read once
+    _check_settings(out, settings)
     if config.threads:
         torch.set_num_threads(config.threads)
     cost = CostModel.load(config.costmodel, space)
@@ -254,7 +254,7 @@ def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionRe
     repair_jsonl(scores_path)  # a record torn by a stop is scored again
     known = {r["arch"]: r["score"] for r in read_jsonl(scores_path)}
     quality = _quality(config, space, predict) if len(known) < config.evaluations else _all_known
-    state = dict(format=EVOLUTION_FORMAT, settings=config.settings(), history=[])
+    state = dict(format=EVOLUTION_FORMAT, settings=settings, history=[])
     bar = tqdm(total=config.evaluations, desc=f"{config.strategy} ({config.quality})", disable=not progress,
                initial=min(len(known), config.evaluations))
 
@@ -276,8 +276,8 @@ def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionRe
         bar.set_postfix_str(f"gen {last['generation']} best {last['best_score']:.4g}")
 
     search = Evolution(space, predict, quality, config, known, record)
-    best = search.run(save)
-    bar.close()
+    with bar:  # closed however the search ends, so an error's line is not printed into the bar's
+        best = search.run(save)
     atomic_write_json(out / ARCH_FILE, space.arch_to_json(best))
     top = search.history[-1]
     return EvolutionResult(out, best, top["best_score"], top["best_ms"], top["evaluated"], search.history)

@@ -31,6 +31,7 @@ from ..detection.evaluate import coco_metrics, predict
 from ..detection.synthetic import annotation_path, image_dir
 from .calibrate import preserved_bn_state, recalibrate_bn
 from .superspace import SuperSSDLite
+from .supertrain import train_dataset
 
 #: BN recalibration before an architecture is scored: this many batches of the super-network's training
 #: split (its training batch size), the same seeded draw for every architecture.
@@ -92,8 +93,6 @@ class HeldOutScorer:
     the data it was trained on, with one fixed set of calibration batches for every architecture."""
 
     def __init__(self, training, split: str, subsets: int = 0, device: torch.device | str = "cpu"):
-        from .supertrain import train_dataset
-
         data = training.config.data
         root = data.resolve_root()
         if split == data.train_split:
