@@ -11,15 +11,16 @@ Run in resumable stages (every stage can be stopped and run again; it redoes not
 2. ``pick-random``: the issue's random-search control. Every random architecture of the fidelity study (uniform
    draws within ±3 % of the target, trained stand-alone) is evaluated on the benchmark's *search* split;
    the best by mean search-split AP over its seeds is the pick, linked for training as ``OUT/archs``.
-3. ``link``: the fidelity study's finished runs of ``repghostnet_050`` and the random pick are linked into
-   ``OUT/runs`` (same settings: not trained again).
+3. ``link``: the finished runs of the reference (``--reference``, found in ``--reference-from``'s runs, by
+   default the fidelity study's) and of the random pick are linked into ``OUT/runs`` (same settings: not
+   trained again).
 4. train and time with the study command (one ``--seeds`` per process; two processes may share ``OUT``)::
 
        repghost study detection --archs repghostnet_050 OUT/archs/*.json --seeds 0 1 2 --out OUT \\
            --benchmark runs/det-benchmark
 
 5. ``report``: the table (test AP mean ± SE over training seeds, body latency from the study's one
-   interleaved run), the median architecture of the search seeds against RepGhostNet 0.5× and the random
+   interleaved run), the median architecture of the search seeds against the reference and the random
    pick, the controls, the search seeds' agreement on layer choices against chance, the proxy-level
    comparison with random search, and an AP-vs-latency plot, to ``--results``.
 """
@@ -44,7 +45,7 @@ KINDS = {"evolution": dict(strategy="evolution", quality="supernet"),
          "random": dict(strategy="random", quality="supernet"),
          "shuffled": dict(strategy="evolution", quality="shuffled"),
          "latency": dict(strategy="evolution", quality="latency")}
-REFERENCE = "repghostnet_050"
+REFERENCE = "repghostnet_050"  # the first target's model; the second target's is mobiledet_cpu
 
 
 def stage_search(args) -> None:
@@ -100,10 +101,10 @@ def stage_pick_random(args) -> None:
 
 
 def stage_link(args) -> None:
-    study, out = Path(args.fidelity), Path(args.out)
+    out = Path(args.out)
     pick = json.loads((out / "random_pick.json").read_text())["pick"]
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    for label in (REFERENCE, pick):
+    for label, study in ((args.reference, Path(args.reference_from or args.fidelity)), (pick, Path(args.fidelity))):
         for run in finished_runs(study, label):
             link = out / "runs" / run.name
             if not link.exists():
@@ -121,7 +122,7 @@ def chance_agreement(draws: list[tuple[str, ...]], k: int) -> list[float]:
 def stage_report(args) -> None:
     from repghost.search.evolution import agreement
 
-    out, results = Path(args.out), Path(args.results)
+    out, results, ref = Path(args.out), Path(args.results), args.reference
     table = json.loads((out / "detection.json").read_text())
     rows = {r["arch"]: r for r in table["rows"]}
     pick = json.loads((out / "random_pick.json").read_text())
@@ -139,12 +140,12 @@ def stage_report(args) -> None:
     lines.append("| architecture | kind | test AP mean ± SE | AP per seed | body ms |")
     lines.append("|---|---|---|---|---|")
     for label, r in rows.items():
-        kind = next((k for k, labels in groups.items() if label in labels), "reference" if label == REFERENCE
+        kind = next((k for k, labels in groups.items() if label in labels), "reference" if label == ref
                     else "random pick")
         lines.append(f"| {label} | {kind} | {r['ap_mean']:.2f} ± {r['ap_se']:.2f} | "
                      f"{', '.join(f'{v:.1f}' for v in r['ap_runs'])} | {r['median_ms']:.2f} |")
     verdicts = {}
-    reference, random_pick = rows[REFERENCE], rows[pick["pick"]]
+    reference, random_pick = rows[ref], rows[pick["pick"]]
     for kind, labels in groups.items():
         if not labels:
             continue
@@ -152,7 +153,7 @@ def stage_report(args) -> None:
         verdicts[kind] = dict(median=med, ap_mean=rows[med]["ap_mean"], ap_se=rows[med]["ap_se"],
                               latency_ratio=rows[med]["median_ms"] / reference["median_ms"])
         comparisons = []
-        for name, other in ((REFERENCE, reference), (pick["pick"], random_pick)):
+        for name, other in ((ref, reference), (pick["pick"], random_pick)):
             diff = rows[med]["ap_mean"] - other["ap_mean"]
             se = float(np.hypot(rows[med]["ap_se"], other["ap_se"]))
             # The rule: "beats" is a higher mean; "clearly" when the difference exceeds 2 SE of the difference.
@@ -161,8 +162,8 @@ def stage_report(args) -> None:
             verdicts[kind][name] = dict(difference=diff, se=se, verdict=word)
             comparisons.append(f"{word} {name} ({diff:+.2f} ± {se:.2f} AP)")
         lines.append(f"\n{kind}: median of {len(labels)} search seed(s) is {describe(med)} "
-                     f"({verdicts[kind]['latency_ratio']:.2f}× {REFERENCE}'s latency in the same run); it "
-                     + "; ".join(comparisons) + f". ({REFERENCE}: {describe(REFERENCE).split(': ', 1)[1]}; random "
+                     f"({verdicts[kind]['latency_ratio']:.2f}× {ref}'s latency in the same run); it "
+                     + "; ".join(comparisons) + f". ({ref}: {describe(ref).split(': ', 1)[1]}; random "
                      f"pick: {describe(pick['pick'])}. Rule: beats = higher mean test AP; clearly = by more than "
                      "2 SE of the difference, SE = √(SE₁² + SE₂²).)")
     fidelity = json.loads((Path(args.fidelity) / "architectures.json").read_text())
@@ -193,11 +194,11 @@ def stage_report(args) -> None:
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(results / "search_study.json", data)
     (results / "search_study.md").write_text("\n".join(lines) + "\n")
-    plot(rows, groups, pick["pick"], results / "search_study.png")
+    plot(rows, groups, ref, pick["pick"], results / "search_study.png")
     print("\n".join(lines))
 
 
-def plot(rows: dict, groups: dict, pick: str, path: Path) -> None:
+def plot(rows: dict, groups: dict, reference: str, pick: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,7 +211,7 @@ def plot(rows: dict, groups: dict, pick: str, path: Path) -> None:
             r = rows[label]
             ax.errorbar(r["median_ms"], r["ap_mean"], yerr=r["ap_se"], fmt="o", capsize=3, color=colors[kind],
                         label=f"{kind} search" if i == 0 else None)
-    for label, color, name in ((REFERENCE, "C3", "RepGhostNet 0.5×"), (pick, "k", "random pick")):
+    for label, color, name in ((reference, "C3", reference), (pick, "k", "random pick")):
         r = rows[label]
         ax.errorbar(r["median_ms"], r["ap_mean"], yerr=r["ap_se"], fmt="s", capsize=3, color=color, label=name)
     ax.set_xlabel("SSDLite body latency, ms (one interleaved run)")
@@ -229,7 +230,11 @@ def main() -> None:
     p.add_argument("--benchmark", default="runs/det-benchmark")
     p.add_argument("--costmodel", default="runs/costmodel_repghostnet_cpu_nnls.json")
     p.add_argument("--supernet", default="runs/fidelity-supernet/supernet.pt")
-    p.add_argument("--target-ms", type=float, default=4.62, help="repghostnet_050's measured latency")
+    p.add_argument("--reference", default=REFERENCE, help="the hand-designed model the target latency is of")
+    p.add_argument("--reference-from", help="the study whose runs/ holds the reference's finished runs "
+                   "(default: --fidelity)")
+    p.add_argument("--target-ms", type=float, default=4.62,
+                   help="the reference's measured latency in the cost model's unit (repghostnet_050's: 4.62)")
     p.add_argument("--kinds", nargs="+", choices=list(KINDS), default=["evolution"])
     p.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--population", type=int, default=16)
