@@ -167,6 +167,8 @@ def test_fidelity_study_scores_trains_and_resumes(tmp_path, monkeypatch):
     assert trained == ["repghostnet_050-seed0", "random_00-seed0", "random_01-seed0"]
     rows = {r["arch"]: r for r in result.rows}
     assert set(rows) == {"repghostnet_050", "random_00", "random_01"}
+    target = json.loads((out / "architectures.json").read_text())["target_ms"]  # the band's centre, named
+    assert f"at {target:.2f} ms ± 5% (repghostnet_050's predicted latency; " in result.title
     assert all(r["proxy"] is not None and r["seeds"] == 1 and r["median_ms"] > 0 for r in rows.values())
     taus = result.meta["fidelity"]["taus"]
     assert set(taus) == {"proxy", "macs_g", "params_m"}

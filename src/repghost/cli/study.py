@@ -204,11 +204,13 @@ def add_study(sub) -> None:
     s.add_argument("--reference", default="repghostnet_050", help="the latency target's model (default "
                                                                   "repghostnet_050)")
     s.add_argument("--target-ms", type=POSITIVE, default=None,
-                   help="the latency the architectures are drawn at: the reference's measured latency under the "
-                        "cost model's timing settings (default: the cost model's prediction for the reference)")
+                   help="the latency the architectures are drawn at, in the cost model's unit: usually the "
+                        "reference's measured latency under the cost model's timing settings, or another model's "
+                        "(one outside the space) scaled to that unit (default: the cost model's prediction for "
+                        "the reference)")
     s.add_argument("--count", type=COUNT, default=16, help="random architectures (default 16)")
     s.add_argument("--tolerance", type=Number(float, 0.0, 1.0), default=0.03,
-                   help="relative band around the reference's predicted latency (default 0.03)")
+                   help="relative band around the target latency (default 0.03)")
     s.add_argument("--draw-seed", type=COUNT0, default=0, help="seed of the architectures' draw (default 0)")
     s.add_argument("--seeds", nargs="+", type=COUNT0, default=[0, 1], help="training seeds (default 0 1)")
     s.add_argument("--benchmark", default=None, type=output_dir,

@@ -246,8 +246,11 @@ def run(out: str | Path, cost_model: str | os.PathLike, supernet: str | os.PathL
     notes, judged = _judge(rows, records)
     meta = {**result.meta, "fidelity": judged, "supernet": str(supernet) if supernet else None,
             "draw": drawn["settings"], "reference": reference}
+    # The draw's target, not the reference's name: --target-ms may be another model's latency.
+    at = f"{reference}'s predicted latency" if target_ms is None else "--target-ms"
     return StudyResult(name="fidelity", title="Proxy fidelity: super-network score vs stand-alone test AP at "
-                       f"{reference}'s latency", columns=COLUMNS, rows=rows,
+                       f"{drawn['target_ms']:.2f} ms ± {tolerance:.0%} ({at}; reference {reference})",
+                       columns=COLUMNS, rows=rows,
                        notes=[*notes, *result.notes], meta=meta, plot=_plot)
 
 
