@@ -528,6 +528,32 @@ def test_a_ctrl_c_that_torchs_exporter_wraps_stays_a_ctrl_c(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_error_a_library_raises_from_a_ctrl_c_ends_the_command_as_a_ctrl_c(monkeypatch, capsys):
+    """onnxruntime's import, cut by a Ctrl-C in its initialisation, raises ``ImportError: initialization
+    failed`` from the KeyboardInterrupt (seen in a real Ctrl-C test): the command must still end as an
+    interrupted one — exit 130, one line — not as a failure with a traceback. An error without a Ctrl-C
+    behind it is left alone."""
+    from repghost.cli import models as cli_models
+
+    def import_cut_by_ctrl_c(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise ImportError("initialization failed") from err
+
+    monkeypatch.setattr(cli_models, "_cmd_models", import_cut_by_ctrl_c)
+    assert main(["models"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "repghost models: interrupted", err
+
+    def plain_import_error(args):
+        raise ImportError("a bug")
+
+    monkeypatch.setattr(cli_models, "_cmd_models", plain_import_error)
+    with pytest.raises(ImportError, match="a bug"):  # no table knows it: a bug's traceback still shows
+        main(["models"])
+
+
 class _Pids(torch.utils.data.Dataset):
     def __len__(self):
         return 64

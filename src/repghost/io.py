@@ -16,7 +16,8 @@ when the block ends; a claim whose process is gone is taken over.
 
 A block interrupted inside its own cleanup (Ctrl-C during the removal) leaves its path in a
 registry; :func:`discard_pending`, which the CLI calls on its way out of an interrupted command,
-removes what is left.
+removes what is left. An error some library raised from a Ctrl-C is recognised as one by
+:func:`ctrl_c_behind`, so it too stops as an interrupt rather than as a failure.
 """
 
 from __future__ import annotations
@@ -55,6 +56,20 @@ def discard_pending() -> list[Path]:
     for path in left:
         _remove(path)
     return left
+
+
+def ctrl_c_behind(err: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C an error was raised from (its ``__cause__`` / ``__context__`` chain), if any. Some
+    libraries catch a Ctrl-C and raise their own error from it: torch's ONNX exporter an
+    ``AssertionError``, onnxruntime's import (when the Ctrl-C lands in its initialisation) an
+    ``ImportError``. Such an error is still a Ctrl-C to the user."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 @contextmanager

@@ -20,6 +20,7 @@ import sys
 import threading
 
 from .. import __version__
+from ..io import ctrl_c_behind
 from . import bench, costmodel, deploy, detection, models, predict, search, study, train
 from .args import INTERRUPTED, Parser, fail
 from .errors import exit_code, is_reported
@@ -134,6 +135,9 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt as err:
         return _interrupted(parser, argv, err)
     except Exception as err:  # the one place an error becomes an exit code
+        interrupt = ctrl_c_behind(err)  # a library's error raised from a Ctrl-C is a Ctrl-C
+        if interrupt is not None:
+            return _interrupted(parser, argv, interrupt)
         code = exit_code(err)
         if code is None:  # no table knows it: a bug, whose traceback must show
             raise

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..io import atomic_path
+from ..io import atomic_path, ctrl_c_behind
 from ..names import ORT_OPT_LEVELS
 
 INPUT_NAME = "input"
@@ -65,20 +65,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), str(tmp), **kwargs)
     except Exception as err:
-        if _caused_by_ctrl_c(err):  # torch's exporter re-raises a Ctrl-C as its own error: keep it a Ctrl-C
+        if ctrl_c_behind(err):  # torch's exporter re-raises a Ctrl-C as its own error: keep it a Ctrl-C
             raise KeyboardInterrupt from err
         raise ExportError(f"ONNX export ({exporter}) failed: {type(err).__name__}: {err}") from err
     return path
-
-
-def _caused_by_ctrl_c(err: BaseException) -> bool:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, KeyboardInterrupt):
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
 
 
 def export_for_runtime(model: nn.Module, path: str | os.PathLike, input_size: Sequence[int],
