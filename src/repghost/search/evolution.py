@@ -204,14 +204,14 @@ def _quality(config: EvolutionConfig, space, predict) -> Callable[[tuple], float
             digest = hashlib.sha256(f"{config.seed}:{space.arch_name(arch)}".encode()).digest()
             return int.from_bytes(digest[:8], "big") / 2 ** 64
         return shuffled
-    from .proxy import HeldOutScorer
+    from .proxy import HeldOutScorer, TrainingSplitError
     from .supertrain import load_supernet
 
-    training = load_supernet(config.supernet)
-    if config.split == training.config.data.train_split:  # a usage error (exit 2), before anything is scored
+    try:
+        scorer = HeldOutScorer(load_supernet(config.supernet), config.split)
+    except TrainingSplitError:  # the user's --split: a usage error (exit 2), before anything is scored
         raise EvolutionError(f"--split {config.split} is the split {config.supernet} trained on; score on a "
-                             "held-out split (the detection benchmark's: search)")
-    scorer = HeldOutScorer(training, config.split)
+                             "held-out split (the detection benchmark's: search)") from None
     return lambda arch: scorer.score(arch)[0]
 
 

@@ -88,6 +88,10 @@ def score_architecture(supernet: SuperSSDLite, arch: Sequence[str], calibration,
     return box_ap(loader.dataset, predict_architecture(supernet, arch, calibration, loader, device))
 
 
+class TrainingSplitError(ValueError):
+    """The split asked to score on is the one the super-network trained on."""
+
+
 class HeldOutScorer:
     """The super-network's score of architectures: :func:`predict_architecture` on a held-out split of
     the data it was trained on, with one fixed set of calibration batches for every architecture."""
@@ -96,8 +100,8 @@ class HeldOutScorer:
         data = training.config.data
         root = data.resolve_root()
         if split == data.train_split:
-            raise ValueError(f"the score's split {split!r} is the one the super-network trained on; score on a "
-                             "held-out split")
+            raise TrainingSplitError(f"the score's split {split!r} is the one the super-network trained on; "
+                                     "score on a held-out split")
         self.space, self.supernet, self.device = training.space, training.supernet, torch.device(device)
         self.held_out = CocoDetection(annotation_path(root, split), image_dir(root, split))
         self.loader = DataLoader(self.held_out, batch_size=16, collate_fn=collate)
