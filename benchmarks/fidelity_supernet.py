@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
+from repghost.detection.backbone import ssdlite_body
 from repghost.detection.config import DataConfig
 from repghost.io import atomic_write_json
 from repghost.profile import profile
 from repghost.search.proxy import score_noise
 from repghost.search.supertrain import CHECKPOINT_FILE, SupernetConfig, train_supernet
 from repghost.study import fidelity
-from repghost.study.detection import ssdlite_body
 
 
 def study_architectures(study: Path) -> dict[str, str]:

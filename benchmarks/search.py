@@ -26,36 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from repghost import create_model
 from repghost.bench.latency import time_interleaved
 from repghost.bench.runtimes import make_runner
 from repghost.deploy.onnx_export import export_for_runtime
+from repghost.detection.backbone import ssdlite_body
 from repghost.models.searched import SearchSpace
 from repghost.profile import profile
-from repghost.reparam import reparameterize
 from repghost.search.engine import short_choice
 
 HERE = Path(__file__).resolve().parent
 COSTMODEL = HERE / "results" / "costmodel_model.json"
-
-
-class LastMap(nn.Module):
-    """A ``features_only`` body as one graph output (C5; C4 is computed on the way)."""
-
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x):
-        return self.body(x)[-1]
-
-
-def body(backbone: str) -> nn.Module:
-    """The deploy-form SSDLite body (maps at strides 16 and 32) of ``backbone``."""
-    model = create_model(backbone, features_only=True, out_indices=(3, 4)).eval()
-    return LastMap(reparameterize(model)).eval()
 
 
 def time_bodies(backbones: dict[str, str], work: Path, runs: int, size: int = 320) -> dict[str, float]:
@@ -64,7 +46,7 @@ def time_bodies(backbones: dict[str, str], work: Path, runs: int, size: int = 32
     runners = {}
     for label, backbone in backbones.items():
         onnx_path = work / f"{label}.onnx"
-        model = body(backbone)
+        model = ssdlite_body(backbone)
         export_for_runtime(model, onnx_path, (1, 3, size, size))
         runners[label] = make_runner(model, "onnxruntime", (1, 3, size, size), 1, torch.device("cpu"), onnx_path)
     times = time_interleaved(runners, 10, runs, False, "")
@@ -156,7 +138,7 @@ def main() -> None:
     # 5. the table and the plot.
     rows = []
     for label, backbone in backbones.items():
-        model = body(backbone)
+        model = ssdlite_body(backbone)
         detector_params = sum(p.numel() for p in create_model(backbone, features_only=True,
                                                               out_indices=(3, 4)).parameters())
         aps = [r["AP"] for r in results[label]]

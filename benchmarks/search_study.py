@@ -100,16 +100,68 @@ def stage_pick_random(args) -> None:
     print(f"random search's pick: {pick['label']} (search AP {pick['search_ap']:.2f})")
 
 
+def link_runs(study: Path, label: str, out: Path) -> None:
+    """Link ``label``'s finished runs in ``study`` into ``out/runs`` (same settings: not trained again)."""
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    for run in finished_runs(study, label):
+        link = out / "runs" / run.name
+        if not link.exists():
+            os.symlink(os.path.relpath(run.resolve(), link.parent.resolve()), link)
+            print(f"{link} → {run}")
+
+
 def stage_link(args) -> None:
     out = Path(args.out)
     pick = json.loads((out / "random_pick.json").read_text())["pick"]
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    for label, study in ((args.reference, Path(args.reference_from or args.fidelity)), (pick, Path(args.fidelity))):
-        for run in finished_runs(study, label):
-            link = out / "runs" / run.name
-            if not link.exists():
-                os.symlink(os.path.relpath(run, link.parent), link)
-                print(f"{link} → {run}")
+    link_runs(Path(args.reference_from or args.fidelity), args.reference, out)
+    link_runs(Path(args.fidelity), pick, out)
+
+
+def stage_measure(args) -> None:
+    """The measured pick (:mod:`repghost.search.finalists`) of every finished search and of random search, into
+    ``--measured``: each search's scored architectures timed against the reference, best first, 16 at a time, until
+    one is within ±3 % of the reference's measured latency. A pick that is the cost-model pick already trained
+    keeps its runs (linked), as do the reference and random search's pick."""
+    from repghost.search.evolution import EvolutionConfig, run_evolution
+    from repghost.search.finalists import MeasuredBandError, MeasureSettings, measured_pick
+
+    out, measured = Path(args.out), Path(args.measured)
+    (measured / "archs").mkdir(parents=True, exist_ok=True)
+    link_runs(Path(args.reference_from or args.fidelity), args.reference, measured)
+    for kind, seed in itertools.product(args.kinds, args.search_seeds):
+        config = EvolutionConfig(output=str(out / f"{kind}-s{seed}"), costmodel=args.costmodel,
+                                 target_ms=args.target_ms, supernet=args.supernet, seed=seed, threads=1,
+                                 population=args.population, parents=args.parents, generations=args.generations,
+                                 measure_against=args.reference, finalists=args.finalists, **KINDS[kind])
+        result = run_evolution(config)
+        label = f"{kind}_s{seed}"
+        atomic_write_json(measured / "archs" / f"{label}.json", SPACE.arch_to_json(result.arch))
+        unchanged = SPACE.load_arch(out / "archs" / f"{label}.json") == result.arch
+        if unchanged:
+            link_runs(out, label, measured)
+        row = next(r for r in result.measured["rows"] if r["arch"] == SPACE.arch_name(result.arch))
+        print(f"{label}: measured pick score {result.score:.4g}, {row['ratio']:.3f}× {args.reference} "
+              f"({'the cost-model pick' if unchanged else 'a new pick'})", flush=True)
+    # Random search's architectures timed the same way. Its pick stays the equal-compute one (the best of all
+    # its draws by search-split AP, whatever its measured latency): held to the measured band it would choose
+    # among the few draws that land there, a weaker control than the one the searches are compared with.
+    drawn = json.loads((Path(args.fidelity) / "architectures.json").read_text())["architectures"]
+    name_of = {r["label"]: r["name"] for r in drawn}
+    random_pick = json.loads((out / "random_pick.json").read_text())
+    rows = random_pick["rows"]
+    try:
+        table = measured_pick(measured / "random", [(name_of[r["label"]], r["search_ap"]) for r in rows],
+                              MeasureSettings(reference=args.reference, finalists=len(rows)))
+    except MeasuredBandError as err:
+        table = dict(error=str(err))
+    pick = random_pick["pick"]
+    atomic_write_json(measured / "random_pick.json", {**random_pick, "measured": table})
+    shutil.copyfile(Path(args.fidelity) / "archs" / f"{pick}.json", measured / "archs" / f"{pick}.json")
+    link_runs(Path(args.fidelity), pick, measured)
+    link_runs(out, pick, measured)
+    in_band = [r for r in table.get("rows", []) if r["in_band"]]
+    print(f"random search's pick stays {pick}; {len(in_band)} of {len(rows)} random architectures are in the "
+          "measured band", flush=True)
 
 
 def chance_agreement(draws: list[tuple[str, ...]], k: int) -> list[float]:
@@ -224,7 +276,7 @@ def plot(rows: dict, groups: dict, reference: str, pick: str, path: Path) -> Non
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("stage", choices=["search", "pick-random", "link", "report"])
+    p.add_argument("stage", choices=["search", "pick-random", "link", "measure", "report"])
     p.add_argument("--out", default="runs/search-study")
     p.add_argument("--fidelity", default="runs/fidelity", help="the fidelity study's directory")
     p.add_argument("--benchmark", default="runs/det-benchmark")
@@ -241,11 +293,16 @@ def main() -> None:
     p.add_argument("--parents", type=int, default=4)
     p.add_argument("--generations", type=int, default=8)
     p.add_argument("--results", default="benchmarks/results/search_study")
+    p.add_argument("--measured", default="runs/search-study-measured",
+                   help="the measure stage's study directory (its picks in archs/, linked runs in runs/)")
+    p.add_argument("--finalists", type=int, default=16, help="best-scored architectures per search the measure "
+                   "stage times")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    {"search": stage_search, "pick-random": stage_pick_random, "link": stage_link, "report": stage_report}[
+    {"search": stage_search, "pick-random": stage_pick_random, "link": stage_link, "measure": stage_measure,
+     "report": stage_report}[
         args.stage](args)
 
 

@@ -187,3 +187,33 @@ def test_the_supernet_score_is_the_fidelity_studys_score(tmp_path):
     with pytest.raises(EvolutionError, match="is the split .* trained on"):
         run_evolution(config(tmp_path / "other", path, model, quality="supernet", supernet=str(supernet),
                              split="train"), progress=False)
+
+
+def test_the_measured_pick_is_written_and_a_miss_fails_the_command_with_one_line(tmp_path, monkeypatch, capsys):
+    from repghost import cli
+    from repghost.search import finalists
+
+    model, path = cost_model(tmp_path)
+    cfg = config(tmp_path, path, model, generations=1)
+    searched = run_evolution(cfg, progress=False)
+    second = sorted(searched.history[-1]["population"], key=lambda n: n != searched.history[-1]["best"])[1]
+    ratio = {n: (1.0 if n == second else 1.5) for n in json.loads(json.dumps(searched.history[-1]["population"]))}
+    monkeypatch.setattr(finalists, "_time",
+                        lambda names, settings, progress: (10.0, [10.0 * ratio.get(n, 1.5) for n in names]))
+    measured = run_evolution(config(tmp_path, path, model, generations=1, measure_against="mobiledet_cpu",
+                                    finalists=3), progress=False)
+    out = tmp_path / "evo"
+    assert measured.arch == SPACE.from_arch_name(second) != searched.arch  # the best score is out of the band
+    assert SPACE.load_arch(out / "arch.json") == measured.arch and measured.measured["pick"] == second
+    assert measured.score == measured.measured["rows"][[r["arch"] for r in measured.measured["rows"]].index(second)][
+        "score"]
+
+    ratio.clear()  # nothing in the band: the command fails (exit 1) with one line, after the search's files
+    code = cli.main(["evolve", "--costmodel", str(path), "--target-ms", str(cfg.target_ms), "--quality", "shuffled",
+                     "--population", "8", "--parents", "2", "--generations", "1", "--tolerance", "0.1",
+                     "--output", str(tmp_path / "miss"), "--measure-against", "mobiledet_cpu"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # the lines before it are the search's progress bar
+    assert code == 1 and "Traceback" not in err and last.startswith("repghost evolve: error: none of the 14")
+    assert "within ±10% of mobiledet_cpu's measured latency (ratios 1.50–1.50)" in last
+    assert (tmp_path / "miss" / "scores.jsonl").is_file() and not (tmp_path / "miss" / "arch.json").exists()

@@ -42,6 +42,7 @@ WORK = (
     "repghost.deploy.conversion:ConvertError",
     "repghost.deploy.onnx_export:ExportError",
     "repghost.costmodel.fit:CostModelError",
+    "repghost.search.finalists:MeasuredBandError",
     "repghost.models.space:SpaceError",
     "repghost.reparam:FoldError",
     "builtins:FloatingPointError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .args import COUNT, input_dir, input_file, output_dir
+from .args import COUNT, input_dir, input_file, model_name, output_dir
 
 #: Flags that map one-to-one onto :class:`repghost.search.SearchConfig` fields (type: the field's limit).
 TUNABLE = {
@@ -116,10 +116,16 @@ def _cmd_evolve(args) -> int:
     options = {name: getattr(args, name) for name in EVOLVE_TUNABLE}
     config = EvolutionConfig(output=args.output, costmodel=args.costmodel, target_ms=args.target_ms,
                              supernet=args.supernet, split=args.split, strategy=args.strategy,
-                             quality=args.quality, threads=args.threads, **options)
+                             quality=args.quality, threads=args.threads, measure_against=args.measure_against,
+                             finalists=args.finalists, **options)
     result = run_evolution(config)
-    print(f"best of {result.evaluated} architectures: score {result.score:.3f}, predicted "
-          f"{result.predicted_ms:.2f} ms → {result.output / ARCH_FILE}")
+    measured = ""
+    if result.measured is not None:
+        row = next(r for r in result.measured["rows"] if r["arch"] == result.measured["pick"])
+        measured = (f", measured {row['measured_ms']:.2f} ms = {row['ratio']:.3f}× {args.measure_against}'s "
+                    f"{row['reference_ms']:.2f} ms ({len(result.measured['rows'])} timed)")
+    print(f"{'best' if result.measured is None else 'measured pick'} of {result.evaluated} architectures: score "
+          f"{result.score:.3f}, predicted {result.predicted_ms:.2f} ms{measured} → {result.output / ARCH_FILE}")
     return 0
 
 
@@ -137,7 +143,9 @@ def add_evolve(sub) -> None:
                     "(random search), --quality shuffled (no quality signal), --quality latency (latency only). "
                     "Writes OUTPUT/scores.jsonl as it scores, OUTPUT/evolution.json (settings; per generation "
                     "the best, the population and each decision's choice shares) and at the end "
-                    "OUTPUT/arch.json (for det-train --backbone, study detection, create_model). Ctrl-C keeps "
+                    "OUTPUT/arch.json (for det-train --backbone, study detection, create_model): the best score, or "
+                    "with --measure-against the best score whose measured latency is within ±--tolerance of that "
+                    "model's (the cost model's error per architecture exceeds the band). Ctrl-C keeps "
                     "every score: the same command resumes, scoring only what is missing. Exit codes: 0 done, "
                     "2 bad arguments (nothing scored), 1 failed, 130 interrupted.")
     p.add_argument("--costmodel", required=True, type=input_file, metavar="MODEL.json",
@@ -155,5 +163,12 @@ def add_evolve(sub) -> None:
                    help="supernet (default): the super-network's score; shuffled: a seeded random number per "
                         "architecture (control); latency: -|c/T - 1| (latency-only control)")
     _add_tunables(p, fields, EVOLVE_TUNABLE)
+    p.add_argument("--measure-against", type=model_name, default=None, metavar="MODEL",
+                   help="end with the measured pick: time the scored architectures' SSDLite bodies (onnxruntime, "
+                        "320², 1 thread) best score first, in batches with MODEL in one interleaved run, and write "
+                        "the best one within ±--tolerance of MODEL's measured latency to arch.json (every timing in "
+                        "OUTPUT/finalists.json); exit 1 if none is")
+    p.add_argument("--finalists", type=fields["finalists"].metadata["limit"], default=fields["finalists"].default,
+                   help="architectures timed per interleaved run with --measure-against (default %(default)s)")
     p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_evolve)

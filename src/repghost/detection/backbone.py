@@ -24,6 +24,7 @@ from ..checkpoint import load_checkpoint
 from ..models import UnknownModelError, create_model, resolve_model_name
 from ..models.family import FEATURE_BLOCKS
 from ..names import is_searched_architecture
+from ..reparam import reparameterize
 
 #: Backbones this module builds detectors on (RepGhostNet, GhostNet for comparison, MobileDets; searched
 #: architectures' inline names start with ``mobiledet_search:`` or ``repghostnet_search:``, so they match too).
@@ -168,3 +169,21 @@ class SSDLiteBackbone(nn.Module):
             y = block(y)
             features.append(y)
         return OrderedDict((str(i), f) for i, f in enumerate(features))
+
+
+class LastMap(nn.Module):
+    """A ``features_only`` body with its last map as its one output (what a runtime times: C4 is computed on
+    the way to C5)."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body(x)[-1]
+
+
+def ssdlite_body(backbone: str) -> nn.Module:
+    """The deploy-form SSDLite body of ``backbone`` (maps at strides 16 and 32): what the detection study and
+    the search's measured pick time."""
+    return LastMap(reparameterize(create_model(backbone, features_only=True, out_indices=(3, 4)).eval())).eval()

@@ -90,7 +90,7 @@ class SearchResult:
 STRATEGIES = ("evolution", "random")
 QUALITIES = ("supernet", "shuffled", "latency")
 #: Evolutionary-search settings that do not change what is computed (a resume may change them).
-EVOLVE_RUN_ONLY = ("output", "threads")
+EVOLVE_RUN_ONLY = ("output", "threads", "measure_against", "finalists")
 
 
 class EvolutionError(ValueError):
@@ -116,6 +116,10 @@ class EvolutionConfig:
     quality: str = "supernet"
     seed: int = limited(COUNT0, default=0)
     threads: int | None = limited(COUNT, default=None)
+    #: The measured pick (:mod:`.finalists`): the ``finalists`` best-scored architectures timed against this
+    #: registered model, the pick the best of them within ±tolerance of its measured latency.
+    measure_against: str | None = None
+    finalists: int = limited(COUNT, default=16)
 
     def __post_init__(self):
         check_limits(self, EvolutionError)
@@ -125,6 +129,9 @@ class EvolutionConfig:
             raise EvolutionError(f"quality is one of {', '.join(QUALITIES)}, not {self.quality!r}")
         if self.parents >= self.population:
             raise EvolutionError(f"parents ({self.parents}) must be fewer than the population ({self.population})")
+        if self.measure_against is not None and not _is_model(self.measure_against):
+            raise EvolutionError(f"unknown model {self.measure_against!r} to measure against; a registered model "
+                                 "(repghost models) or a searched architecture's inline name")
         if self.quality == "supernet" and not self.supernet:
             raise EvolutionError("quality 'supernet' scores with a trained super-network: give its supernet.pt")
         for path, what in ((self.costmodel, "cost model"), (self.supernet, "super-network checkpoint")):
@@ -144,6 +151,12 @@ class EvolutionConfig:
         if self.quality != "supernet":
             values["split"] = None
         return values
+
+
+def _is_model(name: str) -> bool:
+    from ..names import MODEL_NAMES, is_searched_architecture
+
+    return name in MODEL_NAMES or (is_searched_architecture(name) and ":" in name)
 
 
 def _digest(path: str | None) -> str | None:

@@ -190,6 +190,7 @@ class EvolutionResult:
     predicted_ms: float
     evaluated: int
     history: list[dict]
+    measured: dict | None = None  # the measured pick's table (:mod:`.finalists`), when one was asked for
 
 
 def _all_known(arch) -> float:
@@ -278,6 +279,16 @@ def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionRe
     search = Evolution(space, predict, quality, config, known, record)
     with bar:  # closed however the search ends, so an error's line is not printed into the bar's
         best = search.run(save)
-    atomic_write_json(out / ARCH_FILE, space.arch_to_json(best))
     top = search.history[-1]
-    return EvolutionResult(out, best, top["best_score"], top["best_ms"], top["evaluated"], search.history)
+    measured = None
+    if config.measure_against is not None:
+        from .finalists import MeasureSettings, measured_pick
+
+        settings = MeasureSettings(reference=config.measure_against, finalists=config.finalists,
+                                   tolerance=config.tolerance)
+        measured = measured_pick(out, search.scores.items(), settings, progress)
+        best = space.from_arch_name(measured["pick"])
+    atomic_write_json(out / ARCH_FILE, space.arch_to_json(best))
+    name = space.arch_name(best)
+    return EvolutionResult(out, best, search.scores[name], float(predict([best])[0]), top["evaluated"],
+                           search.history, measured)

@@ -25,8 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
-
 from ..io import atomic_write_json
 from .report import Column, StudyResult, save_figure
 
@@ -220,26 +218,6 @@ def summarize(values: Sequence[float]) -> dict:
     return dict(mean=statistics.fmean(values), sd=sd, se=sd / math.sqrt(len(values)) if sd is not None else None)
 
 
-class LastMap(nn.Module):
-    """A ``features_only`` body with its last map as its one output (what a runtime times: C4 is computed on
-    the way to C5)."""
-
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x):
-        return self.body(x)[-1]
-
-
-def ssdlite_body(backbone: str):
-    """The deploy-form SSDLite body of ``backbone`` (maps at strides 16 and 32), as timed here."""
-    from ..models import create_model
-    from ..reparam import reparameterize
-
-    return LastMap(reparameterize(create_model(backbone, features_only=True, out_indices=(3, 4)).eval())).eval()
-
-
 def run(out: str | Path, architectures: Sequence[str], seeds: Sequence[int] = (0, 1, 2),
         benchmark: str | Path | None = None, benchmark_sizes: dict | None = None, runtime: str = "onnxruntime",
         latency_size: int = 320, threads: int = 1, warmup: int = 10, runs: int = 50, progress: bool = True,
@@ -247,6 +225,7 @@ def run(out: str | Path, architectures: Sequence[str], seeds: Sequence[int] = (0
     """Train every (architecture, seed) (resuming, skipping finished runs), then time every body in one
     interleaved run; the table of test AP mean ± SE and latency per architecture."""
     from ..bench import environment, time_modules
+    from ..detection.backbone import ssdlite_body
     from ..detection.config import BENCHMARK_RECIPE
     from ..names import RUNTIMES
     from ..profile import profile

@@ -1,0 +1,108 @@
+"""The measured pick: a search's best-scored architectures timed against the hand-designed reference in one
+interleaved run, and the best of them whose *measured* latency is within ±tolerance of the reference's.
+
+**Why**: the cost model holds every candidate within ±3 % of the target in *predicted* ms, but its
+per-architecture error is larger than that band. Measured on the detection study's SSDLite bodies (onnxruntime,
+320², 1 thread), 16 uniform draws inside the predicted band at MobileDet-CPU's latency spanned 0.76–1.14×
+their median, and the searches' picks landed at 0.92–1.17× their reference. "At equal latency" is a
+claim about measured time, so the last step of the search measures: its scored architectures are timed best
+score first, ``finalists`` at a time, each batch in one interleaved run with the reference (the ratio cancels
+what the machine did meanwhile), until one is within ±``tolerance`` of the reference's latency; that one is
+the pick: the best score in the measured band. The score never sees the test split, so the pick does not either.
+
+The timing is the detection study's (:func:`repghost.study.detection.run`): each deploy-form SSDLite body up
+to stride 32, batch 1, ``size``², onnxruntime, 1 thread, 10 warm-up + 50 interleaved rounds. Every timed
+architecture's ms and ratio, and the pick, are kept in ``finalists.json`` after each batch: a stopped pick
+resumes, and a finished one is reused as it is (a resumed search neither times again nor changes its pick).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..io import atomic_write_json, read_format_json
+from ..limits import COUNT, Number, check_limits, limited
+from .config import EvolutionError
+
+__all__ = ["FINALISTS_FILE", "MeasuredBandError", "MeasureSettings", "measured_pick", "ranked"]
+
+FINALISTS_FILE = "finalists.json"
+FINALISTS_FORMAT = "repghost-finalists/1"
+
+
+class MeasuredBandError(ValueError):
+    """No scored architecture is within the band of the reference's measured latency: the search ran, its pick
+    failed (failed work, not a usage error)."""
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    reference: str
+    finalists: int = limited(COUNT, default=16)
+    tolerance: float = limited(Number(float, 0.0, 0.5, exclusive=True), default=0.03)
+    runtime: str = "onnxruntime"
+    size: int = limited(Number(int, 32), default=320)
+    threads: int = limited(COUNT, default=1)
+    warmup: int = 10
+    runs: int = limited(COUNT, default=50)
+
+    def __post_init__(self):
+        check_limits(self, EvolutionError)
+
+
+def ranked(scores: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The distinct architectures by score, best first (ties by name, as the search ranks them)."""
+    best: dict[str, float] = {}
+    for name, score in scores:
+        best[name] = max(score, best.get(name, score))
+    return sorted(best.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _time(names: list[str], settings: MeasureSettings, progress: bool) -> tuple[float, list[float]]:
+    """(reference ms, ``names``' ms): medians of one interleaved run of every SSDLite body."""
+    from ..bench import time_modules
+    from ..detection.backbone import ssdlite_body
+
+    bodies = {"reference": ssdlite_body(settings.reference)}
+    bodies.update({f"finalist {i}": ssdlite_body(name) for i, name in enumerate(names)})
+    timing = time_modules(bodies, settings.runtime, (1, 3, settings.size, settings.size), threads=settings.threads,
+                          warmup=settings.warmup, runs=settings.runs, progress=progress)
+    return timing["reference"]["median_ms"], [timing[f"finalist {i}"]["median_ms"] for i in range(len(names))]
+
+
+def _band_miss(rows: list[dict], settings: MeasureSettings) -> str:
+    ratios = [r["ratio"] for r in rows]
+    return (f"none of the {len(rows)} scored architectures is within ±{settings.tolerance:.0%} of "
+            f"{settings.reference}'s measured latency (ratios {min(ratios):.2f}–{max(ratios):.2f}): the cost "
+            "model's target is too far from it; search again with a --target-ms nearer the reference's")
+
+
+def measured_pick(out: str | Path, scores: Iterable[tuple[str, float]], settings: MeasureSettings,
+                  progress: bool = True) -> dict:
+    """The best-scored architecture of ``scores`` (architecture name, score) whose measured latency is within
+    ±tolerance of ``settings.reference``'s: the candidates are timed best first, ``settings.finalists`` at a
+    time, each batch with the reference in one interleaved run, until one is in the band. Returns the table
+    (kept in ``out/finalists.json`` after every batch: the same call resumes it, and a finished one is
+    returned as it is, so a pick never changes). :class:`MeasuredBandError` when no candidate is in the band."""
+    candidates = ranked(scores)
+    path = Path(out) / FINALISTS_FILE
+    state = dict(format=FINALISTS_FORMAT, settings=asdict(settings), candidates=[name for name, _ in candidates],
+                 rows=[], pick=None)
+    if path.is_file():
+        kept = read_format_json(path, FINALISTS_FORMAT, EvolutionError, "measured pick")
+        if all(kept.get(k) == state[k] for k in ("settings", "candidates")):
+            state = kept
+    while state["pick"] is None and len(state["rows"]) < len(candidates):
+        batch = candidates[len(state["rows"]):len(state["rows"]) + settings.finalists]
+        reference_ms, measured = _time([name for name, _ in batch], settings, progress)
+        rows = [dict(arch=name, score=score, measured_ms=ms, reference_ms=reference_ms, ratio=ms / reference_ms,
+                     in_band=abs(ms / reference_ms - 1) <= settings.tolerance)
+                for (name, score), ms in zip(batch, measured, strict=True)]
+        state["rows"] += rows
+        state["pick"] = next((r["arch"] for r in rows if r["in_band"]), None)
+        atomic_write_json(path, state, indent=1)
+    if state["pick"] is None:
+        raise MeasuredBandError(_band_miss(state["rows"], settings))
+    return state
