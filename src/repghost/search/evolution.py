@@ -30,7 +30,9 @@ architectures:
 deterministic function of its seed and its scores, so running it again replays the generations from the
 scores on disk and scores only what is missing (a stop loses at most the architecture being scored).
 ``evolution.json`` holds the settings (a re-run with others is refused) and, per generation, the best
-architecture, the population and each decision's choice shares in it; ``arch.json`` the best architecture.
+architecture, the population and each decision's choice shares in it; ``arch.json`` the best architecture, or
+with ``measure_against`` the measured pick (:mod:`.finalists`): the best score whose *measured* latency is within
+±tolerance of that model's, since the cost model's error per architecture is larger than the band.
 """
 
 from __future__ import annotations
