@@ -139,9 +139,18 @@ def stage_measure(args) -> None:
         unchanged = SPACE.load_arch(out / "archs" / f"{label}.json") == result.arch
         if unchanged:
             link_runs(out, label, measured)
-        row = next(r for r in result.measured["rows"] if r["arch"] == SPACE.arch_name(result.arch))
-        print(f"{label}: measured pick score {result.score:.4g}, {row['ratio']:.3f}× {args.reference} "
-              f"({'the cost-model pick' if unchanged else 'a new pick'})", flush=True)
+        rows = result.measured["rows"]
+        row = next(r for r in rows if r["arch"] == SPACE.arch_name(result.arch))
+        first = rows[0]  # the best score: the cost-model pick
+        summary = dict(label=label, pick_score=row["score"], pick_ratio=row["ratio"], best_score=first["score"],
+                       best_ratio=first["ratio"], timed=len(rows), rank=rows.index(row) + 1, unchanged=unchanged,
+                       finalists=str(out / f"{kind}-s{seed}" / "finalists.json"))
+        path = measured / "measure.json"
+        kept = json.loads(path.read_text()) if path.is_file() else {}
+        atomic_write_json(path, {**kept, label: summary})
+        print(f"{label}: measured pick score {row['score']:.4g} (rank {summary['rank']} of the {len(rows)} timed), "
+              f"{row['ratio']:.3f}× {args.reference}; the best score {first['score']:.4g} measured "
+              f"{first['ratio']:.3f}× ({'the cost-model pick' if unchanged else 'a new pick'})", flush=True)
     # Random search's architectures timed the same way. Its pick stays the equal-compute one (the best of all
     # its draws by search-split AP, whatever its measured latency): held to the measured band it would choose
     # among the few draws that land there, a weaker control than the one the searches are compared with.
@@ -242,6 +251,14 @@ def stage_report(args) -> None:
         data["proxy_best"] = proxy
         lines.append("\nbest super-network score found (search split AP), per search seed: " +
                      "; ".join(f"{k} {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in proxy.items()))
+    measure_path = out / "measure.json"
+    if measure_path.is_file():  # the measure stage's study: how far each pick is from its search's best score
+        data["measured_picks"] = measure = json.loads(measure_path.read_text())
+        lines.append(f"\nmeasured pick (best score within ±3 % of {ref}'s measured latency; its rank among the "
+                     "search's scored architectures timed best first) vs the search's best score (its measured "
+                     "ratio): " + "; ".join(
+                         f"{m['label']} {m['pick_score']:.2f} at {m['pick_ratio']:.3f}× (rank {m['rank']}) vs "
+                         f"{m['best_score']:.2f} at {m['best_ratio']:.3f}×" for m in measure.values()))
     data["verdicts"] = verdicts
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(results / "search_study.json", data)
