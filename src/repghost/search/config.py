@@ -116,8 +116,8 @@ class EvolutionConfig:
     quality: str = "supernet"
     seed: int = limited(COUNT0, default=0)
     threads: int | None = limited(COUNT, default=None)
-    #: The measured pick (:mod:`.finalists`): the ``finalists`` best-scored architectures timed against this
-    #: registered model, the pick the best of them within ±tolerance of its measured latency.
+    #: The measured pick (:mod:`.finalists`): the scored architectures timed against this model, best score
+    #: first, ``finalists`` per interleaved run, until one is within ±tolerance of its measured latency.
     measure_against: str | None = None
     finalists: int = limited(COUNT, default=16)
 
