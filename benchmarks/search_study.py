@@ -173,6 +173,52 @@ def stage_measure(args) -> None:
           "measured band", flush=True)
 
 
+def stage_random_measured(args) -> None:
+    """Random search held to the *measured* band, at equal compute: uniform draws of the space (pre-filtered by
+    the cost model at ±``--draw-tolerance`` of the target, so that few are timed in vain), timed 16 per
+    interleaved run with the reference (resumable: ``timings.jsonl``), the first 16 in draw order within ±3 % of
+    the reference's measured latency written to ``--random-out``/archs for ``study detection --seeds 0``."""
+    from repghost.costmodel.fit import CostModel
+    from repghost.io import append_jsonl, read_jsonl, repair_jsonl
+    from repghost.search.finalists import MeasureSettings, time_bodies
+    from repghost.study.fidelity import pick_architectures
+
+    out = Path(args.random_out)
+    out.mkdir(parents=True, exist_ok=True)
+    _, drawn = pick_architectures(SPACE, CostModel.load(args.costmodel, SPACE), count=args.draws,
+                                  tolerance=args.draw_tolerance, seed=args.draw_seed, target_ms=args.target_ms)
+    timings = out / "timings.jsonl"
+    repair_jsonl(timings)
+    done = {r["name"]: r for r in read_jsonl(timings)}
+    settings = MeasureSettings(reference=args.reference)
+
+    def in_band() -> list[dict]:
+        return [done[d["name"]] for d in drawn if d["name"] in done and done[d["name"]]["in_band"]]
+
+    for start in range(0, len(drawn), 16):
+        if len(in_band()) >= 16:
+            break
+        batch = [d for d in drawn[start:start + 16] if d["name"] not in done]
+        if not batch:
+            continue
+        reference_ms, measured = time_bodies([d["name"] for d in batch], settings)
+        for d, ms in zip(batch, measured, strict=True):
+            done[d["name"]] = {**d, "measured_ms": ms, "reference_ms": reference_ms, "ratio": ms / reference_ms,
+                               "in_band": abs(ms / reference_ms - 1) <= settings.tolerance}
+            append_jsonl(timings, done[d["name"]])
+        print(f"timed {len(done)} of {len(drawn)} draws: {len(in_band())} in the measured band", flush=True)
+    kept = in_band()[:16]
+    (out / "archs").mkdir(exist_ok=True)
+    for i, row in enumerate(kept):
+        atomic_write_json(out / "archs" / f"random_m{i:02d}.json",
+                          SPACE.arch_to_json(SPACE.from_arch_name(row["name"])))
+    atomic_write_json(out / "architectures.json", dict(
+        target_ms=args.target_ms, reference=args.reference, draw_tolerance=args.draw_tolerance,
+        draw_seed=args.draw_seed, timed=len(done),
+        architectures=[{**row, "label": f"random_m{i:02d}"} for i, row in enumerate(kept)]))
+    print(f"{len(kept)} random architectures in the measured band (of {len(done)} timed) → {out / 'archs'}")
+
+
 def chance_agreement(draws: list[tuple[str, ...]], k: int) -> list[float]:
     """The agreement of every ``k``-subset of in-band uniform draws: what chance gives."""
     from repghost.search.evolution import agreement
@@ -293,7 +339,7 @@ def plot(rows: dict, groups: dict, reference: str, pick: str, path: Path) -> Non
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("stage", choices=["search", "pick-random", "link", "measure", "report"])
+    p.add_argument("stage", choices=["search", "pick-random", "link", "measure", "random-measured", "report"])
     p.add_argument("--out", default="runs/search-study")
     p.add_argument("--fidelity", default="runs/fidelity", help="the fidelity study's directory")
     p.add_argument("--benchmark", default="runs/det-benchmark")
@@ -312,6 +358,10 @@ def main() -> None:
     p.add_argument("--results", default="benchmarks/results/search_study")
     p.add_argument("--measured", default="runs/search-study-measured",
                    help="the measure stage's study directory (its picks in archs/, linked runs in runs/)")
+    p.add_argument("--random-out", default="runs/random-measured", help="random-measured's study directory")
+    p.add_argument("--draws", type=int, default=160, help="random-measured: uniform draws in the pre-filter band")
+    p.add_argument("--draw-tolerance", type=float, default=0.10, help="random-measured: the cost model's pre-filter")
+    p.add_argument("--draw-seed", type=int, default=1, help="random-measured: the draws' seed")
     p.add_argument("--finalists", type=int, default=16, help="best-scored architectures per search the measure "
                    "stage times")
     args = p.parse_args()
@@ -319,7 +369,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     {"search": stage_search, "pick-random": stage_pick_random, "link": stage_link, "measure": stage_measure,
-     "report": stage_report}[
+     "random-measured": stage_random_measured, "report": stage_report}[
         args.stage](args)
 
 

@@ -198,7 +198,7 @@ def test_the_measured_pick_is_written_and_a_miss_fails_the_command_with_one_line
     searched = run_evolution(cfg, progress=False)
     second = sorted(searched.history[-1]["population"], key=lambda n: n != searched.history[-1]["best"])[1]
     ratio = {n: (1.0 if n == second else 1.5) for n in json.loads(json.dumps(searched.history[-1]["population"]))}
-    monkeypatch.setattr(finalists, "_time",
+    monkeypatch.setattr(finalists, "time_bodies",
                         lambda names, settings, progress: (10.0, [10.0 * ratio.get(n, 1.5) for n in names]))
     measured = run_evolution(config(tmp_path, path, model, generations=1, measure_against="mobiledet_cpu",
                                     finalists=3), progress=False)

@@ -16,7 +16,7 @@ SETTINGS = MeasureSettings(reference="mobiledet_cpu", finalists=2, tolerance=0.0
 
 
 class FakeClock:
-    """``_time`` with a fixed ratio per architecture (reference 10 ms) that records every batch it times."""
+    """``time_bodies`` with a fixed ratio per architecture (reference 10 ms) that records every batch it times."""
 
     def __init__(self, ratios: dict[str, float]):
         self.ratios, self.batches = ratios, []
@@ -34,7 +34,7 @@ def test_ranked_is_best_first_with_ties_by_name_and_each_architecture_once():
 def test_the_pick_is_the_best_score_in_the_measured_band_timed_batch_by_batch(tmp_path, monkeypatch):
     # best score first: a (1.10×), b (0.90×) out of the band; c (1.02×) and d (0.99×) in it
     clock = FakeClock(dict(a=1.10, b=0.90, c=1.02, d=0.99, e=1.0))
-    monkeypatch.setattr(finalists, "_time", clock)
+    monkeypatch.setattr(finalists, "time_bodies", clock)
     scores = [("a", 5.0), ("b", 4.0), ("c", 3.0), ("d", 2.0), ("e", 1.0)]
     result = measured_pick(tmp_path, scores, SETTINGS, progress=False)
     assert result["pick"] == "c"  # not d: the better score wins inside the band
@@ -48,7 +48,7 @@ def test_the_pick_is_the_best_score_in_the_measured_band_timed_batch_by_batch(tm
 
 def test_a_stopped_pick_resumes_after_its_timed_batches(tmp_path, monkeypatch):
     clock = FakeClock(dict(a=1.2, b=1.2, c=1.2, d=1.0))
-    monkeypatch.setattr(finalists, "_time", clock)
+    monkeypatch.setattr(finalists, "time_bodies", clock)
     scores = [("a", 4.0), ("b", 3.0), ("c", 2.0), ("d", 1.0)]
 
     def stop_on_second_batch(names, settings, progress):
@@ -56,19 +56,19 @@ def test_a_stopped_pick_resumes_after_its_timed_batches(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return clock(names, settings, progress)
 
-    monkeypatch.setattr(finalists, "_time", stop_on_second_batch)
+    monkeypatch.setattr(finalists, "time_bodies", stop_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         measured_pick(tmp_path, scores, SETTINGS, progress=False)
     kept = json.loads((tmp_path / FINALISTS_FILE).read_text())
     assert [r["arch"] for r in kept["rows"]] == ["a", "b"] and kept["pick"] is None
-    monkeypatch.setattr(finalists, "_time", clock)
+    monkeypatch.setattr(finalists, "time_bodies", clock)
     assert measured_pick(tmp_path, scores, SETTINGS, progress=False)["pick"] == "d"
     assert clock.batches == [["a", "b"], ["c", "d"]]  # a and b not timed again
 
 
 def test_other_settings_or_candidates_time_again(tmp_path, monkeypatch):
     clock = FakeClock(dict(a=1.0, b=1.0))
-    monkeypatch.setattr(finalists, "_time", clock)
+    monkeypatch.setattr(finalists, "time_bodies", clock)
     measured_pick(tmp_path, [("a", 2.0), ("b", 1.0)], SETTINGS, progress=False)
     measured_pick(tmp_path, [("a", 2.0), ("b", 3.0)], SETTINGS, progress=False)
     measured_pick(tmp_path, [("a", 2.0), ("b", 3.0)], MeasureSettings(reference="mobiledet_cpu", finalists=2,
@@ -78,7 +78,7 @@ def test_other_settings_or_candidates_time_again(tmp_path, monkeypatch):
 
 def test_no_architecture_in_the_band_is_refused_with_the_ratios_and_kept(tmp_path, monkeypatch):
     clock = FakeClock(dict(a=1.04, b=0.96, c=1.2))  # just outside ±3 % both ways
-    monkeypatch.setattr(finalists, "_time", clock)
+    monkeypatch.setattr(finalists, "time_bodies", clock)
     scores = [("a", 3.0), ("b", 2.0), ("c", 1.0)]
     with pytest.raises(MeasuredBandError, match=r"none of the 3 .* within ±3% of mobiledet_cpu's .* 0\.96–1\.20"):
         measured_pick(tmp_path, scores, SETTINGS, progress=False)
@@ -100,7 +100,7 @@ def test_the_timing_is_the_detection_studys_body_with_the_reference_in_the_same_
     monkeypatch.setattr(latency, "time_modules", time_modules)
     monkeypatch.setattr("repghost.bench.time_modules", time_modules)
     arch = SPACE.arch_name(SPACE.named_archs()["repghostnet_050"])
-    reference_ms, measured = finalists._time([arch], MeasureSettings(reference="repghostnet_050"), False)
+    reference_ms, measured = finalists.time_bodies([arch], MeasureSettings(reference="repghostnet_050"), False)
     assert (reference_ms, measured) == (1.0, [2.0])
     assert list(timed["modules"]) == ["reference", "finalist 0"]
     assert (timed["runtime"], timed["input_size"], timed["threads"], timed["runs"]) == (

@@ -26,7 +26,7 @@ from ..io import atomic_write_json, read_format_json
 from ..limits import COUNT, Number, check_limits, limited
 from .config import EvolutionError
 
-__all__ = ["FINALISTS_FILE", "MeasuredBandError", "MeasureSettings", "measured_pick", "ranked"]
+__all__ = ["FINALISTS_FILE", "MeasuredBandError", "MeasureSettings", "measured_pick", "ranked", "time_bodies"]
 
 FINALISTS_FILE = "finalists.json"
 FINALISTS_FORMAT = "repghost-finalists/1"
@@ -60,7 +60,7 @@ def ranked(scores: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
     return sorted(best.items(), key=lambda item: (-item[1], item[0]))
 
 
-def _time(names: list[str], settings: MeasureSettings, progress: bool) -> tuple[float, list[float]]:
+def time_bodies(names: list[str], settings: MeasureSettings, progress: bool = True) -> tuple[float, list[float]]:
     """(reference ms, ``names``' ms): medians of one interleaved run of every SSDLite body."""
     from ..bench import time_modules
     from ..detection.backbone import ssdlite_body
@@ -96,7 +96,7 @@ def measured_pick(out: str | Path, scores: Iterable[tuple[str, float]], settings
             state = kept
     while state["pick"] is None and len(state["rows"]) < len(candidates):
         batch = candidates[len(state["rows"]):len(state["rows"]) + settings.finalists]
-        reference_ms, measured = _time([name for name, _ in batch], settings, progress)
+        reference_ms, measured = time_bodies([name for name, _ in batch], settings, progress)
         rows = [dict(arch=name, score=score, measured_ms=ms, reference_ms=reference_ms, ratio=ms / reference_ms,
                      in_band=abs(ms / reference_ms - 1) <= settings.tolerance)
                 for (name, score), ms in zip(batch, measured, strict=True)]
