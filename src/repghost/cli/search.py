@@ -167,7 +167,8 @@ def add_evolve(sub) -> None:
                    help="end with the measured pick: time the scored architectures' SSDLite bodies (onnxruntime, "
                         "320², 1 thread) best score first, in batches with MODEL in one interleaved run, and write "
                         "the best one within ±--tolerance of MODEL's measured latency to arch.json (every timing in "
-                        "OUTPUT/finalists.json); exit 1 if none is")
+                        "OUTPUT/finalists.json); exit 1 if none is. Run it on an idle machine: other work shifts "
+                        "the ratios")
     p.add_argument("--finalists", type=fields["finalists"].metadata["limit"], default=fields["finalists"].default,
                    help="architectures timed per interleaved run with --measure-against (default %(default)s)")
     p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")

@@ -14,10 +14,16 @@ The timing is the detection study's (:func:`repghost.study.detection.run`): each
 to stride 32, batch 1, ``size``², onnxruntime, 1 thread, 10 warm-up + 50 interleaved rounds. Every timed
 architecture's ms and ratio, and the pick, are kept in ``finalists.json`` after each batch: a stopped pick
 resumes, and a finished one is reused as it is (a resumed search neither times again nor changes its pick).
+
+**Time on an idle machine.** The interleaved ratio cancels a slowdown that hits every body alike, not one that
+depends on the body: the same 16 architectures timed beside two training processes on this 2-core machine
+moved by −0.07 to +0.09 in ratio against an idle run, enough to put a different one in the band. Each row
+keeps the 1-minute load average at its batch's start.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -96,9 +102,10 @@ def measured_pick(out: str | Path, scores: Iterable[tuple[str, float]], settings
             state = kept
     while state["pick"] is None and len(state["rows"]) < len(candidates):
         batch = candidates[len(state["rows"]):len(state["rows"]) + settings.finalists]
+        load = os.getloadavg()[0]  # kept: a ratio measured beside other work is not an idle machine's
         reference_ms, measured = time_bodies([name for name, _ in batch], settings, progress)
         rows = [dict(arch=name, score=score, measured_ms=ms, reference_ms=reference_ms, ratio=ms / reference_ms,
-                     in_band=abs(ms / reference_ms - 1) <= settings.tolerance)
+                     in_band=abs(ms / reference_ms - 1) <= settings.tolerance, load_1min=load)
                 for (name, score), ms in zip(batch, measured, strict=True)]
         state["rows"] += rows
         state["pick"] = next((r["arch"] for r in rows if r["in_band"]), None)
