@@ -86,6 +86,8 @@ def test_no_architecture_in_the_band_is_refused_with_the_ratios_and_kept(tmp_pat
     with pytest.raises(MeasuredBandError):  # the kept miss: refused again without timing
         measured_pick(tmp_path, scores, SETTINGS, progress=False)
     assert len(clock.batches) == 2
+    with pytest.raises(MeasuredBandError, match="no scored architecture"):
+        measured_pick(tmp_path / "none", [], SETTINGS, progress=False)
 
 
 def test_the_timing_is_the_detection_studys_body_with_the_reference_in_the_same_run(monkeypatch):

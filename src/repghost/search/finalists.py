@@ -93,6 +93,8 @@ def measured_pick(out: str | Path, scores: Iterable[tuple[str, float]], settings
     (kept in ``out/finalists.json`` after every batch: the same call resumes it, and a finished one is
     returned as it is, so a pick never changes). :class:`MeasuredBandError` when no candidate is in the band."""
     candidates = ranked(scores)
+    if not candidates:
+        raise MeasuredBandError("no scored architecture to measure")
     path = Path(out) / FINALISTS_FILE
     state = dict(format=FINALISTS_FORMAT, settings=asdict(settings), candidates=[name for name, _ in candidates],
                  rows=[], pick=None)
