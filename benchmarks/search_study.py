@@ -48,16 +48,22 @@ KINDS = {"evolution": dict(strategy="evolution", quality="supernet"),
 REFERENCE = "repghostnet_050"  # the first target's model; the second target's is mobiledet_cpu
 
 
+def search_config(args, kind: str, seed: int, **measure):
+    """The study's search of ``kind`` with ``seed`` (and, for the measure stage, its measured pick)."""
+    from repghost.search.evolution import EvolutionConfig
+
+    return EvolutionConfig(output=str(Path(args.out) / f"{kind}-s{seed}"), costmodel=args.costmodel,
+                           target_ms=args.target_ms, supernet=args.supernet, seed=seed, threads=1,
+                           population=args.population, parents=args.parents, generations=args.generations,
+                           **KINDS[kind], **measure)
+
+
 def stage_search(args) -> None:
-    from repghost.search.evolution import EvolutionConfig, run_evolution
+    from repghost.search.evolution import run_evolution
 
     out = Path(args.out)
     for kind, seed in itertools.product(args.kinds, args.search_seeds):
-        config = EvolutionConfig(output=str(out / f"{kind}-s{seed}"), costmodel=args.costmodel,
-                                 target_ms=args.target_ms, supernet=args.supernet, seed=seed, threads=1,
-                                 population=args.population, parents=args.parents, generations=args.generations,
-                                 **KINDS[kind])
-        result = run_evolution(config)
+        result = run_evolution(search_config(args, kind, seed))
         target = out / "archs" / f"{kind}_s{seed}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.output / "arch.json", target)
@@ -122,18 +128,15 @@ def stage_measure(args) -> None:
     ``--measured``: each search's scored architectures timed against the reference, best first, 16 at a time, until
     one is within ±3 % of the reference's measured latency. A pick that is the cost-model pick already trained
     keeps its runs (linked), as do the reference and random search's pick."""
-    from repghost.search.evolution import EvolutionConfig, run_evolution
+    from repghost.search.evolution import run_evolution
     from repghost.search.finalists import MeasuredBandError, MeasureSettings, measured_pick
 
     out, measured = Path(args.out), Path(args.measured)
     (measured / "archs").mkdir(parents=True, exist_ok=True)
     link_runs(Path(args.reference_from or args.fidelity), args.reference, measured)
     for kind, seed in itertools.product(args.kinds, args.search_seeds):
-        config = EvolutionConfig(output=str(out / f"{kind}-s{seed}"), costmodel=args.costmodel,
-                                 target_ms=args.target_ms, supernet=args.supernet, seed=seed, threads=1,
-                                 population=args.population, parents=args.parents, generations=args.generations,
-                                 measure_against=args.reference, finalists=args.finalists, **KINDS[kind])
-        result = run_evolution(config)
+        result = run_evolution(search_config(args, kind, seed, measure_against=args.reference,
+                                             finalists=args.finalists))
         label = f"{kind}_s{seed}"
         atomic_write_json(measured / "archs" / f"{label}.json", SPACE.arch_to_json(result.arch))
         unchanged = SPACE.load_arch(out / "archs" / f"{label}.json") == result.arch
