@@ -49,13 +49,16 @@ REFERENCE = "repghostnet_050"  # the first target's model; the second target's i
 
 
 def search_config(args, kind: str, seed: int, **measure):
-    """The study's search of ``kind`` with ``seed`` (and, for the measure stage, its measured pick)."""
+    """The study's search of ``kind`` with ``seed`` (and, for the measure stage, its measured pick); with
+    ``--measured-band``, held to the reference's measured latency while it searches."""
     from repghost.search.evolution import EvolutionConfig
+
+    gate = dict(measured_band=args.reference, prefilter=args.prefilter) if args.measured_band else {}
 
     return EvolutionConfig(output=str(Path(args.out) / f"{kind}-s{seed}"), costmodel=args.costmodel,
                            target_ms=args.target_ms, supernet=args.supernet, seed=seed, threads=1,
                            population=args.population, parents=args.parents, generations=args.generations,
-                           **KINDS[kind], **measure)
+                           **KINDS[kind], **measure, **gate)
 
 
 def stage_search(args) -> None:
@@ -365,6 +368,9 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=160, help="random-measured: uniform draws in the pre-filter band")
     p.add_argument("--draw-tolerance", type=float, default=0.10, help="random-measured: the cost model's pre-filter")
     p.add_argument("--draw-seed", type=int, default=1, help="random-measured: the draws' seed")
+    p.add_argument("--measured-band", action="store_true", help="search/measure: every candidate timed against "
+                   "--reference before it is scored, scored only within ±3 %% of its measured latency")
+    p.add_argument("--prefilter", type=float, default=0.10, help="with --measured-band: the cost model's pre-filter")
     p.add_argument("--finalists", type=int, default=16, help="best-scored architectures per search the measure "
                    "stage times")
     args = p.parse_args()

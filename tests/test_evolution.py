@@ -217,3 +217,72 @@ def test_the_measured_pick_is_written_and_a_miss_fails_the_command_with_one_line
     assert code == 1 and "Traceback" not in err and last.startswith("repghost evolve: error: none of the 14")
     assert "within ±10% of mobiledet_cpu's measured latency (ratios 1.50–1.50)" in last
     assert (tmp_path / "miss" / "scores.jsonl").is_file() and not (tmp_path / "miss" / "arch.json").exists()
+
+
+def fake_ratio(name: str) -> float:
+    """A made-up measured ratio per architecture, 0.8–1.2 (about one in seven within ±3 %)."""
+    import hashlib
+
+    return 0.8 + 0.4 * int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") / 2 ** 32
+
+
+def test_a_measured_band_scores_only_admitted_architectures_and_resumes_without_timing(tmp_path, monkeypatch):
+    from repghost.search import finalists
+
+    model, path = cost_model(tmp_path)
+    calls = []
+
+    def time_bodies(names, settings, progress):
+        calls.append(list(names))
+        assert settings.reference == "mobiledet_cpu" and settings.tolerance == 0.03
+        return 10.0, [10.0 * fake_ratio(n) for n in names]
+
+    monkeypatch.setattr(finalists, "time_bodies", time_bodies)
+    cfg = config(tmp_path, path, model, tolerance=0.03, prefilter=0.5, measured_band="mobiledet_cpu")
+    result = run_evolution(cfg, progress=False)
+    out = tmp_path / "evo"
+    scored = [r["arch"] for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())]
+    timed = {r["arch"]: r for r in map(json.loads, (out / "timings.jsonl").read_text().splitlines())}
+    assert len(scored) == len(set(scored)) == cfg.evaluations
+    assert all(abs(fake_ratio(n) - 1) <= 0.03 for n in scored)  # every scored architecture is in the measured band
+    assert len(timed) > 2 * cfg.evaluations  # most were timed and let go
+    assert all(abs(timed[n]["ratio"] - fake_ratio(n)) < 1e-9 for n in timed)
+    assert max(map(len, calls)) <= evolution.GATE_BATCH and sum(map(len, calls)) == len(timed)  # none timed twice
+    assert result.history[-1]["best_ratio"] == pytest.approx(fake_ratio(result.history[-1]["best"]))
+    ms = model.predict(SPACE, [SPACE.from_arch_name(n) for n in scored])
+    assert np.all(np.abs(ms / cfg.target_ms - 1) <= 0.5) and not np.all(np.abs(ms / cfg.target_ms - 1) <= 0.03)
+
+    calls.clear()  # the same command again: replayed from the scores and timings on disk, nothing timed
+    again = run_evolution(cfg, progress=False)
+    assert calls == [] and again.history == result.history and again.arch == result.arch
+    (out / "evolution.json").unlink()  # timings without the settings they were made under are refused
+    (out / "scores.jsonl").unlink()
+    with pytest.raises(EvolutionError, match="timings.jsonl has no evolution.json beside it"):
+        run_evolution(cfg, progress=False)
+
+
+def test_an_unreachable_measured_band_fails_with_one_line(tmp_path, monkeypatch, capsys):
+    from repghost import cli
+    from repghost.search import finalists
+
+    model, path = cost_model(tmp_path)
+    monkeypatch.setattr(finalists, "time_bodies", lambda names, settings, progress: (10.0, [15.0] * len(names)))
+    monkeypatch.setattr(evolution, "GATE_PATIENCE", 40)
+    code = cli.main(["evolve", "--costmodel", str(path), "--target-ms", str(reference_ms(model)), "--quality",
+                     "shuffled", "--population", "8", "--parents", "2", "--generations", "1", "--tolerance", "0.03",
+                     "--prefilter", "0.5", "--output", str(tmp_path / "miss"), "--measured-band", "mobiledet_cpu"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and "Traceback" not in err, err
+    assert last.startswith("repghost evolve: error: 48 candidates in a row outside ±3% of mobiledet_cpu's measured "
+                           "latency (ratios 1.50–1.50)"), last
+    assert not (tmp_path / "miss" / "scores.jsonl").exists() and not (tmp_path / "miss" / "arch.json").exists()
+
+
+@pytest.mark.parametrize("bad, message", [(dict(measured_band="mobiledet_gpu9"), "unknown model 'mobiledet_gpu9'"),
+                                          (dict(measured_band="mobiledet_cpu", tolerance=0.05, prefilter=0.04),
+                                           "prefilter .* must be at least the tolerance")])
+def test_bad_measured_band_settings_are_refused(bad, message, tmp_path):
+    model, path = cost_model(tmp_path)
+    with pytest.raises(EvolutionError, match=message):
+        config(tmp_path, path, model, **bad)

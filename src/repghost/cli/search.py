@@ -100,7 +100,9 @@ def add_search(sub) -> None:
 
 #: ``repghost evolve`` flags that map one-to-one onto :class:`repghost.search.evolution.EvolutionConfig` fields.
 EVOLVE_TUNABLE = {
-    "tolerance": "keep every candidate's predicted latency within ±this fraction of --target-ms",
+    "tolerance": "keep every candidate's predicted latency within ±this fraction of --target-ms (with "
+                 "--measured-band: its measured latency within ±this fraction of MODEL's)",
+    "prefilter": "with --measured-band: the cost model's pre-filter, ±this fraction of --target-ms",
     "population": "architectures per generation",
     "parents": "best architectures kept as parents of the next generation",
     "generations": "generations after the first population",
@@ -117,7 +119,7 @@ def _cmd_evolve(args) -> int:
     config = EvolutionConfig(output=args.output, costmodel=args.costmodel, target_ms=args.target_ms,
                              supernet=args.supernet, split=args.split, strategy=args.strategy,
                              quality=args.quality, threads=args.threads, measure_against=args.measure_against,
-                             finalists=args.finalists, **options)
+                             finalists=args.finalists, measured_band=args.measured_band, **options)
     result = run_evolution(config)
     measured = ""
     if result.measured is not None:
@@ -137,7 +139,8 @@ def add_evolve(sub) -> None:
         "evolve", help="evolutionary search over a trained super-network at a latency target (Once-for-All)",
         description="Search the RepGhostNet-skeleton space for the SSDLite backbone a trained weight-sharing "
                     "super-network scores best (box AP of the architecture's path on a held-out split, BN "
-                    "recalibrated), every candidate held within ±--tolerance of --target-ms by the cost model. "
+                    "recalibrated), every candidate held within ±--tolerance of --target-ms by the cost model, or with "
+                    "--measured-band of a model's measured latency (each candidate timed before it is scored). "
                     "Each generation keeps the best --parents and fills the population with mutations and "
                     "crossovers of them. Controls at the same number of scored architectures: --strategy random "
                     "(random search), --quality shuffled (no quality signal), --quality latency (latency only). "
@@ -171,5 +174,11 @@ def add_evolve(sub) -> None:
                         "the ratios")
     p.add_argument("--finalists", type=fields["finalists"].metadata["limit"], default=fields["finalists"].default,
                    help="architectures timed per interleaved run with --measure-against (default %(default)s)")
+    p.add_argument("--measured-band", type=model_name, default=None, metavar="MODEL",
+                   help="hold the search to MODEL's *measured* latency: time every candidate's SSDLite body "
+                        "(onnxruntime, 320², 1 thread; up to 16 per interleaved run with MODEL) before scoring it, "
+                        "and score only those within ±--tolerance of MODEL; the cost model only pre-filters, at "
+                        "±--prefilter of --target-ms (every timing in OUTPUT/timings.jsonl: a resume times nothing "
+                        "again). Run it on an idle machine or beside one single-thread job")
     p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_evolve)

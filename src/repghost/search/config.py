@@ -120,6 +120,11 @@ class EvolutionConfig:
     #: first, ``finalists`` per interleaved run, until one is within ±tolerance of its measured latency.
     measure_against: str | None = None
     finalists: int = limited(COUNT, default=16)
+    #: The measured band (:class:`.finalists.MeasuredGate`): every candidate timed against this model before it is
+    #: scored, and scored only within ±tolerance of its measured latency; the cost model then only pre-filters, at
+    #: ±``prefilter`` of ``target_ms``.
+    measured_band: str | None = None
+    prefilter: float = limited(Number(float, 0.0, 1.0, exclusive=True), default=0.10)
 
     def __post_init__(self):
         check_limits(self, EvolutionError)
@@ -129,9 +134,13 @@ class EvolutionConfig:
             raise EvolutionError(f"quality is one of {', '.join(QUALITIES)}, not {self.quality!r}")
         if self.parents >= self.population:
             raise EvolutionError(f"parents ({self.parents}) must be fewer than the population ({self.population})")
-        if self.measure_against is not None and not _is_model(self.measure_against):
-            raise EvolutionError(f"unknown model {self.measure_against!r} to measure against; a registered model "
-                                 "(repghost models) or a searched architecture's inline name")
+        for model in (self.measure_against, self.measured_band):
+            if model is not None and not _is_model(model):
+                raise EvolutionError(f"unknown model {model!r} to measure against; a registered model "
+                                     "(repghost models) or a searched architecture's inline name")
+        if self.measured_band is not None and self.prefilter < self.tolerance:
+            raise EvolutionError(f"prefilter ({self.prefilter}) must be at least the tolerance ({self.tolerance}): "
+                                 "the cost model's error per architecture is larger than the measured band")
         if self.quality == "supernet" and not self.supernet:
             raise EvolutionError("quality 'supernet' scores with a trained super-network: give its supernet.pt")
         for path, what in ((self.costmodel, "cost model"), (self.supernet, "super-network checkpoint")):
@@ -150,7 +159,14 @@ class EvolutionConfig:
         values["supernet"] = _digest(self.supernet) if self.quality == "supernet" else None
         if self.quality != "supernet":
             values["split"] = None
+        if self.measured_band is None:
+            values["prefilter"] = None  # unused: the searches made before the measured band resume as they were
         return values
+
+    @property
+    def predicted_tolerance(self) -> float:
+        """The cost model's band: the tolerance itself, or with a measured band the wider pre-filter."""
+        return self.tolerance if self.measured_band is None else self.prefilter
 
 
 def _is_model(name: str) -> bool:

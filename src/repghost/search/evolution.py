@@ -16,6 +16,14 @@ way (once the parents converge, their crossovers alone are the parents again). A
 model puts outside the band, or one already scored, is drawn again. The first population is uniform
 draws of the space inside the band (the fidelity study's prior).
 
+**The measured band** (``measured_band``: a model): the cost model's error per architecture is larger than the
+±3 % band (:mod:`.finalists`), so "equal latency" held by the cost model alone is not equal measured latency. With
+a measured band every candidate is first drawn within the cost model's wider ``prefilter`` band, then timed
+against the model (:class:`.finalists.MeasuredGate`: SSDLite bodies, up to :data:`GATE_BATCH` per interleaved
+run) and scored only if its measured latency is within ±tolerance of the model's: the scores are spent inside the
+band the final comparison is made in. A search that times :data:`GATE_PATIENCE` candidates in a row without one
+admitted fails (:class:`.finalists.MeasuredBandError`).
+
 **Controls** (issue 17's: what tells a working search from a lucky one), at the same number of scored
 architectures:
 
@@ -26,9 +34,10 @@ architectures:
 - ``quality="latency"``: quality is ``−|c/T − 1|`` (the latency-only search: TuNAS's reward with a constant
   quality term).
 
-**Resume**: a score is appended to ``scores.jsonl`` as soon as it is computed; the search is a
-deterministic function of its seed and its scores, so running it again replays the generations from the
-scores on disk and scores only what is missing (a stop loses at most the architecture being scored).
+**Resume**: a score is appended to ``scores.jsonl`` as soon as it is computed (a timing to ``timings.jsonl``
+as soon as its batch is timed); the search is a deterministic function of its seed, its scores and its
+timings, so running it again replays the generations from the records on disk and scores (or times) only
+what is missing (a stop loses at most the architecture being scored, or the batch being timed).
 ``evolution.json`` holds the settings (a re-run with others is refused) and, per generation, the best
 architecture, the population and each decision's choice shares in it; ``arch.json`` the best architecture, or
 with ``measure_against`` the measured pick (:mod:`.finalists`): the best score whose *measured* latency is within
@@ -55,6 +64,9 @@ EVOLUTION_FORMAT = "repghost-evolution/1"
 SCORES_FILE = "scores.jsonl"
 #: Draws tried for one child (or one first-population member) before the band is declared out of reach.
 MAX_TRIES = 20_000
+#: With a measured band: candidates timed per interleaved run, and timed in a row without one admitted before
+#: the measured band is declared out of the pre-filter's reach.
+GATE_BATCH, GATE_PATIENCE = 16, 256
 
 
 # -- the search, on any score ----------------------------------------------------------------------
@@ -65,13 +77,17 @@ class Evolution:
 
     def __init__(self, space, predict: Callable[[list], np.ndarray], score: Callable[[tuple], float],
                  config: EvolutionConfig, known: dict[str, float] | None = None,
-                 record: Callable[[str, float], None] | None = None):
+                 record: Callable[[str, float], None] | None = None, gate=None):
         self.space, self.predict, self._score, self.config = space, predict, score, config
         self.scores: dict[str, float] = {}
         self.known = dict(known or {})
         self.record = record
+        # The measured band (a :class:`.finalists.MeasuredGate`): names → admitted or not, and each one's ratio.
+        self.gate = gate
+        self.gated: set[str] = set()  # the architectures put to the gate so far (a replay puts the same ones)
         self.rng = np.random.default_rng([config.seed, 17])
-        self.low, self.high = (config.target_ms * (1 - config.tolerance), config.target_ms * (1 + config.tolerance))
+        band = config.predicted_tolerance
+        self.low, self.high = config.target_ms * (1 - band), config.target_ms * (1 + band)
         self.history: list[dict] = []
 
     # -- candidates ----------------------------------------------------------------------------
@@ -101,12 +117,59 @@ class Evolution:
             if name not in taken and self.in_band(float(self.predict([arch])[0])):
                 taken.add(name)
                 return arch
-        raise EvolutionError(f"no {what} within ±{self.config.tolerance:.0%} of {self.config.target_ms:.2f} ms "
-                             f"in {MAX_TRIES} draws; widen the tolerance or move the target")
+        raise EvolutionError(f"no {what} within ±{self.config.predicted_tolerance:.0%} of "
+                             f"{self.config.target_ms:.2f} ms in {MAX_TRIES} draws; widen the tolerance or move the "
+                             "target")
+
+    def _admitted(self, makers: dict[str, Callable[[], tuple[str, ...]]], need: dict[str, int],
+                  taken: set[str]) -> list[tuple[str, ...]]:
+        """With a measured band: ``need[kind]`` architectures of each kind of ``makers`` that the gate admits.
+        Each round draws up to :data:`GATE_BATCH` candidates in the cost model's band (the kinds still needed
+        in turn), times them in one run and keeps the admitted ones in draw order while their kind is needed;
+        the others are let go (a rejected one stays taken: it is never timed again)."""
+        need, out, missed = dict(need), [], []
+        while any(need.values()):
+            kinds = [k for k in makers if need[k]]
+            size = min(GATE_BATCH, 2 * sum(need.values()))  # fewer at the end: a surplus is timed in vain
+            batch = [self._draw(makers[kinds[j % len(kinds)]], taken, kinds[j % len(kinds)]) for j in range(size)]
+            names = [self.space.arch_name(a) for a in batch]
+            self.gated.update(names)
+            for j, (arch, ok) in enumerate(zip(batch, self.gate(names), strict=True)):
+                kind = kinds[j % len(kinds)]
+                if ok and need[kind]:
+                    need[kind] -= 1
+                    out.append(arch)
+                    missed.clear()
+                elif ok:
+                    taken.discard(self.space.arch_name(arch))  # admitted but not needed: free to come again
+                else:
+                    missed.append(self.gate.ratio(self.space.arch_name(arch)))
+            if len(missed) >= GATE_PATIENCE:
+                from .finalists import MeasuredBandError
+
+                raise MeasuredBandError(
+                    f"{len(missed)} candidates in a row outside ±{self.config.tolerance:.0%} of "
+                    f"{self.config.measured_band}'s measured latency (ratios {min(missed):.2f}–{max(missed):.2f}): "
+                    f"the cost model's ±{self.config.prefilter:.0%} of {self.config.target_ms:.2f} ms does not "
+                    "reach it; move --target-ms nearer the reference's")
+        return out
+
+    def first_population(self, taken: set[str]) -> list[tuple[str, ...]]:
+        if self.gate is not None:
+            return self._admitted({"uniform draw": self._uniform}, {"uniform draw": self.config.population}, taken)
+        return [self._draw(self._uniform, taken, "uniform draw") for _ in range(self.config.population)]
 
     def children(self, parents: list[tuple[str, ...]], count: int, taken: set[str]) -> list[tuple[str, ...]]:
         """``count`` new architectures: uniform draws (random strategy), else half mutations of a random parent
-        (the parent drawn once per child), half mutated crossovers of two parents (drawn again with every try)."""
+        (the parent drawn once per child), half mutated crossovers of two parents (drawn again with every try).
+        With a measured band, only architectures the gate admits (:meth:`_admitted`; a mutation's parent is
+        drawn again with every try)."""
+        if self.gate is not None:
+            if self.config.strategy == "random":
+                return self._admitted({"uniform draw": self._uniform}, {"uniform draw": count}, taken)
+            makers = {"mutation": lambda: self._mutate(parents[self.rng.integers(len(parents))]),
+                      "crossover": lambda: self._mutate(self._crossover(*self._pair(parents)))}
+            return self._admitted(makers, {"mutation": count // 2, "crossover": count - count // 2}, taken)
         out = []
         for k in range(count):
             if self.config.strategy == "random":
@@ -141,7 +204,7 @@ class Evolution:
     def run(self, on_generation: Callable[[Evolution], None] | None = None) -> tuple[str, ...]:
         """Every generation (the first population is generation 0); the best architecture scored."""
         config, taken, parents = self.config, set(), []
-        population = [self._draw(self._uniform, taken, "uniform draw") for _ in range(config.population)]
+        population = self.first_population(taken)
         for generation in range(config.generations + 1):
             if generation:
                 population = parents + self.children(parents, config.population - config.parents, taken)
@@ -163,11 +226,14 @@ class Evolution:
         for i, d in enumerate(self.space.decisions):
             values = [a[i] for a in ranked]
             shares[d.name] = {c: values.count(c) / len(values) for c in d.choices}
-        return dict(generation=generation, evaluated=len(self.scores), best=self.space.arch_name(best),
-                    best_score=self.scores[self.space.arch_name(best)],
-                    best_ms=float(self.predict([best])[0]), population_mean=float(np.mean(scores)),
-                    population=[self.space.arch_name(a) for a in ranked], population_scores=scores,
-                    choice_shares=shares)
+        row = dict(generation=generation, evaluated=len(self.scores), best=self.space.arch_name(best),
+                   best_score=self.scores[self.space.arch_name(best)],
+                   best_ms=float(self.predict([best])[0]), population_mean=float(np.mean(scores)),
+                   population=[self.space.arch_name(a) for a in ranked], population_scores=scores,
+                   choice_shares=shares)
+        if self.gate is not None:
+            row["best_ratio"], row["timed"] = self.gate.ratio(row["best"]), len(self.gated)
+        return row
 
 
 def agreement(space, archs: Sequence[Sequence[str]]) -> float:
@@ -228,8 +294,12 @@ def _check_settings(out: Path, settings: dict) -> None:
         if differ:
             raise EvolutionError(f"{out} holds a search with other settings ({', '.join(differ)}); run it with "
                                  "the same settings to resume, or use another --output")
-    elif (out / SCORES_FILE).exists():
-        raise EvolutionError(f"{out / SCORES_FILE} has no {EVOLUTION_FILE} beside it: not this search's scores")
+    else:
+        from .finalists import TIMINGS_FILE
+
+        for name in (SCORES_FILE, TIMINGS_FILE):
+            if (out / name).exists():
+                raise EvolutionError(f"{out / name} has no {EVOLUTION_FILE} beside it: not this search's records")
 
 
 def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionResult:
@@ -278,7 +348,17 @@ def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionRe
         last = s.history[-1]
         bar.set_postfix_str(f"gen {last['generation']} best {last['best_score']:.4g}")
 
-    search = Evolution(space, predict, quality, config, known, record)
+    gate = None
+    if config.measured_band is not None:
+        from .finalists import MeasuredGate, MeasureSettings
+
+        def settings_first() -> None:
+            if not (out / EVOLUTION_FILE).is_file():
+                write([])
+
+        gate = MeasuredGate(out, MeasureSettings(reference=config.measured_band, tolerance=config.tolerance),
+                            before_write=settings_first)
+    search = Evolution(space, predict, quality, config, known, record, gate)
     with bar:  # closed however the search ends, so an error's line is not printed into the bar's
         best = search.run(save)
     top = search.history[-1]

@@ -24,7 +24,7 @@ keeps the 1-minute load average at its batch's start.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,10 +32,12 @@ from ..io import atomic_write_json, read_format_json
 from ..limits import COUNT, Number, check_limits, limited
 from .config import EvolutionError
 
-__all__ = ["FINALISTS_FILE", "MeasuredBandError", "MeasureSettings", "measured_pick", "ranked", "time_bodies"]
+__all__ = ["FINALISTS_FILE", "TIMINGS_FILE", "MeasuredBandError", "MeasuredGate", "MeasureSettings", "measured_pick",
+           "ranked", "time_bodies"]
 
 FINALISTS_FILE = "finalists.json"
 FINALISTS_FORMAT = "repghost-finalists/1"
+TIMINGS_FILE = "timings.jsonl"
 
 
 class MeasuredBandError(ValueError):
@@ -115,3 +117,41 @@ def measured_pick(out: str | Path, scores: Iterable[tuple[str, float]], settings
     if state["pick"] is None:
         raise MeasuredBandError(_band_miss(state["rows"], settings))
     return state
+
+
+class MeasuredGate:
+    """The measured band held *during* a search: ``gate(archs)`` times the architectures not timed before (their
+    SSDLite bodies, with the reference, in one interleaved run: :func:`time_bodies`) and says which are within
+    ±tolerance of the reference's measured latency. Every timing is appended to ``out/timings.jsonl`` when its
+    batch is done and read back by the next gate on ``out``, so a resumed search replays its admissions without
+    timing again (a stop loses at most the batch being timed)."""
+
+    def __init__(self, out: str | Path, settings: MeasureSettings, progress: bool = False,
+                 before_write: Callable[[], None] | None = None):
+        from ..io import read_jsonl, repair_jsonl
+
+        self.path, self.settings, self.progress = Path(out) / TIMINGS_FILE, settings, progress
+        self.before_write = before_write  # e.g. the search's settings file: what the timings are of
+        repair_jsonl(self.path)  # a record torn by a stop is timed again
+        self.rows = {r["arch"]: r for r in read_jsonl(self.path)}
+        self.timed = 0  # architectures this gate timed (not replayed)
+
+    def ratio(self, name: str) -> float:
+        return self.rows[name]["ratio"]
+
+    def __call__(self, names: list[str]) -> list[bool]:
+        from ..io import append_jsonl
+
+        new = list(dict.fromkeys(n for n in names if n not in self.rows))
+        if new:
+            load = os.getloadavg()[0]
+            reference_ms, measured = time_bodies(new, self.settings, self.progress)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.before_write is not None:
+                self.before_write()
+            for name, ms in zip(new, measured, strict=True):
+                self.rows[name] = dict(arch=name, measured_ms=ms, reference_ms=reference_ms, ratio=ms / reference_ms,
+                                       load_1min=load)
+                append_jsonl(self.path, self.rows[name])
+            self.timed += len(new)
+        return [abs(self.ratio(n) - 1) <= self.settings.tolerance for n in names]
