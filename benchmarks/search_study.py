@@ -23,6 +23,11 @@ Run in resumable stages (every stage can be stopped and run again; it redoes not
    interleaved run), the median architecture of the search seeds against the reference and the random
    pick, the controls, the search seeds' agreement on layer choices against chance, the proxy-level
    comparison with random search, and an AP-vs-latency plot, to ``--results``.
+6. ``fresh-test``: every finished run evaluated again on a fresh test split no choice has seen.
+
+``--measured-band`` runs the searches held to the reference's *measured* latency (``repghost evolve
+--measured-band``: every candidate timed before it is scored); ``measure`` and ``random-measured`` are the
+measured pick of finished searches and random search in the measured band.
 """
 
 from __future__ import annotations
@@ -225,6 +230,55 @@ def stage_random_measured(args) -> None:
     print(f"{len(kept)} random architectures in the measured band (of {len(done)} timed) → {out / 'archs'}")
 
 
+def verdict(diff: float, se: float) -> str:
+    """The rule: "beats" is a higher mean; "clearly" when the difference exceeds 2 SE of the difference."""
+    return ("clearly beats" if diff > 2 * se else "beats, within 2 SE," if diff > 0 else
+            "does not beat" if diff > -2 * se else "is clearly below")
+
+
+def stage_fresh_test(args) -> None:
+    """Every finished run of ``OUT`` (its ``last.pt``) evaluated on a *fresh* test split: the test split of the
+    benchmark generator with ``--fresh-seed`` (same image size, object counts and sizes; ``--fresh-images``
+    images), which no search, pick or earlier table has touched. Each run's metrics are kept beside it
+    (``eval_fresh<seed>.json``: resumable); the per-architecture table and the median search seed's comparisons,
+    by the report's rule, go to ``OUT/fresh_test.json``."""
+    from repghost.detection.config import DataConfig
+    from repghost.detection.engine import evaluate_checkpoint
+    from repghost.detection.synthetic import make_detection_benchmark
+    from repghost.study.detection import summarize
+
+    out = Path(args.out)
+    root = make_detection_benchmark(args.fresh_root, num_train=1, num_search=1, num_test=args.fresh_images,
+                                    seed=args.fresh_seed)
+    data = DataConfig(root=str(root), val_split="test")
+    table = json.loads((out / "detection.json").read_text())
+    rows = {}
+    for row in table["rows"]:
+        fresh = []
+        for run in finished_runs(out, row["arch"]):
+            path = run / f"eval_fresh{args.fresh_seed}.json"
+            if not path.is_file():
+                evaluate_checkpoint(run / "last.pt", data, batch_size=16, workers=0, output=path, threads=1)
+            fresh.append(json.loads(path.read_text())["bbox"]["AP"])
+        stats = summarize(fresh)
+        rows[row["arch"]] = dict(arch=row["arch"], ap_mean=stats["mean"], ap_se=stats["se"],
+                                 ap_runs=[round(v, 2) for v in fresh], test_ap_mean=row["ap_mean"])
+        print(f"{row['arch']}: fresh test AP {stats['mean']:.2f} ± {stats['se'] or 0:.2f} "
+              f"({', '.join(f'{v:.1f}' for v in fresh)}); protocol test AP {row['ap_mean']:.2f}", flush=True)
+    pick = json.loads((out / "random_pick.json").read_text())["pick"]
+    labels = sorted(label for label in rows if label.startswith("evolution_s"))
+    med = sorted(labels, key=lambda label: rows[label]["ap_mean"])[(len(labels) - 1) // 2]
+    comparisons = {}
+    for other in (args.reference, pick):
+        diff = rows[med]["ap_mean"] - rows[other]["ap_mean"]
+        se = float(np.hypot(rows[med]["ap_se"], rows[other]["ap_se"]))
+        comparisons[other] = dict(difference=diff, se=se, verdict=verdict(diff, se))
+        print(f"fresh test split: median search seed {med} {verdict(diff, se)} {other} ({diff:+.2f} ± {se:.2f} AP)")
+    atomic_write_json(out / "fresh_test.json", dict(benchmark=str(root), seed=args.fresh_seed,
+                                                    images=args.fresh_images, rows=list(rows.values()),
+                                                    median=med, comparisons=comparisons))
+
+
 def chance_agreement(draws: list[tuple[str, ...]], k: int) -> list[float]:
     """The agreement of every ``k``-subset of in-band uniform draws: what chance gives."""
     from repghost.search.evolution import agreement
@@ -269,9 +323,7 @@ def stage_report(args) -> None:
         for name, other in ((ref, reference), (pick["pick"], random_pick)):
             diff = rows[med]["ap_mean"] - other["ap_mean"]
             se = float(np.hypot(rows[med]["ap_se"], other["ap_se"]))
-            # The rule: "beats" is a higher mean; "clearly" when the difference exceeds 2 SE of the difference.
-            word = ("clearly beats" if diff > 2 * se else "beats, within 2 SE," if diff > 0 else
-                    "does not beat" if diff > -2 * se else "is clearly below")
+            word = verdict(diff, se)
             verdicts[kind][name] = dict(difference=diff, se=se, verdict=word)
             comparisons.append(f"{word} {name} ({diff:+.2f} ± {se:.2f} AP)")
         lines.append(f"\n{kind}: median of {len(labels)} search seed(s) is {describe(med)} "
@@ -303,6 +355,18 @@ def stage_report(args) -> None:
         data["proxy_best"] = proxy
         lines.append("\nbest super-network score found (search split AP), per search seed: " +
                      "; ".join(f"{k} {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in proxy.items()))
+    gated = {}
+    for path in sorted(out.glob("evolution-s*/evolution.json")):
+        search = json.loads(path.read_text())
+        if search["settings"].get("measured_band"):  # held to the measured band while it searched
+            last = search["history"][-1]
+            gated[path.parent.name] = dict(best_ratio=last["best_ratio"], timed=last["timed"],
+                                           scored=last["evaluated"])
+    if gated:
+        data["measured_band"] = gated
+        lines.append(f"\nmeasured band (every candidate timed against {ref} before it was scored): " + "; ".join(
+            f"{name} timed {g['timed']} for {g['scored']} scored, its pick at {g['best_ratio']:.3f}× in its "
+            "gate's run" for name, g in gated.items()))
     measure_path = out / "measure.json"
     if measure_path.is_file():  # the measure stage's study: how far each pick is from its search's best score
         data["measured_picks"] = measure = json.loads(measure_path.read_text())
@@ -345,7 +409,8 @@ def plot(rows: dict, groups: dict, reference: str, pick: str, path: Path) -> Non
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("stage", choices=["search", "pick-random", "link", "measure", "random-measured", "report"])
+    p.add_argument("stage", choices=["search", "pick-random", "link", "measure", "random-measured", "report",
+                                     "fresh-test"])
     p.add_argument("--out", default="runs/search-study")
     p.add_argument("--fidelity", default="runs/fidelity", help="the fidelity study's directory")
     p.add_argument("--benchmark", default="runs/det-benchmark")
@@ -373,12 +438,15 @@ def main() -> None:
     p.add_argument("--prefilter", type=float, default=0.10, help="with --measured-band: the cost model's pre-filter")
     p.add_argument("--finalists", type=int, default=16, help="best-scored architectures per search the measure "
                    "stage times")
+    p.add_argument("--fresh-root", default="runs/det-benchmark-fresh", help="fresh-test: the fresh benchmark")
+    p.add_argument("--fresh-seed", type=int, default=1, help="fresh-test: its generator seed (the protocol's is 0)")
+    p.add_argument("--fresh-images", type=int, default=512, help="fresh-test: its test images")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(1)
     {"search": stage_search, "pick-random": stage_pick_random, "link": stage_link, "measure": stage_measure,
-     "random-measured": stage_random_measured, "report": stage_report}[
+     "random-measured": stage_random_measured, "report": stage_report, "fresh-test": stage_fresh_test}[
         args.stage](args)
 
 
