@@ -136,14 +136,15 @@ class Evolution:
             self.gated.update(names)
             for j, (arch, ok) in enumerate(zip(batch, self.gate(names), strict=True)):
                 kind = kinds[j % len(kinds)]
+                if ok:
+                    missed.clear()  # the band is in reach, needed or not
                 if ok and need[kind]:
                     need[kind] -= 1
                     out.append(arch)
-                    missed.clear()
                 elif ok:
-                    taken.discard(self.space.arch_name(arch))  # admitted but not needed: free to come again
+                    taken.discard(names[j])  # admitted but not needed: free to come again
                 else:
-                    missed.append(self.gate.ratio(self.space.arch_name(arch)))
+                    missed.append(self.gate.ratio(names[j]))
             if len(missed) >= GATE_PATIENCE:
                 from .finalists import MeasuredBandError
 

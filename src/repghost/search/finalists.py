@@ -19,6 +19,11 @@ resumes, and a finished one is reused as it is (a resumed search neither times a
 depends on the body: the same 16 architectures timed beside two training processes on this 2-core machine
 moved by −0.07 to +0.09 in ratio against an idle run, enough to put a different one in the band. Each row
 keeps the 1-minute load average at its batch's start.
+
+The same timing holds a whole search to the measured band (:class:`MeasuredGate`, ``repghost evolve
+--measured-band``): every candidate is timed before it is scored. **What the band is not**: a body's ratio
+depends on the other bodies in its interleaved run; picks inside the band in a gate's run of 16 measured
+1.05–1.09× in a study's run of 7 (four runs agreeing to ±0.01), more than the ±3 % band.
 """
 
 from __future__ import annotations
