@@ -139,7 +139,6 @@ class MeasuredGate:
         self.before_write = before_write  # e.g. the search's settings file: what the timings are of
         repair_jsonl(self.path)  # a record torn by a stop is timed again
         self.rows = {r["arch"]: r for r in read_jsonl(self.path)}
-        self.timed = 0  # architectures this gate timed (not replayed)
 
     def ratio(self, name: str) -> float:
         return self.rows[name]["ratio"]
@@ -158,5 +157,4 @@ class MeasuredGate:
                 self.rows[name] = dict(arch=name, measured_ms=ms, reference_ms=reference_ms, ratio=ms / reference_ms,
                                        load_1min=load)
                 append_jsonl(self.path, self.rows[name])
-            self.timed += len(new)
         return [abs(self.ratio(n) - 1) <= self.settings.tolerance for n in names]
