@@ -59,7 +59,6 @@ def search_config(args, kind: str, seed: int, **measure):
     from repghost.search.evolution import EvolutionConfig
 
     gate = dict(measured_band=args.reference, prefilter=args.prefilter) if args.measured_band else {}
-
     return EvolutionConfig(output=str(Path(args.out) / f"{kind}-s{seed}"), costmodel=args.costmodel,
                            target_ms=args.target_ms, supernet=args.supernet, seed=seed, threads=1,
                            population=args.population, parents=args.parents, generations=args.generations,
@@ -190,34 +189,24 @@ def stage_random_measured(args) -> None:
     interleaved run with the reference (resumable: ``timings.jsonl``), the first 16 in draw order within ±3 % of
     the reference's measured latency written to ``--random-out``/archs for ``study detection --seeds 0``."""
     from repghost.costmodel.fit import CostModel
-    from repghost.io import append_jsonl, read_jsonl, repair_jsonl
-    from repghost.search.finalists import MeasureSettings, time_bodies
+    from repghost.search.finalists import MeasuredGate, MeasureSettings
     from repghost.study.fidelity import pick_architectures
 
     out = Path(args.random_out)
     out.mkdir(parents=True, exist_ok=True)
     _, drawn = pick_architectures(SPACE, CostModel.load(args.costmodel, SPACE), count=args.draws,
                                   tolerance=args.draw_tolerance, seed=args.draw_seed, target_ms=args.target_ms)
-    timings = out / "timings.jsonl"
-    repair_jsonl(timings)
-    done = {r["name"]: r for r in read_jsonl(timings)}
-    settings = MeasureSettings(reference=args.reference)
+    gate = MeasuredGate(out, MeasureSettings(reference=args.reference), progress=True)  # out/timings.jsonl
 
     def in_band() -> list[dict]:
-        return [done[d["name"]] for d in drawn if d["name"] in done and done[d["name"]]["in_band"]]
+        return [{**d, **gate.rows[d["name"]], "in_band": True} for d in drawn
+                if d["name"] in gate.rows and gate.admits(d["name"])]
 
     for start in range(0, len(drawn), 16):
         if len(in_band()) >= 16:
             break
-        batch = [d for d in drawn[start:start + 16] if d["name"] not in done]
-        if not batch:
-            continue
-        reference_ms, measured = time_bodies([d["name"] for d in batch], settings)
-        for d, ms in zip(batch, measured, strict=True):
-            done[d["name"]] = {**d, "measured_ms": ms, "reference_ms": reference_ms, "ratio": ms / reference_ms,
-                               "in_band": abs(ms / reference_ms - 1) <= settings.tolerance}
-            append_jsonl(timings, done[d["name"]])
-        print(f"timed {len(done)} of {len(drawn)} draws: {len(in_band())} in the measured band", flush=True)
+        gate([d["name"] for d in drawn[start:start + 16]])  # times only what is not timed yet
+        print(f"timed {len(gate.rows)} of {len(drawn)} draws: {len(in_band())} in the measured band", flush=True)
     kept = in_band()[:16]
     (out / "archs").mkdir(exist_ok=True)
     for i, row in enumerate(kept):
@@ -225,15 +214,24 @@ def stage_random_measured(args) -> None:
                           SPACE.arch_to_json(SPACE.from_arch_name(row["name"])))
     atomic_write_json(out / "architectures.json", dict(
         target_ms=args.target_ms, reference=args.reference, draw_tolerance=args.draw_tolerance,
-        draw_seed=args.draw_seed, timed=len(done),
+        draw_seed=args.draw_seed, timed=len(gate.rows),
         architectures=[{**row, "label": f"random_m{i:02d}"} for i, row in enumerate(kept)]))
-    print(f"{len(kept)} random architectures in the measured band (of {len(done)} timed) → {out / 'archs'}")
+    print(f"{len(kept)} random architectures in the measured band (of {len(gate.rows)} timed) → {out / 'archs'}")
 
 
-def verdict(diff: float, se: float) -> str:
-    """The rule: "beats" is a higher mean; "clearly" when the difference exceeds 2 SE of the difference."""
-    return ("clearly beats" if diff > 2 * se else "beats, within 2 SE," if diff > 0 else
+def compare(row: dict, other: dict) -> dict:
+    """``row``'s mean AP against ``other``'s by the study's rule: "beats" is a higher mean; "clearly" when the
+    difference exceeds 2 SE of the difference, SE = √(SE₁² + SE₂²)."""
+    diff = row["ap_mean"] - other["ap_mean"]
+    se = float(np.hypot(row["ap_se"], other["ap_se"]))
+    word = ("clearly beats" if diff > 2 * se else "beats, within 2 SE," if diff > 0 else
             "does not beat" if diff > -2 * se else "is clearly below")
+    return dict(difference=diff, se=se, verdict=word)
+
+
+def median_arch(rows: dict, labels: list[str]) -> str:
+    """The median of ``labels`` by mean AP; the lower median for an even count: never the better one."""
+    return sorted(labels, key=lambda label: rows[label]["ap_mean"])[(len(labels) - 1) // 2]
 
 
 def stage_fresh_test(args) -> None:
@@ -266,14 +264,11 @@ def stage_fresh_test(args) -> None:
         print(f"{row['arch']}: fresh test AP {stats['mean']:.2f} ± {stats['se'] or 0:.2f} "
               f"({', '.join(f'{v:.1f}' for v in fresh)}); protocol test AP {row['ap_mean']:.2f}", flush=True)
     pick = json.loads((out / "random_pick.json").read_text())["pick"]
-    labels = sorted(label for label in rows if label.startswith("evolution_s"))
-    med = sorted(labels, key=lambda label: rows[label]["ap_mean"])[(len(labels) - 1) // 2]
-    comparisons = {}
-    for other in (args.reference, pick):
-        diff = rows[med]["ap_mean"] - rows[other]["ap_mean"]
-        se = float(np.hypot(rows[med]["ap_se"], rows[other]["ap_se"]))
-        comparisons[other] = dict(difference=diff, se=se, verdict=verdict(diff, se))
-        print(f"fresh test split: median search seed {med} {verdict(diff, se)} {other} ({diff:+.2f} ± {se:.2f} AP)")
+    med = median_arch(rows, [label for label in rows if label.startswith("evolution_s")])
+    comparisons = {other: compare(rows[med], rows[other]) for other in (args.reference, pick)}
+    for other, c in comparisons.items():
+        print(f"fresh test split: median search seed {med} {c['verdict']} {other} ({c['difference']:+.2f} ± "
+              f"{c['se']:.2f} AP)")
     atomic_write_json(out / "fresh_test.json", dict(benchmark=str(root), seed=args.fresh_seed,
                                                     images=args.fresh_images, rows=list(rows.values()),
                                                     median=med, comparisons=comparisons))
@@ -300,10 +295,6 @@ def stage_report(args) -> None:
         r = rows[label]
         return f"{label}: {r['ap_mean']:.2f} ± {r['ap_se']:.2f} AP ({r['seeds']} seeds), {r['median_ms']:.2f} ms"
 
-    def median_arch(labels: list[str]) -> str:
-        ordered = sorted(labels, key=lambda label: rows[label]["ap_mean"])
-        return ordered[(len(ordered) - 1) // 2]  # the lower median for an even count: never the better one
-
     lines.append("| architecture | kind | test AP mean ± SE | AP per seed | body ms |")
     lines.append("|---|---|---|---|---|")
     for label, r in rows.items():
@@ -316,16 +307,13 @@ def stage_report(args) -> None:
     for kind, labels in groups.items():
         if not labels:
             continue
-        med = median_arch(labels)
+        med = median_arch(rows, labels)
         verdicts[kind] = dict(median=med, ap_mean=rows[med]["ap_mean"], ap_se=rows[med]["ap_se"],
                               latency_ratio=rows[med]["median_ms"] / reference["median_ms"])
         comparisons = []
         for name, other in ((ref, reference), (pick["pick"], random_pick)):
-            diff = rows[med]["ap_mean"] - other["ap_mean"]
-            se = float(np.hypot(rows[med]["ap_se"], other["ap_se"]))
-            word = verdict(diff, se)
-            verdicts[kind][name] = dict(difference=diff, se=se, verdict=word)
-            comparisons.append(f"{word} {name} ({diff:+.2f} ± {se:.2f} AP)")
+            c = verdicts[kind][name] = compare(rows[med], other)
+            comparisons.append(f"{c['verdict']} {name} ({c['difference']:+.2f} ± {c['se']:.2f} AP)")
         lines.append(f"\n{kind}: median of {len(labels)} search seed(s) is {describe(med)} "
                      f"({verdicts[kind]['latency_ratio']:.2f}× {ref}'s latency in the same run); it "
                      + "; ".join(comparisons) + f". ({ref}: {describe(ref).split(': ', 1)[1]}; random "

@@ -157,4 +157,8 @@ class MeasuredGate:
                 self.rows[name] = dict(arch=name, measured_ms=ms, reference_ms=reference_ms, ratio=ms / reference_ms,
                                        load_1min=load)
                 append_jsonl(self.path, self.rows[name])
-        return [abs(self.ratio(n) - 1) <= self.settings.tolerance for n in names]
+        return [self.admits(n) for n in names]
+
+    def admits(self, name: str) -> bool:
+        """Whether timed ``name`` is within ±tolerance of the reference's measured latency."""
+        return abs(self.ratio(name) - 1) <= self.settings.tolerance
