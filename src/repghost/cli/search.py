@@ -126,6 +126,10 @@ def _cmd_evolve(args) -> int:
         row = next(r for r in result.measured["rows"] if r["arch"] == result.measured["pick"])
         measured = (f", measured {row['measured_ms']:.2f} ms = {row['ratio']:.3f}× {args.measure_against}'s "
                     f"{row['reference_ms']:.2f} ms ({len(result.measured['rows'])} timed)")
+    elif args.measured_band is not None:
+        last = result.history[-1]
+        measured = (f", measured {last['best_ratio']:.3f}× {args.measured_band}'s latency ({last['timed']} "
+                    "architectures timed)")
     print(f"{'best' if result.measured is None else 'measured pick'} of {result.evaluated} architectures: score "
           f"{result.score:.3f}, predicted {result.predicted_ms:.2f} ms{measured} → {result.output / ARCH_FILE}")
     return 0
