@@ -58,7 +58,8 @@ def search_config(args, kind: str, seed: int, **measure):
     ``--measured-band``, held to the reference's measured latency while it searches."""
     from repghost.search.evolution import EvolutionConfig
 
-    gate = dict(measured_band=args.reference, prefilter=args.prefilter) if args.measured_band else {}
+    gate = (dict(measured_band=args.reference, prefilter=args.prefilter, timing_repeats=args.timing_repeats)
+            if args.measured_band else {})
     return EvolutionConfig(output=str(Path(args.out) / f"{kind}-s{seed}"), costmodel=args.costmodel,
                            target_ms=args.target_ms, supernet=args.supernet, seed=seed, threads=1,
                            population=args.population, parents=args.parents, generations=args.generations,
@@ -424,6 +425,8 @@ def main() -> None:
     p.add_argument("--measured-band", action="store_true", help="search/measure: every candidate timed against "
                    "--reference before it is scored, scored only within ±3 %% of its measured latency")
     p.add_argument("--prefilter", type=float, default=0.10, help="with --measured-band: the cost model's pre-filter")
+    p.add_argument("--timing-repeats", type=int, default=1, help="with --measured-band: independent interleaved "
+                   "runs per timed candidate (mean ratio)")
     p.add_argument("--finalists", type=int, default=16, help="best-scored architectures per search the measure "
                    "stage times")
     p.add_argument("--fresh-root", default="runs/det-benchmark-fresh", help="fresh-test: the fresh benchmark")

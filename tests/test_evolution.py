@@ -286,3 +286,29 @@ def test_bad_measured_band_settings_are_refused(bad, message, tmp_path):
     model, path = cost_model(tmp_path)
     with pytest.raises(EvolutionError, match=message):
         config(tmp_path, path, model, **bad)
+
+
+def test_timing_repeats_admit_on_the_mean_ratio_of_independent_runs(tmp_path, monkeypatch):
+    from repghost.search import finalists
+
+    model, path = cost_model(tmp_path)
+    calls = []
+
+    def time_bodies(names, settings, progress):  # each run off by ±0.04 in turn: one run alone would mislead
+        calls.append(list(names))
+        shift = 0.04 if len(calls) % 2 else -0.04
+        return 10.0, [10.0 * (fake_ratio(n) + shift) for n in names]
+
+    monkeypatch.setattr(finalists, "time_bodies", time_bodies)
+    cfg = config(tmp_path, path, model, tolerance=0.03, prefilter=0.5, measured_band="mobiledet_cpu",
+                 timing_repeats=2)
+    run_evolution(cfg, progress=False)
+    out = tmp_path / "evo"
+    scored = [r["arch"] for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())]
+    timed = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
+    assert all(abs(fake_ratio(n) - 1) <= 0.03 for n in scored)  # admitted on the mean, not on either run
+    assert all(r["ratios"] == pytest.approx([fake_ratio(r["arch"]) + 0.04, fake_ratio(r["arch"]) - 0.04]) and
+               r["ratio"] == pytest.approx(fake_ratio(r["arch"])) for r in timed)
+    assert sum(map(len, calls)) == 2 * len(timed) and calls[0::2] == calls[1::2]  # every batch timed twice
+    assert json.loads((out / "evolution.json").read_text())["settings"]["timing_repeats"] == 2
+    assert "timing_repeats" not in config(tmp_path, path, model).settings()  # older searches resume as they were

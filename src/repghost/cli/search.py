@@ -103,6 +103,9 @@ EVOLVE_TUNABLE = {
     "tolerance": "keep every candidate's predicted latency within ±this fraction of --target-ms (with "
                  "--measured-band: its measured latency within ±this fraction of MODEL's)",
     "prefilter": "with --measured-band: the cost model's pre-filter, ±this fraction of --target-ms",
+    "timing_repeats": "with --measured-band or --measure-against: time each candidate in this many independent "
+                      "interleaved runs and keep its mean ratio (one idle run's ratio varies by SD ~0.01; the best "
+                      "score among hundreds timed favours one measured low)",
     "population": "architectures per generation",
     "parents": "best architectures kept as parents of the next generation",
     "generations": "generations after the first population",
@@ -183,6 +186,6 @@ def add_evolve(sub) -> None:
                         "(onnxruntime, 320², 1 thread; up to 16 per interleaved run with MODEL) before scoring it, "
                         "and score only those within ±--tolerance of MODEL; the cost model only pre-filters, at "
                         "±--prefilter of --target-ms (every timing in OUTPUT/timings.jsonl: a resume times nothing "
-                        "again). Run it on an idle machine or beside one single-thread job")
+                        "again). Run it on an idle machine: beside other work a ratio varies 2-3x more")
     p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_evolve)

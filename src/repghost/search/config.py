@@ -125,6 +125,9 @@ class EvolutionConfig:
     #: ±``prefilter`` of ``target_ms``.
     measured_band: str | None = None
     prefilter: float = limited(Number(float, 0.0, 1.0, exclusive=True), default=0.10)
+    #: Independent interleaved runs each timed candidate gets (the measured band and the measured pick); its ratio
+    #: is their mean.
+    timing_repeats: int = limited(COUNT, default=1)
 
     def __post_init__(self):
         check_limits(self, EvolutionError)
@@ -161,6 +164,8 @@ class EvolutionConfig:
             values["split"] = None
         if self.measured_band is None:
             values["prefilter"] = None  # unused: the searches made before the measured band resume as they were
+        if self.timing_repeats == 1:
+            del values["timing_repeats"]  # as the searches made before it were: they resume as they were
         return values
 
     @property

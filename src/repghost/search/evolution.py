@@ -357,7 +357,8 @@ def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionRe
             if not (out / EVOLUTION_FILE).is_file():
                 write([])
 
-        gate = MeasuredGate(out, MeasureSettings(reference=config.measured_band, tolerance=config.tolerance),
+        gate = MeasuredGate(out, MeasureSettings(reference=config.measured_band, tolerance=config.tolerance,
+                                                 repeats=config.timing_repeats),
                             before_write=settings_first)
     search = Evolution(space, predict, quality, config, known, record, gate)
     with bar:  # closed however the search ends, so an error's line is not printed into the bar's
@@ -368,7 +369,7 @@ def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionRe
         from .finalists import MeasureSettings, measured_pick
 
         settings = MeasureSettings(reference=config.measure_against, finalists=config.finalists,
-                                   tolerance=config.tolerance)
+                                   tolerance=config.tolerance, repeats=config.timing_repeats)
         measured = measured_pick(out, search.scores.items(), settings, progress)
         best = space.from_arch_name(measured["pick"])
     atomic_write_json(out / ARCH_FILE, space.arch_to_json(best))

@@ -21,9 +21,14 @@ moved by −0.07 to +0.09 in ratio against an idle run, enough to put a differen
 keeps the 1-minute load average at its batch's start.
 
 The same timing holds a whole search to the measured band (:class:`MeasuredGate`, ``repghost evolve
---measured-band``): every candidate is timed before it is scored. **What the band is not**: a body's ratio
-depends on the other bodies in its interleaved run; picks inside the band in a gate's run of 16 measured
-1.05–1.09× in a study's run of 7 (four runs agreeing to ±0.01), more than the ±3 % band.
+--measured-band``): every candidate is timed before it is scored. **Noise and the winner's curse**: of the
+hundreds timed, the best-scored in the band tends to be one whose ratio was measured low. Re-timed on an idle
+machine, 112 architectures a gate had admitted beside other work (load 2.0–2.4) moved by SD 0.026 in ratio
+(29 of them out of the band), and two idle runs of the same 112 differed by SD 0.011; picks admitted at
+1.000× and 1.009× beside other work measured 1.05–1.09× idle. A body's ratio does *not* depend on its
+neighbours: the same picks measured the same (±0.01) timed with the reference alone, among 7 bodies and among
+17. So time on an idle machine, and ``repeats`` > 1 times each batch in that many independent interleaved
+runs and keeps the mean ratio (rows keep each run's ratio).
 """
 
 from __future__ import annotations
@@ -33,12 +38,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..io import atomic_write_json, read_format_json
 from ..limits import COUNT, Number, check_limits, limited
 from .config import EvolutionError
 
 __all__ = ["FINALISTS_FILE", "TIMINGS_FILE", "MeasuredBandError", "MeasuredGate", "MeasureSettings", "measured_pick",
-           "ranked", "time_bodies"]
+           "ranked", "time_bodies",
+           "time_ratios"]
 
 FINALISTS_FILE = "finalists.json"
 FINALISTS_FORMAT = "repghost-finalists/1"
@@ -60,9 +68,18 @@ class MeasureSettings:
     threads: int = limited(COUNT, default=1)
     warmup: int = 10
     runs: int = limited(COUNT, default=50)
+    #: Independent interleaved runs per batch; an architecture's ratio is the mean of its runs' ratios.
+    repeats: int = limited(COUNT, default=1)
 
     def __post_init__(self):
         check_limits(self, EvolutionError)
+
+    def record(self) -> dict:
+        """The settings as kept in a file; one run per batch is left out, as files made before ``repeats`` say."""
+        values = asdict(self)
+        if values["repeats"] == 1:
+            del values["repeats"]
+        return values
 
 
 def ranked(scores: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -85,6 +102,22 @@ def time_bodies(names: list[str], settings: MeasureSettings, progress: bool = Tr
     return timing["reference"]["median_ms"], [timing[f"finalist {i}"]["median_ms"] for i in range(len(names))]
 
 
+def time_ratios(names: list[str], settings: MeasureSettings, progress: bool = True) -> list[dict]:
+    """Each of ``names`` timed against the reference in ``settings.repeats`` interleaved runs (:func:`time_bodies`):
+    ``measured_ms``, ``reference_ms`` (means over the runs) and ``ratio`` (the mean of each run's ratio, which
+    cancels what the machine did during that run); with more than one run, ``ratios`` too."""
+    runs = [time_bodies(names, settings, progress) for _ in range(settings.repeats)]
+    rows = []
+    for i, name in enumerate(names):
+        ratios = [measured[i] / reference for reference, measured in runs]
+        row = dict(arch=name, measured_ms=float(np.mean([measured[i] for _, measured in runs])),
+                   reference_ms=float(np.mean([reference for reference, _ in runs])), ratio=float(np.mean(ratios)))
+        if settings.repeats > 1:
+            row["ratios"] = ratios
+        rows.append(row)
+    return rows
+
+
 def _band_miss(rows: list[dict], settings: MeasureSettings) -> str:
     ratios = [r["ratio"] for r in rows]
     return (f"none of the {len(rows)} scored architectures is within ±{settings.tolerance:.0%} of "
@@ -103,7 +136,7 @@ def measured_pick(out: str | Path, scores: Iterable[tuple[str, float]], settings
     if not candidates:
         raise MeasuredBandError("no scored architecture to measure")
     path = Path(out) / FINALISTS_FILE
-    state = dict(format=FINALISTS_FORMAT, settings=asdict(settings), candidates=[name for name, _ in candidates],
+    state = dict(format=FINALISTS_FORMAT, settings=settings.record(), candidates=[name for name, _ in candidates],
                  rows=[], pick=None)
     if path.is_file():
         kept = read_format_json(path, FINALISTS_FORMAT, EvolutionError, "measured pick")
@@ -112,10 +145,10 @@ def measured_pick(out: str | Path, scores: Iterable[tuple[str, float]], settings
     while state["pick"] is None and len(state["rows"]) < len(candidates):
         batch = candidates[len(state["rows"]):len(state["rows"]) + settings.finalists]
         load = os.getloadavg()[0]  # kept: a ratio measured beside other work is not an idle machine's
-        reference_ms, measured = time_bodies([name for name, _ in batch], settings, progress)
-        rows = [dict(arch=name, score=score, measured_ms=ms, reference_ms=reference_ms, ratio=ms / reference_ms,
-                     in_band=abs(ms / reference_ms - 1) <= settings.tolerance, load_1min=load)
-                for (name, score), ms in zip(batch, measured, strict=True)]
+        timed = time_ratios([name for name, _ in batch], settings, progress)
+        rows = [dict(arch=name, score=score, **{k: v for k, v in row.items() if k != "arch"},
+                     in_band=abs(row["ratio"] - 1) <= settings.tolerance, load_1min=load)
+                for (name, score), row in zip(batch, timed, strict=True)]
         state["rows"] += rows
         state["pick"] = next((r["arch"] for r in rows if r["in_band"]), None)
         atomic_write_json(path, state, indent=1)
@@ -149,14 +182,13 @@ class MeasuredGate:
         new = list(dict.fromkeys(n for n in names if n not in self.rows))
         if new:
             load = os.getloadavg()[0]
-            reference_ms, measured = time_bodies(new, self.settings, self.progress)
+            timed = time_ratios(new, self.settings, self.progress)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.before_write is not None:
                 self.before_write()
-            for name, ms in zip(new, measured, strict=True):
-                self.rows[name] = dict(arch=name, measured_ms=ms, reference_ms=reference_ms, ratio=ms / reference_ms,
-                                       load_1min=load)
-                append_jsonl(self.path, self.rows[name])
+            for row in timed:
+                self.rows[row["arch"]] = {**row, "load_1min": load}
+                append_jsonl(self.path, self.rows[row["arch"]])
         return [self.admits(n) for n in names]
 
     def admits(self, name: str) -> bool:
