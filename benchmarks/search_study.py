@@ -28,6 +28,12 @@ Run in resumable stages (every stage can be stopped and run again; it redoes not
 ``--measured-band`` runs the searches held to the reference's *measured* latency (``repghost evolve
 --measured-band``: every candidate timed before it is scored); ``measure`` and ``random-measured`` are the
 measured pick of finished searches and random search in the measured band.
+
+``rerank-candidates`` and ``rerank-pick`` re-rank each measured-band search's best-scored architectures by one
+stand-alone run each, judged on the benchmark's *search* split (the super-network's score orders the searches'
+picks poorly): the candidates to ``--rerank``/candidates, trained with ``study detection --seeds 0``, then the
+best per search to ``--rerank``/archs, for the study command with seeds 0 1 2. ``proxy-top``: how well the
+super-network's score orders the picks of several studies of one target (Kendall τ, bootstrap interval).
 """
 
 from __future__ import annotations
@@ -220,6 +226,99 @@ def stage_random_measured(args) -> None:
     print(f"{len(kept)} random architectures in the measured band (of {len(gate.rows)} timed) → {out / 'archs'}")
 
 
+def rerank_candidates(out: Path, kind: str, seed: int, top: int) -> list[str]:
+    """The ``top`` best-scored architectures of ``out``'s search ``kind``-s``seed`` (best first: its pick)."""
+    from repghost.io import read_jsonl
+    from repghost.search.finalists import ranked
+
+    search = out / f"{kind}-s{seed}"
+    if not json.loads((search / "evolution.json").read_text())["settings"].get("measured_band"):
+        raise SystemExit(f"{search} was not held to the measured band: its scored architectures are not all in it")
+    scores = [(r["arch"], r["score"]) for r in read_jsonl(search / "scores.jsonl")]
+    return [name for name, _ in ranked(scores)[:top]]
+
+
+def stage_rerank_candidates(args) -> None:
+    """Each search's ``--top`` best-scored architectures (all in its measured band) to ``--rerank``/candidates,
+    for one stand-alone run each: ``repghost study detection --archs RERANK/candidates/*.json --seeds 0``."""
+    out, rerank = Path(args.out), Path(args.rerank)
+    (rerank / "candidates").mkdir(parents=True, exist_ok=True)
+    for kind, seed in itertools.product(args.kinds, args.search_seeds):
+        for i, name in enumerate(rerank_candidates(out, kind, seed, args.top)):
+            atomic_write_json(rerank / "candidates" / f"{kind}_s{seed}_c{i}.json",
+                              SPACE.arch_to_json(SPACE.from_arch_name(name)))
+    print(f"{len(args.kinds) * len(args.search_seeds) * args.top} candidates → {rerank / 'candidates'}")
+
+
+def stage_rerank_pick(args) -> None:
+    """Each search's re-ranked pick: its candidates' seed-0 runs evaluated on the benchmark's *search* split, the
+    best (ties: the better super-network score, i.e. the earlier candidate) copied to ``--rerank``/archs as the
+    search's architecture, its run linked as that label's seed-0 run (same architecture, recipe and seed)."""
+    from repghost.detection.config import DataConfig
+    from repghost.detection.engine import evaluate_checkpoint
+
+    out, rerank = Path(args.out), Path(args.rerank)
+    data = DataConfig(root=args.benchmark, val_split="search")
+    (rerank / "archs").mkdir(parents=True, exist_ok=True)
+    table = {}
+    for kind, seed in itertools.product(args.kinds, args.search_seeds):
+        rows = []
+        for i in range(len(rerank_candidates(out, kind, seed, args.top))):
+            label = f"{kind}_s{seed}_c{i}"
+            runs = [r for r in finished_runs(rerank, label) if r.name.endswith("-seed0")]
+            if not runs:
+                raise SystemExit(f"{label} has no finished seed-0 run in {rerank}: train the candidates first")
+            path = runs[0] / "eval_search.json"
+            if not path.is_file():  # evaluated once, kept beside the run
+                evaluate_checkpoint(runs[0] / "last.pt", data, batch_size=16, workers=0, output=path, threads=1)
+            rows.append(dict(label=label, search_ap=json.loads(path.read_text())["bbox"]["AP"],
+                             test_ap=json.loads((runs[0] / "metrics.json").read_text())["bbox"]["AP"]))
+        best = max(rows, key=lambda r: (r["search_ap"], -rows.index(r)))
+        name = f"{kind}_s{seed}"
+        shutil.copyfile(rerank / "candidates" / f"{best['label']}.json", rerank / "archs" / f"{name}.json")
+        link = rerank / "runs" / f"{name}-seed0"
+        if not link.exists():
+            os.symlink(f"{best['label']}-seed0", link)
+        table[name] = dict(pick=best["label"], candidates=rows)
+        print(f"{name}: " + ", ".join(f"{r['label']} search AP {r['search_ap']:.2f}" for r in rows) +
+              f" → {best['label']}", flush=True)
+    atomic_write_json(rerank / "rerank.json", table)
+
+
+def stage_proxy_top(args) -> None:
+    """Does the super-network's score order the searches' picks? Every ``evolution_s*`` pick of ``--studies``
+    (studies of one target; their searches' ``scores.jsonl`` give the score) with its mean test AP over its
+    finished runs; Kendall τ with a bootstrap 95 % interval over the picks, to ``--results``/proxy_at_the_top.json."""
+    from scipy.stats import kendalltau
+
+    from repghost.io import read_jsonl
+
+    scores = {}
+    for study in map(Path, args.studies):
+        for path in study.glob("*-s*/scores.jsonl"):
+            scores.update({r["arch"]: r["score"] for r in read_jsonl(path)})
+    picks = {}
+    for study in map(Path, args.studies):
+        for path in sorted((study / "archs").glob("evolution_s*.json")):
+            name = SPACE.arch_name(SPACE.load_arch(path))
+            runs = finished_runs(study, path.stem)
+            if name in scores and len(runs) >= 3 and name not in picks:
+                aps = [json.loads((r / "metrics.json").read_text())["bbox"]["AP"] for r in runs]
+                picks[name] = dict(study=str(study), label=path.stem, score=scores[name], test_ap=statistics.fmean(aps),
+                                   runs=len(aps))
+    rows = sorted(picks.values(), key=lambda r: -r["score"])
+    x, y = np.array([r["score"] for r in rows]), np.array([r["test_ap"] for r in rows])
+    rng = np.random.default_rng(0)
+    boot = [kendalltau(x[i], y[i]).statistic for i in (rng.integers(0, len(x), len(x)) for _ in range(2000))]
+    tau = float(kendalltau(x, y).statistic)
+    low, high = np.nanpercentile(boot, [2.5, 97.5])
+    atomic_write_json(Path(args.results) / "proxy_at_the_top.json",
+                      dict(picks=rows, kendall_tau=tau, ci95=[float(low), float(high)], bootstrap=2000))
+    for r in rows:
+        print(f"{r['study']}/{r['label']}: score {r['score']:.2f}, test AP {r['test_ap']:.2f}")
+    print(f"{len(rows)} picks: Kendall τ {tau:+.2f} (95 % CI {low:+.2f} … {high:+.2f})")
+
+
 def compare(row: dict, other: dict) -> dict:
     """``row``'s mean AP against ``other``'s by the study's rule: "beats" is a higher mean; "clearly" when the
     difference exceeds 2 SE of the difference, SE = √(SE₁² + SE₂²)."""
@@ -399,7 +498,7 @@ def plot(rows: dict, groups: dict, reference: str, pick: str, path: Path) -> Non
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("stage", choices=["search", "pick-random", "link", "measure", "random-measured", "report",
-                                     "fresh-test"])
+                                     "fresh-test", "rerank-candidates", "rerank-pick", "proxy-top"])
     p.add_argument("--out", default="runs/search-study")
     p.add_argument("--fidelity", default="runs/fidelity", help="the fidelity study's directory")
     p.add_argument("--benchmark", default="runs/det-benchmark")
@@ -432,12 +531,16 @@ def main() -> None:
     p.add_argument("--fresh-root", default="runs/det-benchmark-fresh", help="fresh-test: the fresh benchmark")
     p.add_argument("--fresh-seed", type=int, default=1, help="fresh-test: its generator seed (the protocol's is 0)")
     p.add_argument("--fresh-images", type=int, default=512, help="fresh-test: its test images")
+    p.add_argument("--rerank", default="runs/search-study-rerank", help="rerank-*: the re-rank's study directory")
+    p.add_argument("--top", type=int, default=4, help="rerank-*: best-scored architectures per search re-ranked")
+    p.add_argument("--studies", nargs="+", default=[], help="proxy-top: the studies (one target) whose picks to rank")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(1)
     {"search": stage_search, "pick-random": stage_pick_random, "link": stage_link, "measure": stage_measure,
-     "random-measured": stage_random_measured, "report": stage_report, "fresh-test": stage_fresh_test}[
+     "random-measured": stage_random_measured, "report": stage_report, "fresh-test": stage_fresh_test,
+     "rerank-candidates": stage_rerank_candidates, "rerank-pick": stage_rerank_pick, "proxy-top": stage_proxy_top}[
         args.stage](args)
 
 
