@@ -60,7 +60,8 @@ def stage_context(args) -> dict:
     from repghost.models.repghostnet_space import RepGhostNetSpace
 
     space = RepGhostNetSpace()
-    names = {Path(a).stem: space.arch_name(space.load_arch(a)) for a in args.archs}
+    # labelled by study and file (two studies' picks share file names)
+    names = {f"{Path(a).parent.parent.name}/{Path(a).stem}": space.arch_name(space.load_arch(a)) for a in args.archs}
     others = [r["arch"] for r in read_jsonl(Path(args.search) / "timings.jsonl")][:10]
     bodies = {"reference": args.reference, **names, **{f"other{i}": n for i, n in enumerate(others)}}
     torch.set_num_threads(1)
