@@ -22,13 +22,14 @@ keeps the 1-minute load average at its batch's start.
 
 The same timing holds a whole search to the measured band (:class:`MeasuredGate`, ``repghost evolve
 --measured-band``): every candidate is timed before it is scored. **Noise and the winner's curse**: of the
-hundreds timed, the best-scored in the band tends to be one whose ratio was measured low. Re-timed on an idle
-machine, 112 architectures a gate had admitted beside other work (load 2.0–2.4) moved by SD 0.026 in ratio
-(29 of them out of the band), and two idle runs of the same 112 differed by SD 0.011; picks admitted at
-1.000× and 1.009× beside other work measured 1.05–1.09× idle. A body's ratio does *not* depend on its
-neighbours: the same picks measured the same (±0.01) timed with the reference alone, among 7 bodies and among
-17. So time on an idle machine, and ``repeats`` > 1 times each batch in that many independent interleaved
-runs and keeps the mean ratio (rows keep each run's ratio).
+hundreds timed, the best-scored in the band tends to be one whose ratio was measured low. Timed again on an
+idle machine, twice, the 112 architectures a gate had admitted beside other work (load 2.0–2.4) moved by SD
+0.024 and 0.029 in ratio (36 and 38 of them out of the band), while the two idle runs differed by SD 0.014
+(correlation 0.90, against 0.50–0.59 with the gate's); picks admitted at 1.000× and 1.009× beside other work
+measured 1.05× and 1.08× idle. A body's ratio does not depend on its neighbours beyond that noise: the same
+picks timed with the reference alone, among 7 bodies and among 17 agree to ±0.02
+(``benchmarks/timing_repeatability.py``). So time on an idle machine; ``repeats`` > 1 times each batch in
+that many independent interleaved runs and keeps the mean ratio (rows keep each run's ratio).
 """
 
 from __future__ import annotations
