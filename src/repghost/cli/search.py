@@ -104,7 +104,7 @@ EVOLVE_TUNABLE = {
                  "--measured-band: its measured latency within ±this fraction of MODEL's)",
     "prefilter": "with --measured-band: the cost model's pre-filter, ±this fraction of --target-ms",
     "timing_repeats": "with --measured-band or --measure-against: time each candidate in this many independent "
-                      "interleaved runs and keep its mean ratio (one idle run's ratio varies by SD ~0.01; the best "
+                      "interleaved runs and keep its mean ratio (one idle run's ratio varies by SD ~0.014; the best "
                       "score among hundreds timed favours one measured low)",
     "population": "architectures per generation",
     "parents": "best architectures kept as parents of the next generation",

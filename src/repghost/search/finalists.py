@@ -46,8 +46,7 @@ from ..limits import COUNT, Number, check_limits, limited
 from .config import EvolutionError
 
 __all__ = ["FINALISTS_FILE", "TIMINGS_FILE", "MeasuredBandError", "MeasuredGate", "MeasureSettings", "measured_pick",
-           "ranked", "time_bodies",
-           "time_ratios"]
+           "ranked", "time_bodies", "time_ratios"]
 
 FINALISTS_FILE = "finalists.json"
 FINALISTS_FORMAT = "repghost-finalists/1"
