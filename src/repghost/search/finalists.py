@@ -74,6 +74,10 @@ class MeasureSettings:
     def __post_init__(self):
         check_limits(self, EvolutionError)
 
+    def in_band(self, ratio: float) -> bool:
+        """Whether a measured ratio to the reference is within ±tolerance of it: the one band rule."""
+        return abs(ratio - 1) <= self.tolerance
+
     def record(self) -> dict:
         """The settings as kept in a file; one run per batch is left out, as files made before ``repeats`` say."""
         values = asdict(self)
@@ -147,7 +151,7 @@ def measured_pick(out: str | Path, scores: Iterable[tuple[str, float]], settings
         load = os.getloadavg()[0]  # kept: a ratio measured beside other work is not an idle machine's
         timed = time_ratios([name for name, _ in batch], settings, progress)
         rows = [dict(arch=name, score=score, **{k: v for k, v in row.items() if k != "arch"},
-                     in_band=abs(row["ratio"] - 1) <= settings.tolerance, load_1min=load)
+                     in_band=settings.in_band(row["ratio"]), load_1min=load)
                 for (name, score), row in zip(batch, timed, strict=True)]
         state["rows"] += rows
         state["pick"] = next((r["arch"] for r in rows if r["in_band"]), None)
@@ -193,4 +197,4 @@ class MeasuredGate:
 
     def admits(self, name: str) -> bool:
         """Whether timed ``name`` is within ±tolerance of the reference's measured latency."""
-        return abs(self.ratio(name) - 1) <= self.settings.tolerance
+        return self.settings.in_band(self.ratio(name))
