@@ -69,7 +69,7 @@ def search_config(args, kind: str, seed: int, **measure):
     return EvolutionConfig(output=str(Path(args.out) / f"{kind}-s{seed}"), costmodel=args.costmodel,
                            target_ms=args.target_ms, supernet=args.supernet, seed=seed, threads=1,
                            population=args.population, parents=args.parents, generations=args.generations,
-                           **KINDS[kind], **measure, **gate)
+                           start_from=tuple(args.start_from), **KINDS[kind], **measure, **gate)
 
 
 def stage_search(args) -> None:
@@ -511,6 +511,8 @@ def main() -> None:
                    help="the reference's measured latency in the cost model's unit (repghostnet_050's: 4.62)")
     p.add_argument("--kinds", nargs="+", choices=list(KINDS), default=["evolution"])
     p.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--start-from", nargs="+", default=[], help="search: architectures the first population "
+                   "starts with (repghost evolve --start-from)")
     p.add_argument("--population", type=int, default=16)
     p.add_argument("--parents", type=int, default=4)
     p.add_argument("--generations", type=int, default=8)

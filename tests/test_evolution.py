@@ -312,3 +312,51 @@ def test_timing_repeats_admit_on_the_mean_ratio_of_independent_runs(tmp_path, mo
     assert sum(map(len, calls)) == 2 * len(timed) and calls[0::2] == calls[1::2]  # every batch timed twice
     assert json.loads((out / "evolution.json").read_text())["settings"]["timing_repeats"] == 2
     assert "timing_repeats" not in config(tmp_path, path, model).settings()  # older searches resume as they were
+
+
+def test_a_search_started_from_the_hand_design_holds_it_in_its_first_population(tmp_path):
+    model, path = cost_model(tmp_path)
+    hand = SPACE.named_archs()["repghostnet_050"]
+    cfg = config(tmp_path, path, model, start_from=("repghostnet_050",))
+    result = run_evolution(cfg, progress=False)
+    first = result.history[0]["population"]
+    assert SPACE.arch_name(hand) in first and len(first) == len(set(first)) == cfg.population
+    saved = json.loads((tmp_path / "evo" / "evolution.json").read_text())["settings"]
+    assert saved["start_from"] == [SPACE.arch_name(hand)]  # the architecture, not the name it was given by
+    assert "start_from" not in config(tmp_path, path, model).settings()  # older searches resume as they were
+    (tmp_path / "hand.json").write_text(json.dumps(SPACE.arch_to_json(hand)))
+    again = run_evolution(config(tmp_path, path, model, start_from=(str(tmp_path / "hand.json"),)), progress=False)
+    assert again.history == result.history  # the same start given as a file: the same search, resumed
+
+
+def test_a_start_outside_the_band_is_refused_or_left_out_by_the_gate(tmp_path, monkeypatch, capsys):
+    from repghost import cli
+    from repghost.search import finalists
+
+    model, path = cost_model(tmp_path)
+    far = "repghostnet_100"  # predicted well above repghostnet_050's latency
+    code = cli.main(["evolve", "--costmodel", str(path), "--target-ms", str(reference_ms(model)), "--quality",
+                     "shuffled", "--population", "8", "--parents", "2", "--generations", "1", "--tolerance", "0.1",
+                     "--output", str(tmp_path / "far"), "--start-from", far])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "start architecture" in last and "outside ±10%" in last, last
+    assert not (tmp_path / "far").exists()
+    code = cli.main(["evolve", "--costmodel", str(path), "--target-ms", "1", "--quality", "shuffled",
+                     "--output", str(tmp_path / "typo"), "--start-from", "repghostnet_05"])
+    assert code == 2 and "--start-from: repghostnet_05" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+
+    calls = []
+
+    def time_bodies(names, settings, progress):  # the start (a run of its own) is refused; the rest as usual
+        calls.append(list(names))
+        return 10.0, [10.0 * (1.5 if n == SPACE.arch_name(SPACE.named_archs()[far]) else fake_ratio(n))
+                      for n in names]
+
+    monkeypatch.setattr(finalists, "time_bodies", time_bodies)
+    cfg = config(tmp_path, path, model, tolerance=0.03, prefilter=0.5, measured_band="mobiledet_cpu",
+                 start_from=(far,))
+    result = run_evolution(cfg, progress=False)
+    assert calls[0] == [SPACE.arch_name(SPACE.named_archs()[far])]  # timed, though the cost model puts it far out
+    assert SPACE.arch_name(SPACE.named_archs()[far]) not in result.history[0]["population"]
+    assert len(result.history[0]["population"]) == cfg.population

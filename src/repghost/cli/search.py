@@ -122,7 +122,8 @@ def _cmd_evolve(args) -> int:
     config = EvolutionConfig(output=args.output, costmodel=args.costmodel, target_ms=args.target_ms,
                              supernet=args.supernet, split=args.split, strategy=args.strategy,
                              quality=args.quality, threads=args.threads, measure_against=args.measure_against,
-                             finalists=args.finalists, measured_band=args.measured_band, **options)
+                             finalists=args.finalists, measured_band=args.measured_band,
+                             start_from=tuple(args.start_from), **options)
     result = run_evolution(config)
     measured = ""
     if result.measured is not None:
@@ -187,5 +188,10 @@ def add_evolve(sub) -> None:
                         "and score only those within ±--tolerance of MODEL; the cost model only pre-filters, at "
                         "±--prefilter of --target-ms (every timing in OUTPUT/timings.jsonl: a resume times nothing "
                         "again). Run it on an idle machine: beside other work a ratio varies 2-3x more")
+    p.add_argument("--start-from", nargs="+", default=[], metavar="ARCH",
+                   help="start the first population with these architectures (registered models the space holds, "
+                        "e.g. repghostnet_050, architecture names or arch.json files), the rest uniform draws: the "
+                        "search begins at the hand design and mutates around it. Each must be in the cost model's "
+                        "band, or with --measured-band is timed first and left out if outside it")
     p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_cmd_evolve)

@@ -128,9 +128,16 @@ class EvolutionConfig:
     #: Independent interleaved runs each timed candidate gets (the measured band and the measured pick); its ratio
     #: is their mean.
     timing_repeats: int = limited(COUNT, default=1)
+    #: Architectures the first population starts with (registered models the space holds, architecture names or
+    #: files), before its uniform draws: a search that starts from the hand design (:meth:`.Evolution._start`).
+    start_from: tuple[str, ...] = ()
 
     def __post_init__(self):
         check_limits(self, EvolutionError)
+        self.start_from = tuple(self.start_from)
+        if len(self.start_from) > self.population:
+            raise EvolutionError(f"{len(self.start_from)} start architectures do not fit a population of "
+                                 f"{self.population}")
         if self.strategy not in STRATEGIES:
             raise EvolutionError(f"strategy is one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
         if self.quality not in QUALITIES:
@@ -166,6 +173,8 @@ class EvolutionConfig:
             values["prefilter"] = None  # unused: the searches made before the measured band resume as they were
         if self.timing_repeats == 1:
             del values["timing_repeats"]  # as the searches made before it were: they resume as they were
+        # Recorded by run_evolution as the architectures' names (what a file holds, not its path), when there are any.
+        del values["start_from"]
         return values
 
     @property

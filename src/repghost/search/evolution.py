@@ -14,7 +14,9 @@ rest of the population are children, half mutations of a random parent (each dec
 drawn again with probability ``mutation_prob``), half uniform crossovers of two parents, mutated the same
 way (once the parents converge, their crossovers alone are the parents again). A child the cost
 model puts outside the band, or one already scored, is drawn again. The first population is uniform
-draws of the space inside the band (the fidelity study's prior).
+draws of the space inside the band (the fidelity study's prior), after the ``start_from`` architectures if
+any (e.g. the hand-designed network the search is to beat: the search then begins where it is, and its
+mutations explore around it).
 
 **The measured band** (``measured_band``: a model): the cost model's error per architecture is larger than the
 ±3 % band (:mod:`.finalists`), so "equal latency" held by the cost model alone is not equal measured latency. With
@@ -77,8 +79,9 @@ class Evolution:
 
     def __init__(self, space, predict: Callable[[list], np.ndarray], score: Callable[[tuple], float],
                  config: EvolutionConfig, known: dict[str, float] | None = None,
-                 record: Callable[[str, float], None] | None = None, gate=None):
+                 record: Callable[[str, float], None] | None = None, gate=None, start: Sequence[tuple] = ()):
         self.space, self.predict, self._score, self.config = space, predict, score, config
+        self.start = [space.canonical(a) for a in start]  # config.start_from, resolved
         self.scores: dict[str, float] = {}
         self.known = dict(known or {})
         self.record = record
@@ -156,9 +159,32 @@ class Evolution:
         return out
 
     def first_population(self, taken: set[str]) -> list[tuple[str, ...]]:
+        start = self._start(taken)
+        need = self.config.population - len(start)
         if self.gate is not None:
-            return self._admitted({"uniform draw": self._uniform}, {"uniform draw": self.config.population}, taken)
-        return [self._draw(self._uniform, taken, "uniform draw") for _ in range(self.config.population)]
+            return start + self._admitted({"uniform draw": self._uniform}, {"uniform draw": need}, taken)
+        return start + [self._draw(self._uniform, taken, "uniform draw") for _ in range(need)]
+
+    def _start(self, taken: set[str]) -> list[tuple[str, ...]]:
+        """The start architectures the band holds. Without a measured band each must be in the cost model's
+        band (else :class:`EvolutionError`, before anything is scored); with one, the gate judges them (timed in
+        an interleaved run of their own, whatever the cost model predicts: its error per architecture is what
+        the gate is for) and a refused one is left out, its ratio kept with the others'."""
+        start = []
+        for arch in self.start:
+            name = self.space.arch_name(arch)
+            if name in taken:
+                continue
+            if self.gate is None and not self.in_band(ms := float(self.predict([arch])[0])):
+                raise EvolutionError(f"start architecture {name} is predicted at {ms:.2f} ms, outside "
+                                     f"±{self.config.tolerance:.0%} of {self.config.target_ms:.2f} ms")
+            taken.add(name)
+            start.append(arch)
+        if self.gate is None or not start:
+            return start
+        names = [self.space.arch_name(a) for a in start]
+        self.gated.update(names)
+        return [a for a, ok in zip(start, self.gate(names), strict=True) if ok]
 
     def children(self, parents: list[tuple[str, ...]], count: int, taken: set[str]) -> list[tuple[str, ...]]:
         """``count`` new architectures: uniform draws (random strategy), else half mutations of a random parent
@@ -285,6 +311,15 @@ def _quality(config: EvolutionConfig, space, predict) -> Callable[[tuple], float
     return lambda arch: scorer.score(arch)[0]
 
 
+def _start_archs(config: EvolutionConfig, space) -> list[tuple[str, ...]]:
+    from ..models.space import SpaceError
+
+    try:
+        return [space.canonical(space.load_arch(spec)) for spec in config.start_from]
+    except SpaceError as err:  # the user's --start-from: a usage error (exit 2), before anything is scored
+        raise EvolutionError(f"--start-from: {err}") from None
+
+
 def _check_settings(out: Path, settings: dict) -> None:
     from ..io import read_format_json
 
@@ -316,6 +351,9 @@ def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionRe
         raise EvolutionError(f"{config.costmodel} is a cost model of {space.id}; the evolutionary search runs over "
                              "the RepGhostNet-skeleton space the super-network shares")
     settings = config.settings()  # digests of the cost model and the super-network: read once
+    start = _start_archs(config, space)
+    if start:
+        settings["start_from"] = [space.arch_name(a) for a in start]
     _check_settings(out, settings)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -360,7 +398,7 @@ def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionRe
         gate = MeasuredGate(out, MeasureSettings(reference=config.measured_band, tolerance=config.tolerance,
                                                  repeats=config.timing_repeats),
                             before_write=settings_first)
-    search = Evolution(space, predict, quality, config, known, record, gate)
+    search = Evolution(space, predict, quality, config, known, record, gate, start)
     with bar:  # closed however the search ends, so an error's line is not printed into the bar's
         best = search.run(save)
     top = search.history[-1]
