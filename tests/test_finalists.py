@@ -46,6 +46,27 @@ def test_the_pick_is_the_best_score_in_the_measured_band_timed_batch_by_batch(tm
     assert len(clock.batches) == 2
 
 
+def test_with_repeats_the_pick_is_in_the_band_by_the_mean_of_independent_runs(tmp_path, monkeypatch):
+    # b (the better score) reads 1.00 then 1.08 (mean 1.04: out), a 0.98 then 1.06 (mean 1.02: in). The first
+    # run alone would pick b, the second neither: the mean of the runs decides, as in the gate
+    reads = iter([dict(a=0.98, b=1.00), dict(a=1.06, b=1.08)])
+    batches = []
+
+    def time_bodies(names, settings, progress):
+        batches.append(list(names))
+        ratios = next(reads)
+        return 10.0, [10.0 * ratios[n] for n in names]
+
+    monkeypatch.setattr(finalists, "time_bodies", time_bodies)
+    settings = MeasureSettings(reference="mobiledet_cpu", finalists=2, tolerance=0.03, repeats=2)
+    result = measured_pick(tmp_path, [("b", 2.0), ("a", 1.0)], settings, progress=False)
+    assert result["pick"] == "a" and batches == [["b", "a"], ["b", "a"]]
+    rows = {r["arch"]: r for r in result["rows"]}
+    assert rows["b"]["ratios"] == pytest.approx([1.00, 1.08]) and rows["b"]["ratio"] == pytest.approx(1.04)
+    assert not rows["b"]["in_band"] and rows["a"]["in_band"] and rows["a"]["ratio"] == pytest.approx(1.02)
+    assert result["settings"]["repeats"] == 2 and "repeats" not in SETTINGS.record()
+
+
 def test_a_stopped_pick_resumes_after_its_timed_batches(tmp_path, monkeypatch):
     clock = FakeClock(dict(a=1.2, b=1.2, c=1.2, d=1.0))
     monkeypatch.setattr(finalists, "time_bodies", clock)
