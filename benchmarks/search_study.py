@@ -226,8 +226,9 @@ def stage_random_measured(args) -> None:
     print(f"{len(kept)} random architectures in the measured band (of {len(gate.rows)} timed) → {out / 'archs'}")
 
 
-def rerank_candidates(out: Path, kind: str, seed: int, top: int) -> list[str]:
-    """The ``top`` best-scored architectures of ``out``'s search ``kind``-s``seed`` (best first: its pick)."""
+def rerank_candidates(out: Path, kind: str, seed: int, top: int) -> list[tuple[str, float]]:
+    """The ``top`` best-scored architectures of ``out``'s search ``kind``-s``seed`` with their scores (best first:
+    its pick)."""
     from repghost.io import read_jsonl
     from repghost.search.finalists import ranked
 
@@ -235,7 +236,7 @@ def rerank_candidates(out: Path, kind: str, seed: int, top: int) -> list[str]:
     if not json.loads((search / "evolution.json").read_text())["settings"].get("measured_band"):
         raise SystemExit(f"{search} was not held to the measured band: its scored architectures are not all in it")
     scores = [(r["arch"], r["score"]) for r in read_jsonl(search / "scores.jsonl")]
-    return [name for name, _ in ranked(scores)[:top]]
+    return ranked(scores)[:top]
 
 
 def stage_rerank_candidates(args) -> None:
@@ -244,7 +245,7 @@ def stage_rerank_candidates(args) -> None:
     out, rerank = Path(args.out), Path(args.rerank)
     (rerank / "candidates").mkdir(parents=True, exist_ok=True)
     for kind, seed in itertools.product(args.kinds, args.search_seeds):
-        for i, name in enumerate(rerank_candidates(out, kind, seed, args.top)):
+        for i, (name, _) in enumerate(rerank_candidates(out, kind, seed, args.top)):
             atomic_write_json(rerank / "candidates" / f"{kind}_s{seed}_c{i}.json",
                               SPACE.arch_to_json(SPACE.from_arch_name(name)))
     print(f"{len(args.kinds) * len(args.search_seeds) * args.top} candidates → {rerank / 'candidates'}")
@@ -263,7 +264,7 @@ def stage_rerank_pick(args) -> None:
     table = {}
     for kind, seed in itertools.product(args.kinds, args.search_seeds):
         rows = []
-        for i in range(len(rerank_candidates(out, kind, seed, args.top))):
+        for i, (_, score) in enumerate(rerank_candidates(out, kind, seed, args.top)):
             label = f"{kind}_s{seed}_c{i}"
             runs = [r for r in finished_runs(rerank, label) if r.name.endswith("-seed0")]
             if not runs:
@@ -271,7 +272,7 @@ def stage_rerank_pick(args) -> None:
             path = runs[0] / "eval_search.json"
             if not path.is_file():  # evaluated once, kept beside the run
                 evaluate_checkpoint(runs[0] / "last.pt", data, batch_size=16, workers=0, output=path, threads=1)
-            rows.append(dict(label=label, search_ap=json.loads(path.read_text())["bbox"]["AP"],
+            rows.append(dict(label=label, score=score, search_ap=json.loads(path.read_text())["bbox"]["AP"],
                              test_ap=json.loads((runs[0] / "metrics.json").read_text())["bbox"]["AP"]))
         best = max(rows, key=lambda r: (r["search_ap"], -rows.index(r)))
         name = f"{kind}_s{seed}"
@@ -288,10 +289,11 @@ def stage_rerank_pick(args) -> None:
 def stage_proxy_top(args) -> None:
     """Does the super-network's score order the searches' picks? Every ``evolution_s*`` pick of ``--studies``
     (studies of one target; their searches' ``scores.jsonl`` give the score) with its mean test AP over its
-    finished runs; Kendall τ with a bootstrap 95 % interval over the picks, to ``--results``/proxy_at_the_top.json."""
-    from scipy.stats import kendalltau
-
+    finished runs; Kendall τ with a bootstrap 95 % interval over the picks, to ``--results``/proxy_at_the_top.json.
+    With ``--reranks``, also over every re-rank candidate of those studies (its score against its one run's test
+    AP and search-split AP: the best four of each search, where the search makes its choice)."""
     from repghost.io import read_jsonl
+    from repghost.study.fidelity import kendall_with_interval
 
     scores = {}
     for study in map(Path, args.studies):
@@ -307,16 +309,22 @@ def stage_proxy_top(args) -> None:
                 picks[name] = dict(study=str(study), label=path.stem, score=scores[name], test_ap=statistics.fmean(aps),
                                    runs=len(aps))
     rows = sorted(picks.values(), key=lambda r: -r["score"])
-    x, y = np.array([r["score"] for r in rows]), np.array([r["test_ap"] for r in rows])
-    rng = np.random.default_rng(0)
-    boot = [kendalltau(x[i], y[i]).statistic for i in (rng.integers(0, len(x), len(x)) for _ in range(2000))]
-    tau = float(kendalltau(x, y).statistic)
-    low, high = np.nanpercentile(boot, [2.5, 97.5])
-    atomic_write_json(Path(args.results) / "proxy_at_the_top.json",
-                      dict(picks=rows, kendall_tau=tau, ci95=[float(low), float(high)], bootstrap=2000))
+    tau, low, high = kendall_with_interval([r["score"] for r in rows], [r["test_ap"] for r in rows])
+    result = dict(picks=rows, kendall_tau=tau, ci95=[low, high], bootstrap=2000)
     for r in rows:
         print(f"{r['study']}/{r['label']}: score {r['score']:.2f}, test AP {r['test_ap']:.2f}")
     print(f"{len(rows)} picks: Kendall τ {tau:+.2f} (95 % CI {low:+.2f} … {high:+.2f})")
+    if args.reranks:
+        candidates = [dict(rerank=str(d), search=search, **row) for d in map(Path, args.reranks)
+                      for search, entry in json.loads((d / "rerank.json").read_text()).items()
+                      for row in entry["candidates"]]
+        result["rerank_candidates"] = dict(candidates=candidates)
+        for quality in ("test_ap", "search_ap"):
+            tau, low, high = kendall_with_interval([c["score"] for c in candidates], [c[quality] for c in candidates])
+            result["rerank_candidates"][quality] = dict(kendall_tau=tau, ci95=[low, high])
+            print(f"{len(candidates)} re-rank candidates, score vs one run's {quality}: Kendall τ {tau:+.2f} "
+                  f"(95 % CI {low:+.2f} … {high:+.2f})")
+    atomic_write_json(Path(args.results) / "proxy_at_the_top.json", result)
 
 
 def compare(row: dict, other: dict) -> dict:
@@ -536,6 +544,7 @@ def main() -> None:
     p.add_argument("--rerank", default="runs/search-study-rerank", help="rerank-*: the re-rank's study directory")
     p.add_argument("--top", type=int, default=4, help="rerank-*: best-scored architectures per search re-ranked")
     p.add_argument("--studies", nargs="+", default=[], help="proxy-top: the studies (one target) whose picks to rank")
+    p.add_argument("--reranks", nargs="+", default=[], help="proxy-top: re-rank directories whose candidates to rank")
     args = p.parse_args()
     import torch
 
