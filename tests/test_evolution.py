@@ -339,7 +339,7 @@ def test_a_start_outside_the_band_is_refused_or_left_out_by_the_gate(tmp_path, m
                      "shuffled", "--population", "8", "--parents", "2", "--generations", "1", "--tolerance", "0.1",
                      "--output", str(tmp_path / "far"), "--start-from", far])
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2 and "start architecture" in last and "outside ±10%" in last, last
+    assert code == 2 and f"start architecture {far} is predicted at" in last and "outside ±10%" in last, last
     assert not (tmp_path / "far").exists()
     code = cli.main(["evolve", "--costmodel", str(path), "--target-ms", "1", "--quality", "shuffled",
                      "--output", str(tmp_path / "typo"), "--start-from", "repghostnet_05"])
@@ -354,9 +354,13 @@ def test_a_start_outside_the_band_is_refused_or_left_out_by_the_gate(tmp_path, m
                       for n in names]
 
     monkeypatch.setattr(finalists, "time_bodies", time_bodies)
-    cfg = config(tmp_path, path, model, tolerance=0.03, prefilter=0.5, measured_band="mobiledet_cpu",
-                 start_from=(far,))
-    result = run_evolution(cfg, progress=False)
+    code = cli.main(["evolve", "--costmodel", str(path), "--target-ms", str(reference_ms(model)), "--quality",
+                     "shuffled", "--population", "8", "--parents", "2", "--generations", "1", "--tolerance", "0.03",
+                     "--prefilter", "0.5", "--measured-band", "mobiledet_cpu", "--output", str(tmp_path / "gated"),
+                     "--start-from", far])
+    assert code == 0
     assert calls[0] == [SPACE.arch_name(SPACE.named_archs()[far])]  # timed, though the cost model puts it far out
-    assert SPACE.arch_name(SPACE.named_archs()[far]) not in result.history[0]["population"]
-    assert len(result.history[0]["population"]) == cfg.population
+    first = json.loads((tmp_path / "gated" / "evolution.json").read_text())["history"][0]
+    assert SPACE.arch_name(SPACE.named_archs()[far]) not in first["population"] and len(first["population"]) == 8
+    assert first["start_refused"] == {far: 1.5}  # and said so, by the name it was given
+    assert f"note: start architecture {far} measured 1.500× mobiledet_cpu's latency" in capsys.readouterr().err

@@ -4,6 +4,7 @@ evolutionary search over a trained super-network, held at the target by the cost
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from .args import COUNT, input_dir, input_file, model_name, output_dir
 
@@ -125,6 +126,9 @@ def _cmd_evolve(args) -> int:
                              finalists=args.finalists, measured_band=args.measured_band,
                              start_from=tuple(args.start_from), **options)
     result = run_evolution(config)
+    for name, ratio in result.history[0].get("start_refused", {}).items():
+        print(f"note: start architecture {name} measured {ratio:.3f}× {args.measured_band}'s latency, outside "
+              f"±{config.tolerance:.0%}: left out of the first population", file=sys.stderr)
     measured = ""
     if result.measured is not None:
         row = next(r for r in result.measured["rows"] if r["arch"] == result.measured["pick"])

@@ -79,15 +79,18 @@ class Evolution:
 
     def __init__(self, space, predict: Callable[[list], np.ndarray], score: Callable[[tuple], float],
                  config: EvolutionConfig, known: dict[str, float] | None = None,
-                 record: Callable[[str, float], None] | None = None, gate=None, start: Sequence[tuple] = ()):
+                 record: Callable[[str, float], None] | None = None, gate=None,
+                 start: Sequence[tuple[str, tuple]] = ()):
         self.space, self.predict, self._score, self.config = space, predict, score, config
-        self.start = [space.canonical(a) for a in start]  # config.start_from, resolved
+        # config.start_from resolved: (as the user named it, architecture)
+        self.start = [(label, space.canonical(a)) for label, a in start]
         self.scores: dict[str, float] = {}
         self.known = dict(known or {})
         self.record = record
         # The measured band (a :class:`.finalists.MeasuredGate`): names → admitted or not, and each one's ratio.
         self.gate = gate
         self.gated: set[str] = set()  # the architectures put to the gate so far (a replay puts the same ones)
+        self.start_refused: dict[str, float] = {}  # start architectures the gate left out, as named: their ratios
         self.rng = np.random.default_rng([config.seed, 17])
         band = config.predicted_tolerance
         self.low, self.high = config.target_ms * (1 - band), config.target_ms * (1 + band)
@@ -170,13 +173,14 @@ class Evolution:
         band (else :class:`EvolutionError`, before anything is scored); with one, the gate judges them (timed in
         an interleaved run of their own, whatever the cost model predicts: its error per architecture is what
         the gate is for) and a refused one is left out, its ratio kept with the others'."""
-        start = []
-        for arch in self.start:
+        start, labels = [], {}
+        for label, arch in self.start:
             name = self.space.arch_name(arch)
             if name in taken:
                 continue
+            labels[name] = label
             if self.gate is None and not self.in_band(ms := float(self.predict([arch])[0])):
-                raise EvolutionError(f"start architecture {name} is predicted at {ms:.2f} ms, outside "
+                raise EvolutionError(f"start architecture {label} is predicted at {ms:.2f} ms, outside "
                                      f"±{self.config.tolerance:.0%} of {self.config.target_ms:.2f} ms")
             taken.add(name)
             start.append(arch)
@@ -184,7 +188,9 @@ class Evolution:
             return start
         names = [self.space.arch_name(a) for a in start]
         self.gated.update(names)
-        return [a for a, ok in zip(start, self.gate(names), strict=True) if ok]
+        admitted = self.gate(names)
+        self.start_refused = {labels[n]: self.gate.ratio(n) for n, ok in zip(names, admitted, strict=True) if not ok}
+        return [a for a, ok in zip(start, admitted, strict=True) if ok]
 
     def children(self, parents: list[tuple[str, ...]], count: int, taken: set[str]) -> list[tuple[str, ...]]:
         """``count`` new architectures: uniform draws (random strategy), else half mutations of a random parent
@@ -260,6 +266,8 @@ class Evolution:
                    choice_shares=shares)
         if self.gate is not None:
             row["best_ratio"], row["timed"] = self.gate.ratio(row["best"]), len(self.gated)
+        if generation == 0 and self.start_refused:
+            row["start_refused"] = dict(self.start_refused)
         return row
 
 
@@ -311,11 +319,11 @@ def _quality(config: EvolutionConfig, space, predict) -> Callable[[tuple], float
     return lambda arch: scorer.score(arch)[0]
 
 
-def _start_archs(config: EvolutionConfig, space) -> list[tuple[str, ...]]:
+def _start_archs(config: EvolutionConfig, space) -> list[tuple[str, tuple[str, ...]]]:
     from ..models.space import SpaceError
 
     try:
-        return [space.canonical(space.load_arch(spec)) for spec in config.start_from]
+        return [(spec, space.canonical(space.load_arch(spec))) for spec in config.start_from]
     except SpaceError as err:  # the user's --start-from: a usage error (exit 2), before anything is scored
         raise EvolutionError(f"--start-from: {err}") from None
 
@@ -353,7 +361,7 @@ def run_evolution(config: EvolutionConfig, progress: bool = True) -> EvolutionRe
     settings = config.settings()  # digests of the cost model and the super-network: read once
     start = _start_archs(config, space)
     if start:
-        settings["start_from"] = [space.arch_name(a) for a in start]
+        settings["start_from"] = [space.arch_name(a) for _, a in start]
     _check_settings(out, settings)
     if config.threads:
         torch.set_num_threads(config.threads)
