@@ -34,6 +34,14 @@ stand-alone run each, judged on the benchmark's *search* split (the super-networ
 picks poorly): the candidates to ``--rerank``/candidates, trained with ``study detection --seeds 0``, then the
 best per search to ``--rerank``/archs, for the study command with seeds 0 1 2. ``proxy-top``: how well the
 super-network's score orders the picks of several studies of one target (Kendall τ, bootstrap interval).
+
+Successive halving over stand-alone runs (a short run's training loss ranks the searches' best where the
+super-network's score does not: ``rung-fidelity`` measures it on finished runs): ``halving-admit`` times each
+search's ``--top`` best-scored architectures again with the reference and admits those within
+``--admit-tolerance``; ``study detection --archs RERANK/admitted/*.json --seeds 0 --stop-after-epoch K`` trains
+them to epoch K of the recipe; ``halving-promote`` keeps each search's ``--promote`` lowest losses at epoch K;
+``study detection --archs RERANK/promoted/*.json --seeds 0`` finishes those runs; ``rerank-pick`` then chooses
+among the promoted ones by search-split AP.
 """
 
 from __future__ import annotations
@@ -226,9 +234,9 @@ def stage_random_measured(args) -> None:
     print(f"{len(kept)} random architectures in the measured band (of {len(gate.rows)} timed) → {out / 'archs'}")
 
 
-def rerank_candidates(out: Path, kind: str, seed: int, top: int) -> list[tuple[str, float]]:
-    """The ``top`` best-scored architectures of ``out``'s search ``kind``-s``seed`` with their scores (best first:
-    its pick)."""
+def rerank_candidates(out: Path, kind: str, seed: int, top: int | None) -> list[tuple[str, float]]:
+    """The ``top`` (None: all) best-scored architectures of ``out``'s search ``kind``-s``seed`` with their scores
+    (best first: its pick)."""
     from repghost.io import read_jsonl
     from repghost.search.finalists import ranked
 
@@ -251,6 +259,71 @@ def stage_rerank_candidates(args) -> None:
     print(f"{len(args.kinds) * len(args.search_seeds) * args.top} candidates → {rerank / 'candidates'}")
 
 
+def candidate_labels(rerank: Path, kind: str, seed: int, top: int) -> list[tuple[int, str]]:
+    """(candidate index, label) a pick chooses among: the successive-halving's promoted ones when
+    ``RERANK/promoted.json`` is there, else the ``top`` best-scored."""
+    promoted = rerank / "promoted.json"
+    if promoted.is_file():
+        labels = json.loads(promoted.read_text())[f"{kind}_s{seed}"]["promoted"]
+        return [(int(label.rsplit("_c", 1)[1]), label) for label in labels]
+    return [(i, f"{kind}_s{seed}_c{i}") for i in range(top)]
+
+
+def stage_halving_admit(args) -> None:
+    """Successive halving, step 0: each search's ``--top`` best-scored architectures (to ``--rerank``/candidates)
+    timed again as SSDLite bodies with the reference, all in one interleaved run, ``--timing-repeats`` runs; a
+    candidate is admitted when its mean ratio is within ±``--admit-tolerance`` (``admission.json``; timed once: a
+    second call reads it)."""
+    from repghost.search.finalists import MeasureSettings, time_ratios
+
+    out, rerank = Path(args.out), Path(args.rerank)
+    path = rerank / "admission.json"
+    if not path.is_file():
+        stage_rerank_candidates(args)
+        labels = {f"{kind}_s{seed}_c{i}": name for kind, seed in itertools.product(args.kinds, args.search_seeds)
+                  for i, (name, _) in enumerate(rerank_candidates(out, kind, seed, args.top))}
+        settings = MeasureSettings(reference=args.reference, tolerance=args.admit_tolerance,
+                                   repeats=args.timing_repeats, finalists=len(labels))
+        rows = time_ratios(list(labels.values()), settings)
+        table = {label: dict(row, admitted=settings.in_band(row["ratio"]))
+                 for label, row in zip(labels, rows, strict=True)}
+        atomic_write_json(path, dict(settings=settings.record(), candidates=table), indent=1)
+    table = json.loads(path.read_text())["candidates"]
+    (rerank / "admitted").mkdir(exist_ok=True)
+    for label, row in table.items():
+        print(f"{label}: ratio {row['ratio']:.3f} ({', '.join(f'{r:.3f}' for r in row.get('ratios', []))})"
+              f"{'' if row['admitted'] else '  — left out'}")
+        if row["admitted"]:
+            shutil.copyfile(rerank / "candidates" / f"{label}.json", rerank / "admitted" / f"{label}.json")
+    print(f"{sum(r['admitted'] for r in table.values())} of {len(table)} admitted → {rerank / 'admitted'}")
+
+
+def stage_halving_promote(args) -> None:
+    """Successive halving, the rung's verdict: each search's admitted candidates ranked by the training loss of
+    their seed-0 run in epoch ``--rung-epoch`` (lowest first; ties: the better super-network score); the best
+    ``--promote`` to ``--rerank``/promoted (and ``promoted.json``), to be trained to the end, then ``rerank-pick``."""
+    rerank = Path(args.rerank)
+    table = json.loads((rerank / "admission.json").read_text())["candidates"]
+    result = {}
+    (rerank / "promoted").mkdir(exist_ok=True)
+    for kind, seed in itertools.product(args.kinds, args.search_seeds):
+        rows = []
+        for label in (label for label in table if label.startswith(f"{kind}_s{seed}_c") and table[label]["admitted"]):
+            history = rerank / "runs" / f"{label}-seed0" / "history.json"
+            losses = json.loads(history.read_text()) if history.is_file() else []
+            if len(losses) < args.rung_epoch:
+                raise SystemExit(f"{label} has not reached epoch {args.rung_epoch}: train the rung first "
+                                 f"(repghost study detection --stop-after-epoch {args.rung_epoch})")
+            rows.append(dict(label=label, loss=losses[args.rung_epoch - 1]["loss"]))
+        rows.sort(key=lambda r: (r["loss"], int(r["label"].rsplit("_c", 1)[1])))
+        promoted = [r["label"] for r in rows[:args.promote]]
+        result[f"{kind}_s{seed}"] = dict(rung_epoch=args.rung_epoch, ranking=rows, promoted=promoted)
+        for label in promoted:
+            shutil.copyfile(rerank / "candidates" / f"{label}.json", rerank / "promoted" / f"{label}.json")
+        print(f"{kind}_s{seed}: " + ", ".join(f"{r['label']} {r['loss']:.4f}" for r in rows) + f" → {promoted}")
+    atomic_write_json(rerank / "promoted.json", result, indent=1)
+
+
 def stage_rerank_pick(args) -> None:
     """Each search's re-ranked pick: its candidates' seed-0 runs evaluated on the benchmark's *search* split, the
     best (ties: the better super-network score, i.e. the earlier candidate) copied to ``--rerank``/archs as the
@@ -264,8 +337,9 @@ def stage_rerank_pick(args) -> None:
     table = {}
     for kind, seed in itertools.product(args.kinds, args.search_seeds):
         rows = []
-        for i, (_, score) in enumerate(rerank_candidates(out, kind, seed, args.top)):
-            label = f"{kind}_s{seed}_c{i}"
+        scores = [score for _, score in rerank_candidates(out, kind, seed, None)]  # candidate i is the i-th best
+        for i, label in candidate_labels(rerank, kind, seed, args.top):
+            score = scores[i]
             runs = [r for r in finished_runs(rerank, label) if r.name.endswith("-seed0")]
             if not runs:
                 raise SystemExit(f"{label} has no finished seed-0 run in {rerank}: train the candidates first")
@@ -325,6 +399,68 @@ def stage_proxy_top(args) -> None:
             print(f"{len(candidates)} re-rank candidates, score vs one run's {quality}: Kendall τ {tau:+.2f} "
                   f"(95 % CI {low:+.2f} … {high:+.2f})")
     atomic_write_json(Path(args.results) / "proxy_at_the_top.json", result)
+
+
+def runs_by_backbone(studies: list[Path]) -> dict[str, dict]:
+    """Every finished run under ``STUDY/runs`` of ``studies``, grouped by backbone (the same architecture under
+    other labels, or a run linked into several studies, counts once): {backbone: {labels, seeds: {seed: run}}}."""
+    import ast
+
+    found: dict[str, dict] = {}
+    for study in studies:
+        for run_dir in sorted((study / "runs").glob("*-seed*")):
+            if not (run_dir / "history.json").is_file() or run_dir not in finished_runs(study, run_dir.name.rsplit(
+                    "-seed", 1)[0]):
+                continue
+            settings = json.loads((run_dir / "run.json").read_text())
+            detector = settings["detector"]
+            backbone = (ast.literal_eval(detector) if isinstance(detector, str) else detector)["backbone"]
+            entry = found.setdefault(backbone, dict(labels=set(), seeds={}))
+            entry["labels"].add(run_dir.name.rsplit("-seed", 1)[0])
+            entry["seeds"].setdefault(settings["seed"], dict(
+                test_ap=json.loads((run_dir / "metrics.json").read_text())["bbox"]["AP"],
+                loss=[e["loss"] for e in json.loads((run_dir / "history.json").read_text())], run=str(run_dir)))
+    return found
+
+
+def stage_rung_fidelity(args) -> None:
+    """How well does a *short* stand-alone run rank architectures — the training loss after epoch k of the recipe's
+    schedule, one run (seed 0)? Truth: the mean test AP of the same architecture's *other* seeds (so the proxy and
+    the truth share no run); every architecture of ``--studies`` with a seed-0 run and at least one other.
+    Kendall τ with a bootstrap 95 % interval for k = 1 … epochs, beside the seed-0 run's own final test AP (what one
+    full run can tell), for all of them and for the searches' candidates alone (labels ``evolution*``, the
+    reference and the random pick: where a search makes its choice), to ``--results``/rung_fidelity.json."""
+    from repghost.study.fidelity import kendall_with_interval
+
+    studies = [Path(d) for d in args.studies]
+    found = runs_by_backbone(studies)
+    picks = {json.loads(path.read_text())["pick"] for path in (d / "random_pick.json" for d in studies)
+             if path.is_file()}
+    at_top = ("evolution", args.reference, *picks)
+    groups = {"all": [], "searched": []}
+    for _, entry in sorted(found.items()):
+        others = [run["test_ap"] for seed, run in entry["seeds"].items() if seed != 0]
+        if 0 not in entry["seeds"] or not others:
+            continue
+        row = dict(labels=sorted(entry["labels"]), truth=statistics.fmean(others), other_seeds=len(others),
+                   seed0_test_ap=entry["seeds"][0]["test_ap"], seed0_loss=entry["seeds"][0]["loss"])
+        groups["all"].append(row)
+        if any(label.startswith(at_top) for label in entry["labels"]):
+            groups["searched"].append(row)
+    result = {}
+    for group, rows in groups.items():
+        epochs = min(len(r["seed0_loss"]) for r in rows)
+        truth = [r["truth"] for r in rows]
+        taus = {"seed0_test_ap": kendall_with_interval([r["seed0_test_ap"] for r in rows], truth)}
+        for k in range(1, epochs + 1):
+            taus[f"loss_epoch{k}"] = kendall_with_interval([-r["seed0_loss"][k - 1] for r in rows], truth)
+        result[group] = dict(architectures=len(rows), truth_range=[min(truth), max(truth)], rows=rows,
+                             kendall_tau={name: dict(tau=t, ci95=[lo, hi]) for name, (t, lo, hi) in taus.items()})
+        print(f"{group}: {len(rows)} architectures, truth (mean test AP of seeds ≠ 0) "
+              f"{min(truth):.1f}–{max(truth):.1f}")
+        for name, (t, lo, hi) in taus.items():
+            print(f"  {name:<14} τ {t:+.3f} (95 % CI {lo:+.3f} … {hi:+.3f})")
+    atomic_write_json(Path(args.results) / "rung_fidelity.json", dict(studies=args.studies, **result), indent=1)
 
 
 def compare(row: dict, other: dict) -> dict:
@@ -506,7 +642,8 @@ def plot(rows: dict, groups: dict, reference: str, pick: str, path: Path) -> Non
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("stage", choices=["search", "pick-random", "link", "measure", "random-measured", "report",
-                                     "fresh-test", "rerank-candidates", "rerank-pick", "proxy-top"])
+                                     "fresh-test", "rerank-candidates", "rerank-pick", "proxy-top", "rung-fidelity",
+                                     "halving-admit", "halving-promote"])
     p.add_argument("--out", default="runs/search-study")
     p.add_argument("--fidelity", default="runs/fidelity", help="the fidelity study's directory")
     p.add_argument("--benchmark", default="runs/det-benchmark")
@@ -543,15 +680,22 @@ def main() -> None:
     p.add_argument("--fresh-images", type=int, default=512, help="fresh-test: its test images")
     p.add_argument("--rerank", default="runs/search-study-rerank", help="rerank-*: the re-rank's study directory")
     p.add_argument("--top", type=int, default=4, help="rerank-*: best-scored architectures per search re-ranked")
-    p.add_argument("--studies", nargs="+", default=[], help="proxy-top: the studies (one target) whose picks to rank")
+    p.add_argument("--studies", nargs="+", default=[],
+                   help="proxy-top, rung-fidelity: the studies (one target) whose picks / runs to rank")
     p.add_argument("--reranks", nargs="+", default=[], help="proxy-top: re-rank directories whose candidates to rank")
+    p.add_argument("--admit-tolerance", type=float, default=0.02, help="halving-admit: the band a candidate's mean "
+                   "ratio to the reference must be in (the study's is ±3 %%: a margin for the timing's drift)")
+    p.add_argument("--rung-epoch", type=int, default=3, help="halving-promote: the epoch whose training loss ranks")
+    p.add_argument("--promote", type=int, default=3, help="halving-promote: candidates per search trained to the end")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(1)
     {"search": stage_search, "pick-random": stage_pick_random, "link": stage_link, "measure": stage_measure,
      "random-measured": stage_random_measured, "report": stage_report, "fresh-test": stage_fresh_test,
-     "rerank-candidates": stage_rerank_candidates, "rerank-pick": stage_rerank_pick, "proxy-top": stage_proxy_top}[
+     "rerank-candidates": stage_rerank_candidates, "rerank-pick": stage_rerank_pick, "proxy-top": stage_proxy_top,
+     "rung-fidelity": stage_rung_fidelity, "halving-admit": stage_halving_admit,
+     "halving-promote": stage_halving_promote}[
         args.stage](args)
 
 

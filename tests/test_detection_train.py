@@ -100,6 +100,29 @@ def test_resume_after_interruption_matches_uninterrupted_run(trained, synthetic_
         torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
+def test_stop_after_epoch_pauses_resumably_and_the_resumed_run_matches_an_uninterrupted_one(trained, synthetic_dir,
+                                                                                          tmp_path):
+    config = dict(TINY, output=str(tmp_path / "rung"), synthetic_dir=synthetic_dir)
+    with pytest.raises(ValueError, match="stop_after_epoch must be ≥ 1"):
+        train_detector(make_train_config(**config), stop_after_epoch=0)
+    result = train_detector(make_train_config(**config), stop_after_epoch=1)
+    assert result == {"paused": True, "epoch": 1, "checkpoint": str(tmp_path / "rung" / "last.pt")}
+    assert torch.load(tmp_path / "rung" / "last.pt", weights_only=True)["epoch"] == 1
+    metrics = tmp_path / "rung" / "metrics.json"  # det-train's default evaluates every epoch
+    assert not metrics.exists() or json.loads(metrics.read_text())["epoch"] == 1
+    # Already at the rung: nothing trained, nothing written.
+    before = (tmp_path / "rung" / "last.pt").stat().st_mtime_ns
+    assert train_detector(make_train_config(**config, resume=True), stop_after_epoch=1)["paused"]
+    assert (tmp_path / "rung" / "last.pt").stat().st_mtime_ns == before
+
+    train_detector(make_train_config(**config, resume=True))
+    resumed = torch.load(tmp_path / "rung" / "last.pt", weights_only=True)
+    reference = torch.load(trained / "last.pt", weights_only=True)
+    assert resumed["epoch"] == 2
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
 def test_errors_exit_nonzero_and_write_nothing(tmp_path, capsys):
     assert main(["det-eval", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "m.json")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

@@ -13,6 +13,8 @@ from repghost.study import detection
 SIZES = dict(num_train=4, num_search=1, num_test=2, image_size=64)
 TINY = dict(benchmark_sizes=SIZES, epochs=2, batch_size=2, workers=0, warmup_iters=1, runtime="eager",
             latency_size=32, warmup=0, runs=2, progress=False)
+RUNG = {k: v for k, v in TINY.items() if k in ("benchmark_sizes", "epochs", "batch_size", "workers", "warmup_iters",
+                                                 "progress")}
 ARGV = ["--train-images", "4", "--search-images", "1", "--test-images", "2", "--image-size", "64", "--epochs", "2",
         "--batch-size", "2", "--workers", "0", "--runtime", "eager", "--latency-size", "32", "--warmup", "0",
         "--runs", "2"]
@@ -63,6 +65,52 @@ def test_study_resumes_the_cut_run_skips_finished_ones_and_reports_mean_and_se(t
     calls.clear()  # everything finished: nothing is trained again
     assert detection.run(out, ["repghostnet_050"], seeds=[0, 1], **TINY).rows[0]["ap_runs"] == row["ap_runs"]
     assert calls == []
+
+
+def test_a_rung_trains_to_its_epoch_only_and_the_full_study_finishes_the_same_runs(tmp_path, calls):
+    """Successive halving's rung: runs stop after epoch k of the full schedule; the study later resumes them, and
+    they end where an uninterrupted run ends."""
+    out, whole = tmp_path / "halved", tmp_path / "whole"
+    rows = detection.rung(out, ["repghostnet_050"], [0, 1], 1, **RUNG)
+    assert calls == [("repghostnet_050-seed0", False), ("repghostnet_050-seed1", False)]
+    for row in rows:
+        run_dir = out / "runs" / f"repghostnet_050-seed{row['seed']}"
+        history = json.loads((run_dir / "history.json").read_text())
+        assert [h["epoch"] for h in history] == [1] and row["loss"] == history[0]["loss"]
+        assert not (run_dir / "metrics.json").exists()
+    assert [r["loss"] for r in rows] == sorted(r["loss"] for r in rows)
+
+    calls.clear()  # already at the rung: nothing trained again
+    assert detection.rung(out, ["repghostnet_050"], [0, 1], 1, **RUNG) == rows and calls == []
+
+    result = detection.run(out, ["repghostnet_050"], seeds=[0, 1], **TINY)
+    assert calls == [("repghostnet_050-seed0", True), ("repghostnet_050-seed1", True)]
+    uninterrupted = detection.run(whole, ["repghostnet_050"], seeds=[0, 1], **TINY)
+    assert result.rows[0]["ap_runs"] == uninterrupted.rows[0]["ap_runs"]
+    for seed in (0, 1):
+        halved, full = (json.loads((d / "runs" / f"repghostnet_050-seed{seed}" / "history.json").read_text())
+                        for d in (out, whole))
+        assert [h["loss"] for h in halved] == [h["loss"] for h in full]
+
+
+def test_a_rung_past_the_schedule_is_refused_before_any_work(tmp_path, capsys, calls):
+    out = tmp_path / "study"
+    assert main(["study", "detection", "--archs", "repghostnet_050", "--seeds", "0", *ARGV, "--out", str(out),
+                 "--stop-after-epoch", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--stop-after-epoch must be in 1…2" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and calls == []
+
+
+def test_cli_rung_prints_each_runs_loss_and_writes_them(tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(["study", "detection", "--archs", "repghostnet_050", "--seeds", "0", *ARGV, "--out", str(out),
+                 "--stop-after-epoch", "1"]) == 0
+    printed = capsys.readouterr().out
+    (row,) = json.loads((out / "rung_epoch1.json").read_text())
+    assert row["arch"] == "repghostnet_050" and row["epoch"] == 1
+    assert f"training loss {row['loss']:.4f}" in printed and "without --stop-after-epoch" in printed
+    assert not (out / "detection.json").exists()
 
 
 def test_a_run_finished_by_another_study_since_the_plan_is_not_trained_again(tmp_path, calls):

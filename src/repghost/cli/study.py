@@ -47,10 +47,31 @@ def _cmd_detection(args) -> int:
 
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size,
                                        workers=args.workers).items() if v is not None}
+    if args.stop_after_epoch is not None:
+        return _detection_rung(args, overrides)
     return report(detection.run, args.out, out=args.out, architectures=args.archs, seeds=args.seeds,
                   benchmark=args.benchmark, benchmark_sizes=_benchmark_sizes(args), runtime=args.runtime,
                   latency_size=args.latency_size,
                   threads=args.threads, warmup=args.warmup, runs=args.runs, progress=_progress(), **overrides)
+
+
+def _detection_rung(args, overrides: dict) -> int:
+    """``study detection --stop-after-epoch K``: every run to epoch K only; each run's training loss there."""
+    from pathlib import Path
+
+    from ..io import atomic_write_json
+    from ..study import detection
+
+    with usage_errors(ValueError, FileNotFoundError):
+        rows = detection.rung(args.out, args.archs, args.seeds, args.stop_after_epoch, benchmark=args.benchmark,
+                              benchmark_sizes=_benchmark_sizes(args), threads=args.threads, progress=_progress(),
+                              **overrides)
+    for row in rows:
+        print(f"{row['arch']:<32} seed {row['seed']}  epoch {row['epoch']}  training loss {row['loss']:.4f}")
+    path = Path(args.out) / f"rung_epoch{args.stop_after_epoch}.json"
+    atomic_write_json(path, rows, indent=1)
+    print(f"wrote {path}; the same command without --stop-after-epoch finishes these runs")
+    return 0
 
 
 def _benchmark_sizes(args) -> dict:
@@ -180,6 +201,10 @@ def add_study(sub) -> None:
     s.add_argument("--seeds", nargs="+", type=COUNT0, default=[0, 1, 2], help="training seeds (default 0 1 2)")
     s.add_argument("--benchmark", default=None, type=output_dir,
                    help="where the detection benchmark is (generated there if missing; default OUT/benchmark)")
+    s.add_argument("--stop-after-epoch", type=COUNT, default=None, metavar="K",
+                   help="train every run only up to epoch K of the recipe's schedule now and print each run's "
+                        "training loss there, lowest first (a rung of successive halving; no test evaluation, no "
+                        "timing). The same command without it finishes the runs exactly as if never stopped")
     _benchmark_run_args(s)
     s.set_defaults(func=_cmd_detection)
 

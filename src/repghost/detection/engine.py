@@ -206,7 +206,7 @@ def _check_resumable(state: dict, config: DetTrainConfig, dataset: CocoDetection
 
 
 def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | None = None,
-                   stop_note: str | None = None) -> dict:
+                   stop_note: str | None = None, stop_after_epoch: int | None = None) -> dict:
     """Train per ``config``; returns the final COCO metrics (also in ``output/metrics.json``).
 
     Ctrl-C (SIGINT) or SIGTERM stops the run at the next step and saves a resumable ``last.pt``
@@ -214,7 +214,14 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
     "checkpoint": ...}`` instead of metrics. ``on_step({"epoch", "step", "global_step"})`` is called
     after every optimizer step (progress hooks, tests). ``stop_note`` replaces the Ctrl-C line's hint on
     how to go on (a study that runs this training says how to resume the study).
+
+    ``stop_after_epoch=k`` trains only up to epoch ``k`` of the schedule now (the first rung of successive
+    halving: the schedule, learning rate included, is still ``config.epochs`` long). It saves the resumable
+    ``last.pt`` and returns ``{"paused": True, "epoch": ..., "checkpoint": ...}``; resuming without it later
+    finishes the run as if it had never stopped. A run already at or past epoch ``k`` is not trained.
     """
+    if stop_after_epoch is not None and stop_after_epoch < 1:
+        raise ValueError(f"stop_after_epoch must be ≥ 1, got {stop_after_epoch}")
     runtime = init_runtime(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -268,6 +275,14 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
                                       f"{out / 'last.pt'})",
                     announce=lambda message: write(message, file=sys.stderr) if runtime.is_main else None)
     metrics = None
+
+    def paused_at(epoch: int) -> dict | None:
+        if stop_after_epoch is None or not stop_after_epoch <= epoch < config.epochs:
+            return None
+        return {"paused": True, "epoch": epoch, "checkpoint": str(out / "last.pt")}
+
+    if partial is None and paused_at(start_epoch):
+        return paused_at(start_epoch)
     with stop:
         for epoch in range(start_epoch, config.epochs):
             torch.manual_seed(config.seed + 1000 * (epoch + 1))  # model-side randomness: same after a resume
@@ -294,6 +309,8 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
             # Asked for in the epoch's last step or its evaluation: the epoch is saved whole; stop here.
             if any_rank(stop.requested, runtime.info, runtime.device):
                 return {"interrupted": True, "epoch": epoch + 1, "step": 0, "checkpoint": str(out / "last.pt")}
+            if paused_at(epoch + 1):
+                return paused_at(epoch + 1)
     if metrics is None:  # nothing left to train (or epochs == 0): report the model as it is
         metrics = evaluate(scored, val_loader, runtime.device, use_amp, progress=runtime.is_main)
         save(max(start_epoch, config.epochs), history)

@@ -168,10 +168,18 @@ CLAIM_FILE = ".training"
 WAIT_SECONDS = 30
 
 
-def train_runs(todo: Plan, progress: bool = True) -> dict[Run, dict]:
+def epochs_done(run_dir: Path) -> int:
+    """Whole epochs a run has saved (0 before its first)."""
+    history = run_dir / "history.json"
+    return len(json.loads(history.read_text())) if (run_dir / "last.pt").is_file() and history.is_file() else 0
+
+
+def train_runs(todo: Plan, progress: bool = True, stop_after_epoch: int | None = None) -> dict[Run, dict]:
     """Generate the benchmark (unless it is there), then train (or resume, or skip) every run; the final
     test metrics per run. Runs another process is training (a study sharing ``out``) are left to it and
-    waited for once nothing else is left."""
+    waited for once nothing else is left. ``stop_after_epoch=k`` trains every run only up to epoch ``k`` of its
+    schedule (successive halving's first rung; the same call without it finishes them): only runs already
+    finished have metrics then."""
     import time
 
     from tqdm import tqdm
@@ -195,13 +203,14 @@ def train_runs(todo: Plan, progress: bool = True) -> dict[Run, dict]:
                 # Read again, not the plan's: another study sharing the directory may have run it since.
                 state = _run_state(run_.run_dir, config, todo.benchmark_params)
                 bar.set_postfix_str(f"{run_.arch.label} seed {run_.seed} ({state})")
-                if state != "done":
+                if state != "done" and not (stop_after_epoch and epochs_done(run_.run_dir) >= stop_after_epoch):
                     config.resume = state == "resume"
                     atomic_write_json(run_.run_dir / RUN_SETTINGS, _settings(config, todo.benchmark_params))
                     hint = f"{run_.run_dir} saved; run the same command again to resume the study"
-                    if train_detector(config, stop_note=hint).get("interrupted"):
+                    if train_detector(config, stop_note=hint, stop_after_epoch=stop_after_epoch).get("interrupted"):
                         raise StudyInterrupted(hint)
-            metrics[run_] = json.loads((run_.run_dir / "metrics.json").read_text())
+            if _run_state(run_.run_dir, todo.configs[run_.run_dir], todo.benchmark_params) == "done":
+                metrics[run_] = json.loads((run_.run_dir / "metrics.json").read_text())
             bar.update(1)
         if elsewhere:
             bar.set_postfix_str(f"waiting for {len(elsewhere)} run(s) another process is training")
@@ -209,6 +218,25 @@ def train_runs(todo: Plan, progress: bool = True) -> dict[Run, dict]:
         pending = elsewhere
     bar.close()
     return metrics
+
+
+def rung(out: str | Path, architectures: Sequence[str], seeds: Sequence[int], stop_after_epoch: int,
+         benchmark: str | Path | None = None, benchmark_sizes: dict | None = None, threads: int = 1,
+         progress: bool = True, **overrides) -> list[dict]:
+    """Successive halving's rung: every (architecture, seed) trained only up to epoch ``stop_after_epoch`` of the
+    recipe's schedule (resuming, skipping runs already there), and each run's mean training loss in that epoch,
+    lowest first. The runs are the study's own: :func:`run` with the same arguments finishes them."""
+    todo = plan(out, architectures, seeds, benchmark, benchmark_sizes, threads=threads, **overrides)
+    epochs = todo.configs[todo.runs[0].run_dir].epochs
+    if not 1 <= stop_after_epoch <= epochs:
+        raise ValueError(f"--stop-after-epoch must be in 1…{epochs} (the recipe's epochs), got {stop_after_epoch}")
+    train_runs(todo, progress, stop_after_epoch)
+    rows = []
+    for run_ in todo.runs:
+        history = json.loads((run_.run_dir / "history.json").read_text())
+        rows.append(dict(arch=run_.arch.label, seed=run_.seed, epoch=stop_after_epoch,
+                         loss=history[stop_after_epoch - 1]["loss"], run_dir=str(run_.run_dir)))
+    return sorted(rows, key=lambda r: r["loss"])
 
 
 def summarize(values: Sequence[float]) -> dict:
