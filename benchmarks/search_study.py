@@ -315,6 +315,10 @@ def stage_halving_promote(args) -> None:
                 raise SystemExit(f"{label} has not reached epoch {args.rung_epoch}: train the rung first "
                                  f"(repghost study detection --stop-after-epoch {args.rung_epoch})")
             rows.append(dict(label=label, loss=losses[args.rung_epoch - 1]["loss"]))
+        if not rows:  # the protocol's rule: a search with no admitted candidate has no pick
+            result[f"{kind}_s{seed}"] = dict(rung_epoch=args.rung_epoch, ranking=[], promoted=[])
+            print(f"{kind}_s{seed}: no candidate admitted by latency — no pick")
+            continue
         rows.sort(key=lambda r: (r["loss"], int(r["label"].rsplit("_c", 1)[1])))
         promoted = [r["label"] for r in rows[:args.promote]]
         result[f"{kind}_s{seed}"] = dict(rung_epoch=args.rung_epoch, ranking=rows, promoted=promoted)
@@ -337,6 +341,10 @@ def stage_rerank_pick(args) -> None:
     table = {}
     for kind, seed in itertools.product(args.kinds, args.search_seeds):
         rows = []
+        if not candidate_labels(rerank, kind, seed, args.top):
+            print(f"{kind}_s{seed}: nothing promoted (no candidate admitted by latency) — no pick", flush=True)
+            table[f"{kind}_s{seed}"] = dict(pick=None, candidates=[])
+            continue
         scores = [score for _, score in rerank_candidates(out, kind, seed, None)]  # candidate i is the i-th best
         for i, label in candidate_labels(rerank, kind, seed, args.top):
             score = scores[i]
