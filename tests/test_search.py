@@ -347,7 +347,10 @@ def test_found_architecture_rebuilds_trains_a_step_folds_and_exports(whole, tmp_
 def test_torchrun_two_cpu_processes(tmp_path, cost_model):
     """Every rank trains its share of the minibatch on the same sampled path; rank 0 alone writes."""
     src = str(Path(__file__).resolve().parents[1] / "src")
-    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    # torchrun keeps its per-rank log directory (TMPDIR/torchelastic_*) after the run: not in the machine's /tmp.
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
+               TMPDIR=str(tmp_path / "tmp"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "repghost",
            "search", "--costmodel", cost_model, "--target-ms", "9", "--output", str(tmp_path / "ddp"), "--steps", "4",
            "--batch-size", "2", "--img-size", "64", "--log-every", "2", "--threads", "1", "--no-measure"]

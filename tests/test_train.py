@@ -261,11 +261,13 @@ def test_pretrained_replaces_a_classifier_of_another_size(tiny_run, tmp_path):
 
 # -- distributed -----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes_on_digits(tmp_path):
+def test_torchrun_two_cpu_processes_on_digits(tmp_path, tmp_path_factory):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "repghost", "train", "--output", str(tmp_path), "--name", "ddp", "--epochs", "1",
            "--batch-size", "128", "--img-size", "16", "--threads", "1", "--progress", "false"]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=400)
+    # torchrun keeps its per-rank log directory (TMPDIR/torchelastic_*) after the run: not in the machine's /tmp.
+    env = dict(_env(), TMPDIR=str(tmp_path_factory.mktemp("torchrun-tmp")))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "ddp"
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
