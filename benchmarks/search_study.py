@@ -93,10 +93,14 @@ def stage_search(args) -> None:
               f"({result.evaluated} scored) → {target}", flush=True)
 
 
+def is_finished(run_dir: Path) -> bool:
+    """A run whose metrics are of its last epoch."""
+    return (run_dir / "metrics.json").is_file() and json.loads((run_dir / "metrics.json").read_text())["epoch"] \
+        == json.loads((run_dir / "run.json").read_text())["epochs"]
+
+
 def finished_runs(study: Path, label: str) -> list[Path]:
-    return sorted(p for p in (study / "runs").glob(f"{label}-seed*")
-                  if (p / "metrics.json").is_file() and json.loads((p / "metrics.json").read_text())["epoch"]
-                  == json.loads((p / "run.json").read_text())["epochs"])
+    return sorted(p for p in (study / "runs").glob(f"{label}-seed*") if is_finished(p))
 
 
 def stage_pick_random(args) -> None:
@@ -417,8 +421,7 @@ def runs_by_backbone(studies: list[Path]) -> dict[str, dict]:
     found: dict[str, dict] = {}
     for study in studies:
         for run_dir in sorted((study / "runs").glob("*-seed*")):
-            if not (run_dir / "history.json").is_file() or run_dir not in finished_runs(study, run_dir.name.rsplit(
-                    "-seed", 1)[0]):
+            if not (run_dir / "history.json").is_file() or not is_finished(run_dir):
                 continue
             settings = json.loads((run_dir / "run.json").read_text())
             detector = settings["detector"]

@@ -281,8 +281,8 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
             return None
         return {"paused": True, "epoch": epoch, "checkpoint": str(out / "last.pt")}
 
-    if partial is None and paused_at(start_epoch):
-        return paused_at(start_epoch)
+    if partial is None and (paused := paused_at(start_epoch)):
+        return paused
     with stop:
         for epoch in range(start_epoch, config.epochs):
             torch.manual_seed(config.seed + 1000 * (epoch + 1))  # model-side randomness: same after a resume
@@ -309,8 +309,8 @@ def train_detector(config: DetTrainConfig, on_step: Callable[[dict], None] | Non
             # Asked for in the epoch's last step or its evaluation: the epoch is saved whole; stop here.
             if any_rank(stop.requested, runtime.info, runtime.device):
                 return {"interrupted": True, "epoch": epoch + 1, "step": 0, "checkpoint": str(out / "last.pt")}
-            if paused_at(epoch + 1):
-                return paused_at(epoch + 1)
+            if paused := paused_at(epoch + 1):
+                return paused
     if metrics is None:  # nothing left to train (or epochs == 0): report the model as it is
         metrics = evaluate(scored, val_loader, runtime.device, use_amp, progress=runtime.is_main)
         save(max(start_epoch, config.epochs), history)
